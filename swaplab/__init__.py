@@ -1,0 +1,43 @@
+"""swaplab: a face-swapping laboratory.
+
+Extract faces into facesets, train swap models, run ablation studies, swap photos and videos,
+evaluate with one pinned set of metrics, and mark every output as synthetic. The command-line
+tool is a thin wrapper over the functions exported here.
+
+Conventions, stated once: images at the I/O boundary are RGB uint8 arrays (H, W, 3); inside the
+library they are float32 tensors (N, 3, H, W), RGB, in [0, 1]. Landmarks are (K, 2) arrays of
+(x, y) pixel coordinates; affine matrices are 2x3, source frame -> crop, as cv2.warpAffine takes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# The public API is imported lazily: `import swaplab` stays fast and pulls in torch, dlib and
+# OpenCV only for the parts a program actually uses.
+_API = {
+    "extract": "swaplab.facesets.extract",
+    "ExtractConfig": "swaplab.facesets.extract",
+    "Faceset": "swaplab.facesets.format",
+    "contact_sheet": "swaplab.facesets.sheet",
+    "sort_faceset": "swaplab.facesets.sort",
+}
+
+if TYPE_CHECKING:
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.sheet import contact_sheet
+    from swaplab.facesets.sort import sort_faceset
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'swaplab' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_API]

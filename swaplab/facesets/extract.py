@@ -1,0 +1,296 @@
+"""Extraction: photos, folders and videos in, a faceset out.
+
+For each frame: detect faces (or track them between detections in a video), locate 68 and
+5 landmarks, align each face to the template by a similarity transform, embed its identity with
+the dlib ResNet port, and write the crop plus its record. Work is committed one shard at a time
+(one image, or one chunk of video frames), so re-running skips what is done and a killed run
+resumes. A bad file is reported by name and reason and the batch carries on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from swaplab.config import to_dict
+from swaplab.faces.analyze import AlignedFace, FaceAnalyzer, FaceAnalyzerConfig
+from swaplab.facesets.format import FaceRecord, FacesetHeader, FacesetWriter, shard_key
+from swaplab.io.atomic import atomic_write_json
+from swaplab.io.images import MediaError, encode_image, is_image_path, is_video_path, read_image
+from swaplab.io.video import VideoReader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractConfig:
+    """Options of ``swaplab extract`` (every field is a ``key=value`` override on the CLI)."""
+
+    faces: FaceAnalyzerConfig = field(default_factory=FaceAnalyzerConfig)
+    template: str = "whole_face"  # alignment template: whole_face (swapping), face, dlib_5 (identity)
+    size: int = 256  # crop side in pixels
+    image_format: Literal["jpg", "png"] = "jpg"
+    jpeg_quality: int = 95
+    every: int = 1  # keep every Nth video frame
+    max_frames: int = 0  # stop each video after this many frames (0 = all)
+    chunk_frames: int = 200  # video frames per shard: the unit of resume
+    reference: list[Path] = field(default_factory=list)  # keep only faces like these photos
+    max_identity_distance: float = 0.6  # dlib's same-person threshold
+    max_pixels: int = 40_000_000  # larger images are downscaled (or refused) when read
+
+    def __post_init__(self) -> None:
+        if self.size < 32 or self.size > 1024:
+            raise ValueError(f"size must be in 32..1024, got {self.size}")
+        if self.every < 1 or self.chunk_frames < 1:
+            raise ValueError("every and chunk_frames must be >= 1")
+
+
+@dataclass
+class ExtractSummary:
+    """What an extraction did, with every problem named by file."""
+
+    output: str
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    faces: int = 0
+    resumed_shards: int = 0
+    frames_without_face: int = 0
+    rejected: Counter = field(default_factory=Counter)  # faces dropped, by reason
+    problems: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    seconds: float = 0.0
+
+    def add_problem(self, path: str | Path, reason: str) -> None:
+        self.problems.append({"path": str(path), "reason": reason})
+        log.warning("skipped %s: %s", path, reason)
+
+    def lines(self) -> list[str]:
+        rate = self.frames / self.seconds if self.seconds else 0.0
+        out = [
+            f"faceset: {self.output}",
+            f"{self.faces} faces from {self.images} images and {self.videos} videos "
+            f"({self.frames} frames, {rate:.1f} frames/s)",
+        ]
+        if self.resumed_shards:
+            out.append(f"{self.resumed_shards} finished pieces skipped (already extracted)")
+        if self.frames_without_face:
+            out.append(f"{self.frames_without_face} frames/images had no usable face")
+        for reason, count in sorted(self.rejected.items()):
+            out.append(f"{count} faces dropped: {reason}")
+        if self.problems:
+            by_reason = Counter(p["reason"].split(":")[0].split("(")[0].strip() for p in self.problems)
+            out.append(f"{len(self.problems)} inputs skipped:")
+            out.extend(f"  {count} x {reason}" for reason, count in by_reason.most_common())
+        return out
+
+
+def expand_inputs(inputs: Iterable[str | Path], summary: ExtractSummary) -> Iterator[Path]:
+    """Photos and videos named directly or found (recursively, sorted) in folders."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if child.name.startswith("."):
+                    continue
+                if is_image_path(child) or is_video_path(child):
+                    yield child
+                else:
+                    summary.add_problem(child, "not an image or video (unknown file type)")
+        elif path.is_file():
+            yield path
+        else:
+            summary.add_problem(path, "no such file or folder")
+
+
+def extract(
+    inputs: Iterable[str | Path] | str | Path,
+    output: str | Path,
+    config: ExtractConfig | None = None,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Extract aligned faces from photos, folders and videos into the faceset at ``output``."""
+    cfg = config or ExtractConfig()
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    started = time.perf_counter()
+    summary = ExtractSummary(output=str(output))
+    analyzer = FaceAnalyzer(cfg.faces, template=cfg.template, size=cfg.size)
+    header = FacesetHeader(
+        template=cfg.template,
+        size=cfg.size,
+        image_format=cfg.image_format,
+        created_by=_created_by(),
+        config=to_dict(cfg),
+    )
+    writer = FacesetWriter(output, header)
+    references = _reference_identities(cfg.reference, analyzer)
+    files = list(expand_inputs(inputs, summary))
+    bar = tqdm(files, desc="extract", unit="file", disable=not progress, dynamic_ncols=True)
+    for path in bar:
+        bar.set_postfix_str(path.name[-30:])
+        try:
+            if is_video_path(path):
+                _extract_video(path, cfg, analyzer, writer, references, summary, progress)
+            else:
+                _extract_image(path, cfg, analyzer, writer, references, summary)
+        except MediaError as err:
+            summary.add_problem(err.path, err.reason)
+        except OSError as err:
+            if err.errno == 28:  # ENOSPC: what was committed stays valid; stop cleanly
+                summary.add_problem(path, "disk full: extraction stopped; re-run to resume")
+                break
+            summary.add_problem(path, f"cannot read: {err}")
+    summary.rejected.update(analyzer.rejected)
+    summary.seconds = time.perf_counter() - started
+    atomic_write_json(Path(output) / "extract_report.json", _summary_json(summary))
+    return summary
+
+
+def _extract_image(
+    path: Path,
+    cfg: ExtractConfig,
+    analyzer: FaceAnalyzer,
+    writer: FacesetWriter,
+    references: np.ndarray | None,
+    summary: ExtractSummary,
+) -> None:
+    key = shard_key(path)
+    if writer.has_shard(key):
+        summary.resumed_shards += 1
+        summary.images += 1
+        return
+    image, info = read_image(path, max_pixels=cfg.max_pixels)
+    for note in info.notes:
+        log.info("%s: %s", path, note)
+    faces = analyzer.analyze(image)
+    records = _commit_faces(path, 0, 0.0, image, faces, cfg, writer, references, summary, key)
+    writer.write_shard(key, records, {"source": str(path), "notes": info.notes, "scale": info.scale})
+    summary.images += 1
+    summary.frames += 1
+    summary.faces += len(records)
+    if not records:
+        summary.frames_without_face += 1
+
+
+def _extract_video(
+    path: Path,
+    cfg: ExtractConfig,
+    analyzer: FaceAnalyzer,
+    writer: FacesetWriter,
+    references: np.ndarray | None,
+    summary: ExtractSummary,
+    progress: bool,
+) -> None:
+    reader = VideoReader(path, every=1, stop=cfg.max_frames or None)
+    total = min(reader.info.frame_count or 0, cfg.max_frames or 1 << 30) or None
+    chunk_index = -1
+    pending: list[FaceRecord] = []
+    tracker = None
+    skipping = False
+    bar = tqdm(total=total, desc=path.name[-24:], unit="frame", disable=not progress, leave=False)
+    for frame in reader:
+        bar.update(1)
+        new_chunk = frame.index // cfg.chunk_frames
+        if new_chunk != chunk_index:
+            if chunk_index >= 0 and not skipping:
+                writer.write_shard(shard_key(path, f".c{chunk_index:05d}"), pending, {"source": str(path)})
+            chunk_index, pending = new_chunk, []
+            skipping = writer.has_shard(shard_key(path, f".c{chunk_index:05d}"))
+            if skipping:
+                summary.resumed_shards += 1
+            tracker = None if skipping else analyzer.tracker()  # a fresh detection per chunk
+        if skipping or frame.index % cfg.every:
+            continue
+        faces = tracker.update(frame.image)
+        key = shard_key(path, f".c{chunk_index:05d}")
+        records = _commit_faces(
+            path, frame.index, frame.time, frame.image, faces, cfg, writer, references, summary, key
+        )
+        pending.extend(records)
+        summary.frames += 1
+        summary.faces += len(records)
+        if not records:
+            summary.frames_without_face += 1
+    bar.close()
+    if chunk_index >= 0 and not skipping:
+        writer.write_shard(shard_key(path, f".c{chunk_index:05d}"), pending, {"source": str(path)})
+    if chunk_index < 0:
+        raise MediaError(path, "no frame could be decoded")
+    for problem in reader.problems:
+        summary.add_problem(path, problem)
+    if reader.variable_frame_rate:
+        log.info("%s has a variable frame rate; frame times are kept per face", path)
+    summary.videos += 1
+
+
+def _commit_faces(
+    path: Path,
+    frame_index: int,
+    frame_time: float,
+    image: np.ndarray,
+    faces: list[AlignedFace],
+    cfg: ExtractConfig,
+    writer: FacesetWriter,
+    references: np.ndarray | None,
+    summary: ExtractSummary,
+    key: str,
+) -> list[FaceRecord]:
+    """Filter by identity, write the crops, and return the finished records."""
+    records = []
+    for face in faces:
+        if references is not None:
+            distance = float(np.min(np.linalg.norm(references - face.identity[None], axis=1)))
+            if distance > cfg.max_identity_distance:
+                summary.rejected["not the reference identity"] += 1
+                continue
+        face_id = f"{key}_f{frame_index:06d}_{face.face_index}"
+        crop_file = writer.crop_path(face_id)
+        # Crops need no fsync: until the shard naming them is committed they are not part of
+        # the faceset, and a resumed run rewrites them.
+        data = encode_image(face.crop, "." + cfg.image_format, quality=cfg.jpeg_quality)
+        tmp = crop_file.with_name(crop_file.name + ".partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, crop_file)
+        records.append(
+            face.to_record(face_id, f"faces/{crop_file.name}", str(path), frame_index, frame_time, image.shape)
+        )
+    return records
+
+
+def _reference_identities(paths: list[Path], analyzer: FaceAnalyzer) -> np.ndarray | None:
+    """Identity descriptors of the reference photos (the largest face of each)."""
+    if not paths:
+        return None
+    descriptors = []
+    for path in paths:
+        image, _ = read_image(path)
+        faces = analyzer.analyze(image)
+        if not faces:
+            raise MediaError(path, "no face found in the reference photo")
+        largest = max(faces, key=lambda f: f.box.area)
+        descriptors.append(largest.identity)
+    return np.stack(descriptors)
+
+
+def _created_by() -> str:
+    from swaplab import __version__
+
+    return f"swaplab {__version__} (torch {torch.__version__}, opencv {cv2.__version__})"
+
+
+def _summary_json(summary: ExtractSummary) -> dict:
+    data = dataclasses.asdict(summary)
+    data["rejected"] = dict(summary.rejected)
+    return data

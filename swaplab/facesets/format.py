@@ -1,0 +1,219 @@
+"""The faceset: aligned face crops plus per-face metadata, one documented on-disk format.
+
+Layout of a faceset folder (format version 1; docs/faceset-format.md is the reference)::
+
+    faceset.json            header: format name and version, crop template and size, image format
+    faces/<face id>.jpg     aligned crops (RGB; .jpg or .png)
+    shards/<shard>.json     the face records of one source image or one chunk of video frames
+
+A shard is written atomically after its crops, so a shard's presence means that piece of work is
+complete: re-running an extraction skips finished shards, and an interrupted one resumes at the
+first missing shard. Metadata is JSON only (never pickle). This module reads and writes the
+format; it does not detect or align anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swaplab.io.atomic import atomic_write_json
+from swaplab.io.images import read_image
+
+FORMAT_NAME = "swaplab-faceset"
+FORMAT_VERSION = 1
+
+
+class FacesetError(Exception):
+    """A faceset folder that is missing, damaged or of an unsupported version."""
+
+
+@dataclass
+class FacesetHeader:
+    template: str  # alignment template name (swaplab.faces.align.TEMPLATES)
+    size: int  # crop side in pixels
+    image_format: str = "jpg"
+    format: str = FORMAT_NAME
+    version: int = FORMAT_VERSION
+    landmark_model: str = "dlib-68"
+    identity_model: str = "dlib-resnet"
+    created_by: str = ""
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved extraction config
+
+
+@dataclass
+class FaceRecord:
+    """Everything known about one aligned face. Coordinates are pixels, (x, y)."""
+
+    id: str  # unique within the faceset; also the crop's file stem
+    file: str  # crop path relative to the faceset folder
+    source: str  # the source image or video, as given to the extractor
+    frame: int  # frame index in a video; 0 for a still image
+    time: float  # presentation time in seconds (0 for stills)
+    face_index: int  # rank of this face within its frame (by detection score)
+    track_id: int  # stable across frames of a video track; equals face_index for stills
+    score: float  # detector confidence
+    box: list[float]  # detector box in the source frame: x0, y0, x1, y1
+    source_size: list[int]  # width, height of the frame the coordinates refer to
+    matrix: list[list[float]]  # 2x3 affine, source frame -> crop (cv2.warpAffine convention)
+    landmarks: list[list[float]]  # 68 points in crop coordinates
+    landmarks_source: list[list[float]]  # 68 points in source coordinates
+    landmarks5_source: list[list[float]] = field(default_factory=list)  # dlib's 5-point layout
+    identity: list[float] = field(default_factory=list)  # 128-d dlib ResNet descriptor
+    mask: list[list[float]] = field(default_factory=list)  # face hull polygon, crop coordinates
+    blur: float = 0.0  # variance of the Laplacian inside the face (higher = sharper)
+    pose: list[float] = field(default_factory=list)  # yaw, pitch, roll in degrees
+    tracked: bool = False  # landmarks came from tracking rather than a fresh detection
+
+    @property
+    def matrix_array(self) -> np.ndarray:
+        return np.asarray(self.matrix, dtype=np.float64)
+
+    @property
+    def landmarks_array(self) -> np.ndarray:
+        return np.asarray(self.landmarks, dtype=np.float32)
+
+    @property
+    def identity_array(self) -> np.ndarray:
+        return np.asarray(self.identity, dtype=np.float32)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaceRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def shard_key(source: str | Path, suffix: str = "") -> str:
+    """A readable, collision-free shard name for a source (and a chunk suffix)."""
+    text = str(Path(source).resolve())
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(source).stem)[:40] or "source"
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+    return f"{stem}-{digest}{suffix}"
+
+
+class FacesetWriter:
+    """Creates or reopens a faceset folder and adds shards to it.
+
+    Reopening checks that the header matches (same template, size and format), so that one
+    faceset never mixes crops of different geometry.
+    """
+
+    def __init__(self, root: str | Path, header: FacesetHeader) -> None:
+        self.root = Path(root)
+        self.header = header
+        (self.root / "faces").mkdir(parents=True, exist_ok=True)
+        (self.root / "shards").mkdir(exist_ok=True)
+        header_path = self.root / "faceset.json"
+        if header_path.exists():
+            existing = read_header(self.root)
+            for key in ("template", "size", "image_format"):
+                if getattr(existing, key) != getattr(header, key):
+                    raise FacesetError(
+                        f"{self.root} holds {key}={getattr(existing, key)!r} crops; this extraction "
+                        f"asks for {getattr(header, key)!r}. Use another output folder."
+                    )
+        else:
+            atomic_write_json(header_path, asdict(header))
+
+    def has_shard(self, key: str) -> bool:
+        return (self.root / "shards" / f"{key}.json").exists()
+
+    def crop_path(self, face_id: str) -> Path:
+        return self.root / "faces" / f"{face_id}.{self.header.image_format}"
+
+    def write_shard(self, key: str, records: list[FaceRecord], extra: dict[str, Any] | None = None) -> None:
+        """Commit a shard: call only after every crop it names is written."""
+        payload = {"records": [asdict(r) for r in records], **(extra or {})}
+        atomic_write_json(self.root / "shards" / f"{key}.json", payload, indent=None)
+
+
+def read_header(root: str | Path) -> FacesetHeader:
+    root = Path(root)
+    path = root / "faceset.json"
+    if not path.is_file():
+        raise FacesetError(f"{root} is not a faceset (no faceset.json); create one with `swaplab extract`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FacesetError(f"{path} is damaged: {err}") from None
+    if data.get("format") != FORMAT_NAME:
+        raise FacesetError(f"{path} is not a swaplab faceset header (format={data.get('format')!r})")
+    version = data.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise FacesetError(
+            f"{root} uses faceset format version {version}; this swaplab reads up to version "
+            f"{FORMAT_VERSION}. Upgrade swaplab or re-extract."
+        )
+    known = set(FacesetHeader.__dataclass_fields__)
+    return FacesetHeader(**{k: v for k, v in data.items() if k in known})
+
+
+class Faceset:
+    """Read access to a faceset: ``len(fs)``, ``fs.records[i]``, ``fs.image(i)``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.header = read_header(self.root)
+        self.records: list[FaceRecord] = []
+        self.skipped_shards: list[str] = []
+        for shard in sorted((self.root / "shards").glob("*.json")):
+            try:
+                payload = json.loads(shard.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                # Shards are written atomically, so a damaged one was damaged after the fact.
+                self.skipped_shards.append(shard.name)
+                continue
+            # Shards are read in name order and records keep their order within a shard, so a
+            # sorted faceset (one shard) keeps the order it was sorted in.
+            self.records.extend(FaceRecord.from_json(r) for r in payload.get("records", []))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[FaceRecord]:
+        return iter(self.records)
+
+    @property
+    def size(self) -> int:
+        return self.header.size
+
+    def image_path(self, index: int) -> Path:
+        return self.root / self.records[index].file
+
+    def image(self, index: int) -> np.ndarray:
+        """The aligned crop as RGB uint8 (size x size x 3)."""
+        image, _ = read_image(self.image_path(index))
+        return image
+
+    def landmarks(self, index: int) -> np.ndarray:
+        return self.records[index].landmarks_array
+
+    def identities(self) -> np.ndarray:
+        """(N, 128) identity descriptors (rows of NaN where a record has none)."""
+        out = np.full((len(self.records), 128), np.nan, dtype=np.float32)
+        for i, rec in enumerate(self.records):
+            if rec.identity:
+                out[i] = rec.identity
+        return out
+
+    def content_hash(self) -> str:
+        """A short hash of the records (ids, geometry, identity): stable across copies."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(asdict(self.header), sort_keys=True, default=str).encode())
+        for rec in self.records:
+            digest.update(json.dumps(asdict(rec), sort_keys=True).encode())
+        return digest.hexdigest()[:16]
+
+
+def iter_records(roots: Iterable[str | Path]) -> Iterator[tuple[Faceset, int]]:
+    for root in roots:
+        faceset = Faceset(root)
+        for i in range(len(faceset)):
+            yield faceset, i

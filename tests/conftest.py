@@ -1,0 +1,53 @@
+"""Shared fixtures: where the real data lives, and small synthetic inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``$SWAPLAB_DATA`` or ``../shared/data`` beside the checkout (as in CI)."""
+    candidates = [os.environ.get("SWAPLAB_DATA"), REPO.parent / "shared" / "data"]
+    for cand in candidates:
+        if cand and Path(cand, "lfw").is_dir():
+            return Path(cand)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real face data not found: set SWAPLAB_DATA or place shared/data beside the repo")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lfw(shared_data: Path) -> Path:
+    return shared_data / "lfw" / "lfw-deepfunneled"
+
+
+def _lfw_images(lfw_root: Path, person: str, count: int, offset: int = 0) -> list[Path]:
+    return sorted((lfw_root / person).glob("*.jpg"))[offset : offset + count]
+
+
+@pytest.fixture(scope="session")
+def pair_facesets(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> tuple[Path, Path]:
+    """Small real facesets of the reference pair (George_W_Bush -> Colin_Powell), 128 px crops."""
+    from swaplab.facesets.extract import ExtractConfig, extract
+
+    root = tmp_path_factory.mktemp("pair")
+    cfg = ExtractConfig(size=128)
+    cfg.faces.max_faces = 1  # LFW images sometimes show a second person at the edge
+    out = []
+    for person in ("George_W_Bush", "Colin_Powell"):
+        dest = root / person
+        summary = extract(_lfw_images(lfw, person, 24), dest, cfg, progress=False)
+        assert summary.faces >= 20, summary.lines()
+        out.append(dest)
+    return out[0], out[1]
