@@ -1,0 +1,243 @@
+"""The ``swaplab`` command: parses arguments, calls the library, prints. It holds no logic.
+
+Options that belong to a typed config are given as ``key=value`` overrides after the positional
+arguments (``swaplab extract clip.mp4 -o faces size=128 faces.detect_every=3``); ``swaplab config
+extract`` prints every key with its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from swaplab import __version__
+
+
+def _split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Positional words that look like ``key=value`` (and are not existing paths) are overrides."""
+    paths, overrides = [], []
+    for item in items:
+        if "=" in item and not Path(item).exists() and not item.startswith(("/", ".")):
+            overrides.append(item)
+        else:
+            paths.append(item)
+    return paths, overrides
+
+
+def _print_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from swaplab.config import apply_overrides
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.facesets.sheet import contact_sheet
+
+    inputs, overrides = _split_overrides(args.inputs)
+    if not inputs:
+        print("error: give at least one photo, folder or video", file=sys.stderr)
+        return 2
+    cfg = apply_overrides(ExtractConfig(), overrides)
+    summary = extract(inputs, args.output, cfg, progress=not args.quiet)
+    _print_lines(summary.lines())
+    for problem in summary.problems[:20]:
+        print(f"  skipped {problem['path']}: {problem['reason']}")
+    if len(summary.problems) > 20:
+        print(f"  ... and {len(summary.problems) - 20} more (see {args.output}/extract_report.json)")
+    if summary.faces and not args.no_sheet:
+        sheet = contact_sheet(args.output, Path(args.output) / "contact_sheet.jpg")
+        print(f"contact sheet: {sheet}")
+    return 0 if (summary.faces or not summary.problems) else 1
+
+
+def cmd_faceset_info(args: argparse.Namespace) -> int:
+    from swaplab.facesets.format import Faceset
+
+    faceset = Faceset(args.faceset)
+    sources = {r.source for r in faceset}
+    print(f"{args.faceset}: {len(faceset)} faces from {len(sources)} sources")
+    print(f"template {faceset.header.template}, {faceset.size} px, {faceset.header.image_format}")
+    print(f"format version {faceset.header.version}, content hash {faceset.content_hash()}")
+    if faceset.skipped_shards:
+        print(f"warning: {len(faceset.skipped_shards)} damaged shard(s) skipped: {faceset.skipped_shards[:5]}")
+    return 0
+
+
+def cmd_faceset_sort(args: argparse.Namespace) -> int:
+    from swaplab.facesets.sort import sort_faceset
+
+    report = sort_faceset(
+        args.faceset,
+        args.output,
+        by=args.by,
+        reference=args.reference,
+        keep=args.keep,
+        max_distance=args.max_distance,
+        min_blur=args.min_blur,
+        max_yaw=args.max_yaw,
+    )
+    print(f"{report['kept']} of {report['total']} faces written to {args.output}, sorted by {args.by}")
+    return 0
+
+
+def cmd_faceset_sheet(args: argparse.Namespace) -> int:
+    from swaplab.facesets.sheet import contact_sheet
+
+    path = contact_sheet(args.faceset, args.output, max_faces=args.max_faces, thumb=args.thumb)
+    print(path)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from swaplab.data.fetch import DataFetchError, data_root, describe_datasets, fetch, locate_data_root
+
+    if args.data_command == "list":
+        print(describe_datasets(data_root()))
+    elif args.data_command == "path":
+        path, why = locate_data_root()
+        print(path)
+        print(f"({why})", file=sys.stderr)
+    else:
+        try:
+            where = fetch(
+                args.name,
+                args.dest,
+                base_url=args.base_url,
+                force=args.force,
+                progress=not args.quiet,
+                trust_unverified=args.trust_unverified,
+            )
+        except DataFetchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"{args.name} is in {where}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from swaplab.config import apply_overrides, to_dict
+
+    factories = _config_factories()
+    if args.section not in factories:
+        print(f"error: unknown config {args.section!r}; choose from {', '.join(factories)}", file=sys.stderr)
+        return 2
+    cfg = apply_overrides(factories[args.section](), args.overrides)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def _config_factories() -> dict[str, Callable[[], object]]:
+    def extract_config() -> object:
+        from swaplab.facesets.extract import ExtractConfig
+
+        return ExtractConfig()
+
+    factories: dict[str, Callable[[], object]] = {"extract": extract_config}
+    try:
+        from swaplab.train.config import TrainConfig
+
+        factories["train"] = TrainConfig
+    except ImportError:
+        pass
+    return factories
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swaplab",
+        description="A face-swapping laboratory: extract, train, swap, evaluate, and mark outputs.",
+    )
+    parser.add_argument("--version", action="version", version=f"swaplab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped file and conversion")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "extract",
+        help="detect, align and describe faces from photos, folders and videos into a faceset",
+        description="Extract aligned faces into a faceset. Options are key=value overrides "
+        "(see `swaplab config extract`), e.g. size=128 faces.upsample=0 every=2.",
+    )
+    p.add_argument("inputs", nargs="+", help="photos, folders or videos, then key=value overrides")
+    p.add_argument("-o", "--output", required=True, help="faceset folder (created or resumed)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-sheet", action="store_true", help="do not write contact_sheet.jpg")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("faceset", help="inspect, sort, filter and preview facesets")
+    fs = p.add_subparsers(dest="faceset_command", required=True)
+    q = fs.add_parser("info", help="count faces and show the header")
+    q.add_argument("faceset")
+    q.set_defaults(func=cmd_faceset_info)
+    q = fs.add_parser("sort", help="write a sorted / filtered copy of a faceset")
+    q.add_argument("faceset")
+    q.add_argument("-o", "--output", required=True)
+    q.add_argument("--by", choices=["identity", "blur", "yaw", "pitch", "source"], default="identity")
+    q.add_argument("--reference", nargs="*", default=None, help="photos of the wanted person (for identity)")
+    q.add_argument("--keep", type=int, default=None, help="keep the first N after sorting")
+    q.add_argument("--max-distance", type=float, default=None, help="drop faces farther than this identity distance")
+    q.add_argument("--min-blur", type=float, default=None, help="drop faces with sharpness below this")
+    q.add_argument("--max-yaw", type=float, default=None, help="drop faces turned more than this (degrees)")
+    q.set_defaults(func=cmd_faceset_sort)
+    q = fs.add_parser("sheet", help="write a contact sheet image of a faceset")
+    q.add_argument("faceset")
+    q.add_argument("-o", "--output", required=True)
+    q.add_argument("--max-faces", type=int, default=64)
+    q.add_argument("--thumb", type=int, default=96)
+    q.set_defaults(func=cmd_faceset_sheet)
+
+    p = sub.add_parser("data", help="list, locate and fetch the public sample data sets")
+    ds = p.add_subparsers(dest="data_command", required=True)
+    ds.add_parser("list", help="the data sets swaplab knows, with their terms").set_defaults(func=cmd_data)
+    ds.add_parser("path", help="the data folder swaplab uses, and why").set_defaults(func=cmd_data)
+    q = ds.add_parser("fetch", help="download, verify and unpack a data set")
+    q.add_argument("name", help="a name from `swaplab data list`, e.g. lfw")
+    q.add_argument("--dest", required=True, help="data folder, e.g. \"$(swaplab data path)\"")
+    q.add_argument("--base-url", default=None, help="a mirror or a local folder / file:// URL holding the files")
+    q.add_argument("--force", action="store_true", help="download again even if verified files are present")
+    q.add_argument("--trust-unverified", action="store_true", help="keep files that have no published checksum")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("config", help="print a config with its defaults (and overrides applied)")
+    p.add_argument("section", help="extract, train, ...")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from swaplab.config import ConfigError
+    from swaplab.facesets.format import FacesetError
+    from swaplab.io.images import MediaError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FacesetError, MediaError, KeyError, FileExistsError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept and a re-run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
