@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="faceset folder (created or resumed)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-sheet", action="store_true", help="do not write contact_sheet.jpg")
-    p.set_defaults(func=cmd_extract)
+    p.set_defaults(func=cmd_extract, overrides_field="inputs")
 
     p = sub.add_parser("faceset", help="inspect, sort, filter and preview facesets")
     fs = p.add_subparsers(dest="faceset_command", required=True)
@@ -214,13 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print a config with its defaults (and overrides applied)")
     p.add_argument("section", help="extract, train, ...")
     p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=cmd_config)
+    p.set_defaults(func=cmd_config, overrides_field="overrides")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may follow options (`extract a.jpg -o out size=128`), which argparse's positional
+    # matching cannot express: leftover key=value words are handed to the command's overrides.
+    args, extra = parser.parse_known_args(argv)
+    stray = [w for w in extra if "=" not in w or w.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides_field")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        getattr(args, args.overrides_field).extend(extra)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

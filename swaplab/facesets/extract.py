@@ -175,7 +175,7 @@ def _extract_image(
     for note in info.notes:
         log.info("%s: %s", path, note)
     faces = analyzer.analyze(image)
-    records = _commit_faces(path, 0, 0.0, image, faces, cfg, writer, references, summary, key)
+    records = _commit_faces(path, 0, 0.0, image.shape, faces, cfg, writer, references, summary, key)
     writer.write_shard(key, records, {"source": str(path), "notes": info.notes, "scale": info.scale})
     summary.images += 1
     summary.frames += 1
@@ -195,38 +195,27 @@ def _extract_video(
 ) -> None:
     reader = VideoReader(path, every=1, stop=cfg.max_frames or None)
     total = min(reader.info.frame_count or 0, cfg.max_frames or 1 << 30) or None
-    chunk_index = -1
-    pending: list[FaceRecord] = []
-    tracker = None
-    skipping = False
+    chunk = _VideoChunk(path, -1, skip=True)
     bar = tqdm(total=total, desc=path.name[-24:], unit="frame", disable=not progress, leave=False)
     for frame in reader:
         bar.update(1)
-        new_chunk = frame.index // cfg.chunk_frames
-        if new_chunk != chunk_index:
-            if chunk_index >= 0 and not skipping:
-                writer.write_shard(shard_key(path, f".c{chunk_index:05d}"), pending, {"source": str(path)})
-            chunk_index, pending = new_chunk, []
-            skipping = writer.has_shard(shard_key(path, f".c{chunk_index:05d}"))
-            if skipping:
+        if frame.index // cfg.chunk_frames != chunk.index:
+            _finish_chunk(chunk, cfg, analyzer, writer, references, summary)
+            chunk = _VideoChunk(path, frame.index // cfg.chunk_frames, skip=False)
+            if writer.has_shard(chunk.key):
+                chunk.skip = True
                 summary.resumed_shards += 1
-            tracker = None if skipping else analyzer.tracker()  # a fresh detection per chunk
-        if skipping or frame.index % cfg.every:
+            # Each chunk starts with a fresh detection, so resuming mid-video sees what a
+            # full run saw.
+            chunk.tracker = None if chunk.skip else analyzer.tracker()
+        if chunk.skip or frame.index % cfg.every:
             continue
-        faces = tracker.update(frame.image)
-        key = shard_key(path, f".c{chunk_index:05d}")
-        records = _commit_faces(
-            path, frame.index, frame.time, frame.image, faces, cfg, writer, references, summary, key
-        )
-        pending.extend(records)
+        faces = chunk.tracker.update(frame.image, embed=False)
+        chunk.frames.append((frame.index, frame.time, frame.image.shape, faces))
         summary.frames += 1
-        summary.faces += len(records)
-        if not records:
-            summary.frames_without_face += 1
     bar.close()
-    if chunk_index >= 0 and not skipping:
-        writer.write_shard(shard_key(path, f".c{chunk_index:05d}"), pending, {"source": str(path)})
-    if chunk_index < 0:
+    _finish_chunk(chunk, cfg, analyzer, writer, references, summary)
+    if chunk.index < 0:
         raise MediaError(path, "no frame could be decoded")
     for problem in reader.problems:
         summary.add_problem(path, problem)
@@ -235,11 +224,47 @@ def _extract_video(
     summary.videos += 1
 
 
+@dataclass
+class _VideoChunk:
+    """The frames of one shard of a video, held until their identities are embedded in batches."""
+
+    path: Path
+    index: int
+    skip: bool
+    tracker: object = None
+    frames: list = field(default_factory=list)  # (frame index, time, shape, faces)
+
+    @property
+    def key(self) -> str:
+        return shard_key(self.path, f".c{self.index:05d}")
+
+
+def _finish_chunk(
+    chunk: _VideoChunk,
+    cfg: ExtractConfig,
+    analyzer: FaceAnalyzer,
+    writer: FacesetWriter,
+    references: np.ndarray | None,
+    summary: ExtractSummary,
+) -> None:
+    if chunk.index < 0 or chunk.skip:
+        return
+    analyzer.embed([face for *_, faces in chunk.frames for face in faces])
+    records: list[FaceRecord] = []
+    for frame_index, frame_time, shape, faces in chunk.frames:
+        kept = _commit_faces(chunk.path, frame_index, frame_time, shape, faces, cfg, writer, references, summary, chunk.key)
+        records.extend(kept)
+        summary.faces += len(kept)
+        if not kept:
+            summary.frames_without_face += 1
+    writer.write_shard(chunk.key, records, {"source": str(chunk.path)})
+
+
 def _commit_faces(
     path: Path,
     frame_index: int,
     frame_time: float,
-    image: np.ndarray,
+    frame_shape: tuple[int, ...],
     faces: list[AlignedFace],
     cfg: ExtractConfig,
     writer: FacesetWriter,
@@ -264,7 +289,7 @@ def _commit_faces(
         tmp.write_bytes(data)
         os.replace(tmp, crop_file)
         records.append(
-            face.to_record(face_id, f"faces/{crop_file.name}", str(path), frame_index, frame_time, image.shape)
+            face.to_record(face_id, f"faces/{crop_file.name}", str(path), frame_index, frame_time, frame_shape)
         )
     return records
 

@@ -1,0 +1,1 @@
+"""Faces: detection, landmarks, alignment, masks, tracking, head pose and identity."""
