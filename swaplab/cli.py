@@ -96,6 +96,68 @@ def cmd_faceset_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from swaplab.train.trainer import build_config, train
+
+    cfg = build_config(args.overrides)
+    result = train(cfg)
+    print(f"run: {result.run_dir}")
+    print(f"stopped at step {result.step} ({result.stop_reason}), {result.faces_per_s:.2f} faces/s")
+    for key, value in sorted(result.metrics.items()):
+        if isinstance(value, float):
+            print(f"  {key} {value:.4f}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from swaplab.train.export import export_model
+
+    card = export_model(args.run, args.output)
+    print(f"model card: {card}")
+    return 0
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    from swaplab.config import apply_overrides
+    from swaplab.swap.pipeline import SwapConfig, swap
+
+    cfg = apply_overrides(SwapConfig(), args.overrides)
+    if args.overwrite:
+        cfg.overwrite = True
+    report = swap(args.model, args.input, args.output, cfg, progress=not args.quiet, device=args.device)
+    _print_lines(report.lines())
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from swaplab.provenance import verify
+
+    exit_code = 0
+    for path in args.files:
+        report = verify(path)
+        if args.json:
+            print(json.dumps({"path": str(path), **report.to_dict()}))
+        else:
+            print(f"{path}: " + report.summary())
+        exit_code = exit_code or (0 if report.synthetic else 3)
+    return exit_code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from swaplab.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        data=Path(args.data) if args.data else None,
+        output=Path(args.output),
+        train_minutes=args.minutes,
+        swap_frames=args.frames,
+    )
+    run_demo(cfg, progress=not args.quiet)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from swaplab.data.fetch import DataFetchError, data_root, describe_datasets, fetch, locate_data_root
 
@@ -142,7 +204,12 @@ def _config_factories() -> dict[str, Callable[[], object]]:
 
         return ExtractConfig()
 
-    factories: dict[str, Callable[[], object]] = {"extract": extract_config}
+    def swap_config() -> object:
+        from swaplab.swap.pipeline import SwapConfig
+
+        return SwapConfig()
+
+    factories: dict[str, Callable[[], object]] = {"extract": extract_config, "swap": swap_config}
     try:
         from swaplab.train.config import TrainConfig
 
@@ -175,6 +242,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-sheet", action="store_true", help="do not write contact_sheet.jpg")
     p.set_defaults(func=cmd_extract, overrides_field="inputs")
+
+    p = sub.add_parser(
+        "train",
+        help="train a per-pair swap model on two facesets",
+        description="Train (or resume) a run. All options are key=value overrides, e.g. "
+        "model=liae-cpu data.src=faces/a data.dst=faces/b run_dir=runs/ab trainer.time_budget_s=1800 "
+        "(see `swaplab config train`). Launch with torchrun for several processes.",
+    )
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_train, overrides_field="overrides")
+
+    p = sub.add_parser("export", help="export a run's latest good checkpoint as a model for swapping")
+    p.add_argument("run", help="run folder")
+    p.add_argument("-o", "--output", required=True, help="model folder (model.safetensors + model.json)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "swap",
+        help="swap faces in a photo, a folder of photos or a video",
+        description="Swap with an exported model. Options are key=value overrides (see `swaplab config "
+        "swap`), e.g. colour=rct blend=poisson mask=intersection smoothing=kalman which=largest preview=8.",
+    )
+    p.add_argument("model", help="exported model folder (swaplab export)")
+    p.add_argument("input", help="photo, folder of photos, or video")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_swap, overrides_field="overrides")
+
+    p = sub.add_parser("verify", help="check files for swaplab's synthetic-content mark")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="extract, train, swap and verify on the sample data, end to end")
+    p.add_argument("--data", default=None, help="sample data folder (default: $SWAPLAB_DATA or ../shared/data)")
+    p.add_argument("-o", "--output", default="demo-output")
+    p.add_argument("--minutes", type=float, default=4.0, help="training time budget in minutes")
+    p.add_argument("--frames", type=int, default=0, help="frames of the clip to swap (0 = all)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("faceset", help="inspect, sort, filter and preview facesets")
     fs = p.add_subparsers(dest="faceset_command", required=True)

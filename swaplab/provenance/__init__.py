@@ -104,6 +104,23 @@ class VerifyReport:
             return None
         return bytes.fromhex(self.metadata["model_sha256"])[:3] == self.payload.model_hash
 
+    def summary(self) -> str:
+        """One line for people: the verdict, then each signal."""
+        verdict = "SYNTHETIC (made by swaplab)" if self.synthetic else "no swaplab mark found"
+        mark = (
+            f"watermark present (confidence {self.watermark.confidence:.2f}, model hash "
+            f"{self.payload.model_hash.hex()})"
+            if self.payload is not None
+            else "watermark absent"
+        )
+        if self.kind == "video":
+            mark += f", {self.frames_marked}/{self.frames_checked} sampled frames marked on their own"
+        meta = "metadata: " + (
+            f"model {self.metadata.get('model_id')}, created {self.metadata.get('created')}" if self.metadata else "none"
+        )
+        agree = {True: "; watermark and metadata agree", False: "; WATERMARK AND METADATA DISAGREE", None: ""}
+        return f"{verdict}: {mark}; {meta}{agree[self.consistent]}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,

@@ -1,0 +1,23 @@
+"""The model registry and ``create_model``: one typed config in, one ``nn.Module`` out.
+
+Every model family registers its class under the value of its config's ``arch`` field
+(``MODELS.register("liae")``); the class is called with the config. Nothing here knows a family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from swaplab.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+def create_model(cfg: Any) -> nn.Module:
+    """Build the model ``cfg.arch`` names from ``cfg``: ``create_model(model_preset("liae-ud"))``."""
+    arch = getattr(cfg, "arch", None)
+    if arch is None:
+        raise TypeError(f"create_model needs a model config with an 'arch' field, got {type(cfg).__name__}")
+    return MODELS.create(arch, cfg)

@@ -1,0 +1,522 @@
+"""The swap (convert) stage: photos, folders and videos in, marked swapped media out.
+
+Per frame: find faces (detect, or track between detections), smooth their landmarks over time,
+align each chosen face to the model's template, run the model, build the mask, match colour,
+warp back with the inverse transform, blend, mark the frame as synthetic, and write. Frames
+without a face pass through unchanged. The colour, blend, smoothing and marking maths live in
+their own modules; this one composes them and times each stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from swaplab.config import to_dict
+from swaplab.faces.align import alignment_matrix, invert_affine, transform_points, warp_face
+from swaplab.faces.analyze import AlignedFace, FaceAnalyzer, FaceAnalyzerConfig
+from swaplab.faces.masks import landmark_mask
+from swaplab.io.atomic import DiskFullError, atomic_write_json
+from swaplab.io.images import MediaError, is_image_path, is_video_path, read_image
+from swaplab.io.video import VideoReader, VideoWriter
+from swaplab.provenance import Provenance, mark_image, video_metadata_tags, write_marked_image
+from swaplab.swap.blend import BLENDERS, sharpen
+from swaplab.swap.colour import COLOUR_TRANSFERS
+from swaplab.swap.smoothing import SMOOTHERS
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "align", "model", "mask", "colour", "blend", "mark", "encode")
+
+
+@dataclass
+class SwapConfig:
+    """Options of ``swaplab swap`` (each a ``key=value`` override on the CLI)."""
+
+    faces: FaceAnalyzerConfig = field(default_factory=FaceAnalyzerConfig)
+    which: Literal["all", "largest", "reference"] = "all"  # which faces of a frame to swap
+    reference: list[Path] = field(default_factory=list)  # with which=reference: photos of the target person
+    max_identity_distance: float = 0.6
+    mask: Literal["learned", "hull", "intersection", "union"] = "intersection"
+    mask_erode: int = 0  # pixels at model resolution; negative dilates
+    mask_blur: int = -1  # feather in pixels at model resolution; -1: resolution / 16
+    colour: str = "rct"  # none, rct, lct, mkl, idt, sot, hist
+    blend: str = "alpha"  # alpha, poisson, laplacian
+    sharpen: float = 0.0  # unsharp-mask amount on the swapped face (0 = off)
+    smoothing: Literal["one_euro", "kalman", "none"] = "one_euro"
+    smoothing_strength: float = 0.5
+    preview: int = 0  # > 0: process only this many frames and write a target | swap strip
+    preview_every: int = 1  # with preview: take every Kth frame
+    max_frames: int = 0  # stop a video after this many frames (0 = all)
+    overwrite: bool = False
+    crf: int = 18
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Marking is on by default and cannot be silenced from the command line alone: turning it off
+    # needs this key, is recorded in the sidecar report and printed as a warning.
+    mark: bool = True
+
+    def __post_init__(self) -> None:
+        from swaplab.config import ConfigError
+
+        for key, registry in (("colour", COLOUR_TRANSFERS), ("blend", BLENDERS)):
+            try:
+                registry.get(getattr(self, key))
+            except KeyError as err:
+                raise ConfigError(f"{key}: {err.args[0]}") from None
+        if self.preview < 0 or self.preview_every < 1 or self.max_frames < 0:
+            raise ConfigError("preview and max_frames must be >= 0, preview_every >= 1")
+
+
+@dataclass
+class SwapReport:
+    """What a swap did: counts, problems, and time per stage (seconds)."""
+
+    output: str
+    frames: int = 0
+    frames_swapped: int = 0
+    frames_without_face: int = 0
+    faces_swapped: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    problems: list[str] = field(default_factory=list)
+    marked: bool = True
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"wrote {self.output}",
+            f"{self.frames} frames ({self.fps:.1f} frames/s), {self.faces_swapped} faces swapped, "
+            f"{self.frames_without_face} frames without a face passed through unchanged",
+        ]
+        busy = {k: v for k, v in self.stage_seconds.items() if v > 0}
+        if busy and self.frames:
+            out.append(
+                "ms per frame: " + ", ".join(f"{k} {1000 * v / self.frames:.1f}" for k, v in busy.items())
+            )
+        out.extend(f"problem: {p}" for p in self.problems)
+        if not self.marked:
+            out.append("WARNING: provenance marking was turned off (mark=false); outputs are not marked")
+        return out
+
+
+class FaceSwapper:
+    """A loaded model plus everything needed to swap faces in frames; reusable across files."""
+
+    def __init__(self, model_path: str | Path, config: SwapConfig | None = None, device: str = "cpu") -> None:
+        from swaplab.train.export import load_exported_model, read_card
+
+        self.config = cfg = config or SwapConfig()
+        self.card, _ = read_card(model_path)
+        self.model = load_exported_model(model_path, device=device)
+        self.model_path = Path(model_path)
+        self.resolution = int(self.card["resolution"])
+        alignment = self.card.get("alignment", {})
+        self.template = alignment.get("template", "whole_face")
+        self.device = torch.device(device)
+        self.autocast = _autocast_dtype(cfg.precision, self.device)
+        face_cfg = cfg.faces
+        face_cfg.embed = cfg.which == "reference"
+        self.analyzer = FaceAnalyzer(face_cfg, template=self.template, size=self.resolution)
+        self.references = self._reference_identities()
+        card_text = json.dumps(self.card, sort_keys=True)
+        self.model_id = f"{self.card.get('arch', 'model')}-{hashlib.sha256(card_text.encode()).hexdigest()[:12]}"
+        self._card_text = card_text
+        self.timer = StageTimer()
+
+    # ------------------------------------------------------------------ public
+
+    def provenance(self, content: bytes | str) -> Provenance:
+        return Provenance.create(self.model_id, model_card=self._card_text, content=content)
+
+    def swap_frame(self, frame: np.ndarray, faces: list[AlignedFace]) -> tuple[np.ndarray, int]:
+        """Swap the chosen ``faces`` of ``frame``; returns the new frame and how many were swapped."""
+        chosen = self._choose(faces)
+        if not chosen:
+            return frame, 0
+        with self.timer("model"):
+            crops = np.stack([f.crop for f in chosen])
+            rgb, learned = self._run_model(crops)
+        out = frame
+        for face, face_rgb, face_mask in zip(chosen, rgb, learned):
+            with self.timer("mask"):
+                mask = self._mask(face, face_mask)
+            with self.timer("colour"):
+                face_rgb = self._match_colour(face_rgb, face.crop, mask)
+                if self.config.sharpen > 0:
+                    face_rgb = sharpen(face_rgb, self.config.sharpen)
+            with self.timer("blend"):
+                out = self._paste(out, face_rgb, mask, face.matrix)
+        return out, len(chosen)
+
+    # ------------------------------------------------------------------ steps
+
+    def _choose(self, faces: list[AlignedFace]) -> list[AlignedFace]:
+        if not faces:
+            return []
+        if self.config.which == "largest":
+            return [max(faces, key=lambda f: f.box.area)]
+        if self.config.which == "reference":
+            assert self.references is not None
+            keep = []
+            for face in faces:
+                distance = float(np.min(np.linalg.norm(self.references - face.identity[None], axis=1)))
+                if distance <= self.config.max_identity_distance:
+                    keep.append(face)
+            return keep
+        return faces
+
+    def _run_model(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, R, R, 3) uint8 crops -> swapped (N, R, R, 3) uint8 and learned masks (N, R, R) float."""
+        batch = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            with _maybe_autocast(self.device, self.autocast):
+                rgb, mask = self.model.swap(batch)
+            rgb = rgb.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            mask = mask.float()[:, 0].clamp(0, 1)
+            return rgb.cpu().numpy(), mask.cpu().numpy()
+
+    def _mask(self, face: AlignedFace, learned: np.ndarray) -> np.ndarray:
+        """The blend mask in crop space (R x R float in [0, 1])."""
+        cfg = self.config
+        size = self.resolution
+        hull = None
+        if cfg.mask != "learned":
+            hull = landmark_mask(face.landmarks, (size, size), region="face")
+        if cfg.mask == "learned":
+            mask = learned
+        elif cfg.mask == "hull":
+            mask = hull
+        elif cfg.mask == "intersection":
+            mask = np.minimum(learned, hull)
+        else:
+            mask = np.maximum(learned, hull)
+        mask = mask.astype(np.float32)
+        if cfg.mask_erode:
+            k = abs(cfg.mask_erode) * 2 + 1
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+            mask = cv2.erode(mask, kernel) if cfg.mask_erode > 0 else cv2.dilate(mask, kernel)
+        blur = cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16)
+        if blur:
+            # Feathering inward (erode by the blur radius first) keeps the seam inside the face.
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (blur + 1, blur + 1))
+            mask = cv2.erode(mask, kernel)
+            k = blur * 2 + 1
+            mask = cv2.GaussianBlur(mask, (k, k), 0)
+        return np.clip(mask, 0.0, 1.0)
+
+    def _match_colour(self, face_rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.config.colour == "none":
+            return face_rgb
+
+        def to_tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).permute(2, 0, 1)[None].float().div_(255.0).contiguous()
+
+        mask_t = torch.from_numpy((mask > 0.5).astype(np.float32))[None, None]
+        recoloured = COLOUR_TRANSFERS.get(self.config.colour)(to_tensor(face_rgb), to_tensor(target), mask_t)
+        out = recoloured[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+        return np.ascontiguousarray(out.numpy())
+
+    def _paste(self, frame: np.ndarray, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """Warp the face and its mask into the frame's footprint of the crop, then blend."""
+        height, width = frame.shape[:2]
+        size = self.resolution
+        corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+        footprint = transform_points(corners, invert_affine(matrix))
+        x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 2, 0, [width, height])
+        x1, y1 = np.clip(np.ceil(footprint.max(axis=0)).astype(int) + 2, 0, [width, height])
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return frame
+        to_roi = invert_affine(matrix)
+        to_roi[:, 2] -= (x0, y0)
+        roi_size = (int(x1 - x0), int(y1 - y0))
+        face = cv2.warpAffine(face_rgb, to_roi, roi_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(mask, to_roi, roi_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        roi = np.ascontiguousarray(frame[y0:y1, x0:x1])
+        blended = BLENDERS.get(self.config.blend)(roi, face, np.clip(alpha, 0, 1))
+        out = frame.copy()
+        out[y0:y1, x0:x1] = blended
+        return out
+
+    def _reference_identities(self) -> np.ndarray | None:
+        if self.config.which != "reference":
+            return None
+        if not self.config.reference:
+            raise ValueError("which=reference needs reference=PHOTO (one or more photos of the person to swap)")
+        found = []
+        for path in self.config.reference:
+            faces = self.analyzer.analyze(read_image(path)[0])
+            if not faces:
+                raise MediaError(path, "no face found in the reference photo")
+            found.append(max(faces, key=lambda f: f.box.area).identity)
+        return np.stack(found)
+
+
+# ---------------------------------------------------------------------- files
+
+
+def swap(
+    model: str | Path,
+    inputs: str | Path,
+    output: str | Path,
+    config: SwapConfig | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> SwapReport:
+    """Swap faces in a photo, a folder of photos, or a video with ``model`` (an exported model folder).
+
+    Photos write marked images; a folder writes a folder; a video writes a video with the source's
+    frame timing and audio. Existing outputs are refused unless ``config.overwrite``.
+    """
+    cfg = config or SwapConfig()
+    source, output = Path(inputs), Path(output)
+    if not source.exists():
+        raise MediaError(source, "no such file or folder")
+    if output.exists() and not cfg.overwrite and not cfg.preview:
+        raise FileExistsError(f"{output} exists; pass overwrite=true to replace it")
+    swapper = FaceSwapper(model, cfg, device=device)
+    report = SwapReport(output=str(output), marked=cfg.mark)
+    started = time.perf_counter()
+    if source.is_dir():
+        _swap_folder(swapper, source, output, report, progress)
+    elif is_video_path(source):
+        _swap_video(swapper, source, output, report, progress)
+    elif is_image_path(source):
+        _swap_photo(swapper, source, output, report)
+    else:
+        raise MediaError(source, "not an image, video or folder swaplab can read")
+    report.seconds = time.perf_counter() - started
+    report.stage_seconds = swapper.timer.seconds()
+    _write_sidecar(swapper, source, output, report)
+    return report
+
+
+def _swap_photo(swapper: FaceSwapper, source: Path, output: Path, report: SwapReport) -> None:
+    if not is_image_path(output) or output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"write photos as .png or .jpg, not {output.name}")
+    timer = swapper.timer
+    with timer("decode"):
+        frame, _ = read_image(source)
+    with timer("detect"):
+        faces = swapper.analyzer.analyze(frame)
+    swapped, count = swapper.swap_frame(frame, faces)
+    _count(report, count)
+    with timer("encode"):
+        _write_photo(swapper, output, swapped, source)
+    report.outputs.append(str(output))
+
+
+def _swap_folder(swapper: FaceSwapper, source: Path, output: Path, report: SwapReport, progress: bool) -> None:
+    photos = sorted(p for p in source.rglob("*") if p.is_file() and is_image_path(p))
+    if not photos:
+        raise MediaError(source, "no photos in this folder")
+    for path in tqdm(photos, desc="swap", unit="photo", disable=not progress):
+        target = output / path.relative_to(source).with_suffix(".png")
+        if target.exists() and not swapper.config.overwrite:
+            report.problems.append(f"{target} exists (kept; overwrite=true replaces it)")
+            continue
+        try:
+            _swap_photo(swapper, path, target, report)
+        except MediaError as err:
+            report.problems.append(f"{err.path}: {err.reason}")
+        except DiskFullError as err:
+            report.problems.append(f"disk full at {target}: stopped; {len(report.outputs)} photos written")
+            log.error("%s", err)
+            break
+
+
+def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapReport, progress: bool) -> None:
+    cfg = swapper.config
+    reader = VideoReader(source, stop=cfg.max_frames or None)
+    if cfg.preview:
+        _preview_video(swapper, reader, output, report, progress)
+        return
+    info = reader.info
+    if output.suffix.lower() not in (".mp4", ".mov", ".mkv", ".avi", ".m4v"):
+        raise ValueError(f"write videos as .mp4, .mov, .mkv or .avi, not {output.name}")
+    provenance = swapper.provenance(_file_digest(source))
+    width, height = info.width - info.width % 2, info.height - info.height % 2
+    metadata = video_metadata_tags(provenance) if cfg.mark else {}
+    writer = VideoWriter(output, info.fps, (width, height), crf=cfg.crf, audio_from=source, metadata=metadata)
+    session = _Session(swapper, info.fps or 25.0)
+    total = min(info.frame_count or 0, cfg.max_frames or 1 << 30) or None
+    bar = tqdm(total=total, desc="swap", unit="frame", disable=not progress, dynamic_ncols=True)
+    try:
+        for frame in _timed_frames(reader, swapper.timer):
+            image = session.swap(frame.image, frame.time, report)
+            if cfg.mark:
+                with swapper.timer("mark"):
+                    image = mark_image(image, provenance)
+            with swapper.timer("encode"):
+                writer.write(np.ascontiguousarray(image[:height, :width]), frame.time)
+            bar.update(1)
+        with swapper.timer("encode"):
+            writer.close()
+    except BaseException as err:
+        writer.abort()
+        if isinstance(err, OSError) and err.errno == 28:
+            raise DiskFullError(28, f"disk full while writing {output}; nothing was written there") from err
+        raise
+    finally:
+        bar.close()
+    report.problems.extend(f"{source}: {p}" for p in reader.problems)
+    if reader.variable_frame_rate:
+        report.problems.append(f"{source}: variable frame rate (frame times kept as in the source)")
+    report.outputs.append(str(output))
+
+
+def _preview_video(swapper: FaceSwapper, reader: VideoReader, output: Path, report: SwapReport, progress: bool) -> None:
+    """A strip of target | swap pairs for tuning options before a long run."""
+    cfg = swapper.config
+    session = _Session(swapper)
+    tiles = []
+    for frame in _timed_frames(reader, swapper.timer):
+        swapped = session.swap(frame.image, frame.time, report)
+        if frame.index % cfg.preview_every == 0:
+            tiles.append(np.concatenate([frame.image, swapped], axis=1))
+        if len(tiles) >= cfg.preview:
+            break
+    if not tiles:
+        raise MediaError(reader.path, "no frame could be decoded")
+    height = 256
+    rows = [cv2.resize(t, (round(t.shape[1] * height / t.shape[0]), height), interpolation=cv2.INTER_AREA) for t in tiles]
+    strip = np.concatenate(rows, axis=0)
+    target = output if output.suffix.lower() in (".png", ".jpg") else output.with_suffix(".preview.png")
+    _write_photo(swapper, target, strip, Path(reader.path))
+    report.outputs.append(str(target))
+    report.output = str(target)
+
+
+class _Session:
+    """Per-video state: the face tracker and one landmark smoother per track."""
+
+    def __init__(self, swapper: FaceSwapper, fps: float = 25.0) -> None:
+        self.swapper = swapper
+        cfg = swapper.config
+        self.smoothers: dict[int, Any] = defaultdict(
+            lambda: SMOOTHERS.create(cfg.smoothing, strength=cfg.smoothing_strength, fps=fps)
+        )
+        self.tracker = swapper.analyzer.tracker()
+
+    def swap(self, image: np.ndarray, t: float, report: SwapReport) -> np.ndarray:
+        swapper = self.swapper
+        with swapper.timer("detect"):
+            faces = self.tracker.update(image)
+        with swapper.timer("align"):
+            faces = [self._smoothed(image, face, t) for face in faces]
+        swapped, count = swapper.swap_frame(image, faces)
+        _count(report, count)
+        return swapped
+
+    def _smoothed(self, image: np.ndarray, face: AlignedFace, t: float) -> AlignedFace:
+        points = self.smoothers[face.track_id].update(face.landmarks_source, t)
+        swapper = self.swapper
+        matrix = alignment_matrix(points, swapper.analyzer.template, swapper.resolution)
+        face.landmarks_source = points.astype(np.float32)
+        face.matrix = matrix
+        face.crop = warp_face(image, matrix, swapper.resolution)
+        face.landmarks = transform_points(points, matrix).astype(np.float32)
+        return face
+
+
+def _count(report: SwapReport, swapped: int) -> None:
+    report.frames += 1
+    if swapped:
+        report.frames_swapped += 1
+        report.faces_swapped += swapped
+    else:
+        report.frames_without_face += 1
+
+
+def _timed_frames(reader: VideoReader, timer: StageTimer) -> Iterator[Any]:
+    frames = iter(reader)
+    while True:
+        with timer("decode"):
+            frame = next(frames, None)
+        if frame is None:
+            return
+        yield frame
+
+
+def _write_photo(swapper: FaceSwapper, path: Path, image: np.ndarray, source: Path) -> None:
+    if swapper.config.mark:
+        write_marked_image(path, image, swapper.provenance(_file_digest(source)))
+    else:
+        from swaplab.io.images import write_image
+
+        write_image(path, image)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_sidecar(swapper: FaceSwapper, source: Path, output: Path, report: SwapReport) -> None:
+    """``OUTPUT.swaplab.json``: what made this output, with which options, and whether it is marked."""
+    target = Path(report.output)
+    sidecar = target.with_name(target.name + ".swaplab.json")
+    atomic_write_json(
+        sidecar,
+        {
+            "source": str(source),
+            "model": str(swapper.model_path),
+            "model_id": swapper.model_id,
+            "config": to_dict(swapper.config),
+            "marked": report.marked,
+            "report": {k: v for k, v in report.__dict__.items()},
+        },
+    )
+
+
+class StageTimer:
+    """Accumulates wall time per pipeline stage: ``with timer("model"): ...``."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def seconds(self) -> dict[str, float]:
+        return dict(self._seconds)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    from swaplab.train.trainer import autocast_dtype
+
+    return autocast_dtype(precision, device)
+
+
+@contextmanager
+def _maybe_autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast(device.type, dtype=dtype):
+            yield

@@ -1,0 +1,159 @@
+"""The typed config of a per-pair training run, composed from groups.
+
+``TrainConfig`` = ``model`` (a ``model`` preset: ``model=liae-cpu``), ``data`` (the two facesets
+and the held-out split), ``loss`` (a ``loss`` preset), ``augment``, ``trainer`` (a ``trainer``
+preset: ``trainer=cpu-quick``) and ``run_dir``. Every field is a ``key=value`` override on the
+command line. Defaults live here and nowhere else; this module builds no tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from swaplab.config import ConfigError, config_group, group_field
+from swaplab.losses import LossConfig
+from swaplab.models import ModelConfig
+from swaplab.train.augment import AugmentConfig
+
+
+@dataclass
+class DataConfig:
+    """The two facesets of a pair and how they are split and held."""
+
+    src: str = ""  # faceset folder of the source identity (the face that will appear)
+    dst: str = ""  # faceset folder of the destination (the face that gets replaced)
+    holdout: float = 4  # faces per side kept out for previews/evaluation: >= 1 a count, < 1 a fraction
+    seed: int = 0  # seeds the held-out split and the sample order
+    cache: bool = True  # decode every crop once into memory (uint8); False decodes per batch
+
+
+@dataclass
+class TrainerConfig:
+    """The optimisation loop (nanoGPT-style: every knob visible)."""
+
+    name: str = "default"
+    steps: int = 100_000  # optimiser steps to reach (a resumed run continues to this)
+    batch_size: int = 8  # faces per side per process and micro-step
+    accumulate: int = 1  # micro-steps per optimiser step (gradient accumulation)
+    lr: float = 5e-5  # DeepFaceLab's SAEHD learning rate
+    betas: tuple[float, float] = (0.5, 0.999)  # SAEHD's Adam betas
+    eps: float = 1e-8  # Adam's epsilon (a larger one damps the updates of near-zero gradients)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warmup from 0 to ``lr``
+    schedule: Literal["constant", "cosine"] = "constant"
+    final_lr_ratio: float = 0.1  # cosine ends at lr * final_lr_ratio at ``steps``
+    grad_clip: float = 0.0  # max global gradient norm (0 = off)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA or bf16-capable CPUs
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the training forward (first step takes tens of seconds)
+    log_every: int = 10
+    preview_every: int = 500  # 0 = only at the end
+    preview_faces: int = 4  # rows of the preview grid
+    checkpoint_every: int = 1000  # 0 = only at the end
+    keep_last: int = 3  # checkpoints kept (0 = all) ...
+    keep_every: int = 0  # ... plus every checkpoint at a multiple of this step (0 = none)
+    time_budget_s: float = 0.0  # stop cleanly after this many seconds of this session (0 = none)
+    nan_patience: int = 3  # consecutive non-finite steps before restoring the last checkpoint
+    nan_lr_factor: float = 0.5  # LR multiplier applied at each such restore
+    seed: int = 0  # model initialisation and augmentation
+    device: str = "auto"  # auto: cuda:<local rank> when available, else cpu
+    progress: bool = True  # tqdm bar on rank 0
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "accumulate", "log_every")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        for key in (
+            "warmup_steps",
+            "preview_every",
+            "checkpoint_every",
+            "keep_last",
+            "keep_every",
+            "preview_faces",
+        ):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"trainer.lr must be positive, got {self.lr}")
+        if not 0 < self.nan_lr_factor <= 1:
+            raise ConfigError(f"trainer.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
+
+
+config_group("trainer").register("default")(TrainerConfig)
+#: A few minutes on a 2-core CPU with ``model=liae-cpu``: enough to see faces form in the previews.
+config_group("trainer").register("cpu-quick")(
+    functools.partial(
+        TrainerConfig,
+        name="cpu-quick",
+        steps=2000,
+        batch_size=8,
+        lr=1e-4,
+        warmup_steps=50,
+        log_every=10,
+        preview_every=250,
+        checkpoint_every=500,
+    )
+)
+#: For tests: tiny budgets, fp32 so numbers are bit-stable, no progress bar.
+config_group("trainer").register("test")(
+    functools.partial(
+        TrainerConfig,
+        name="test",
+        steps=8,
+        batch_size=4,
+        lr=2e-4,
+        precision="fp32",
+        channels_last=False,
+        log_every=1,
+        preview_every=0,
+        checkpoint_every=4,
+        keep_last=0,
+        progress=False,
+    )
+)
+
+
+config_group("augment").register("default")(AugmentConfig)
+#: No augmentation at all (every range 0): for exact comparisons, e.g. DDP against one process.
+config_group("augment").register("off")(
+    functools.partial(
+        AugmentConfig,
+        warp=False,
+        rotation_deg=0.0,
+        scale=0.0,
+        translation=0.0,
+        flip_prob=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue_deg=0.0,
+    )
+)
+
+
+def _default_model() -> ModelConfig:
+    return config_group("model").create("liae-cpu")
+
+
+def _default_loss() -> LossConfig:
+    return config_group("loss").create("dfl")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a per-pair training run depends on; saved as the run's ``config.yaml``."""
+
+    model: ModelConfig = group_field(_default_model, "model")
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = group_field(_default_loss, "loss")
+    augment: AugmentConfig = group_field(AugmentConfig, "augment")
+    trainer: TrainerConfig = group_field(TrainerConfig, "trainer")
+    run_dir: str = "runs/default"
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir)

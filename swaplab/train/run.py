@@ -1,0 +1,240 @@
+"""The run folder: the resolved config, a manifest, checkpoints, previews, logs and curves.
+
+Layout::
+
+    config.yaml        the resolved TrainConfig (reloads with ``load_config(TrainConfig, ...)``)
+    manifest.json      code revision, config hash, seed, faceset hashes, versions, machine, sessions
+    checkpoints/       see swaplab.train.checkpoint
+    previews/          step-0000123.png grids (swaplab.train.preview) and latest.png
+    tb/                TensorBoard scalars
+    metrics.jsonl      one JSON object per logged step (curves without TensorBoard)
+    curves.png         each loss component over steps
+
+Only rank 0 of a distributed run writes here. This module owns files, not training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from swaplab.config import config_hash, save_config, to_dict
+from swaplab.io.atomic import atomic_path, atomic_write_json
+
+#: Config keys that may change between sessions of one run (the budgets); anything else refuses.
+RESUMABLE_CHANGES = ("trainer.steps", "trainer.time_budget_s")
+
+
+class RunConfigMismatch(ValueError):
+    """Resuming a run folder with a config that differs in more than the step/time budget."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}
+
+
+def config_differences(saved: Any, current: Any) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two configs (dataclasses or plain trees)."""
+    a, b = _flatten(to_dict(saved)), _flatten(to_dict(current))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def code_revision() -> dict[str, Any]:
+    """``git rev-parse HEAD`` of the swaplab checkout (and whether it is dirty), else the version."""
+    import swaplab
+
+    repo = Path(swaplab.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return {"revision": head, "dirty": bool(status.strip()), "source": "git"}
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": f"swaplab {swaplab.__version__}", "dirty": None, "source": "package version"}
+
+
+def machine_description() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class RunFolder:
+    """Paths and small writers of one run folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.config_path = self.root / "config.yaml"
+        self.manifest_path = self.root / "manifest.json"
+        self.checkpoints = self.root / "checkpoints"
+        self.previews = self.root / "previews"
+        self.tb = self.root / "tb"
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.curves_path = self.root / "curves.png"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def create(self) -> None:
+        for folder in (self.root, self.checkpoints, self.previews, self.tb):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ config
+
+    def check_resumable(self, cfg: Any, cls: type) -> None:
+        """Raise ``RunConfigMismatch`` unless ``cfg`` equals the saved config up to the budgets."""
+        from swaplab.config import load_config
+
+        saved = load_config(cls, self.config_path)
+        diffs = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE_CHANGES}
+        if diffs:
+            lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in diffs.items())
+            raise RunConfigMismatch(
+                f"{self.root} holds a run with a different config; resuming may change only "
+                f"{', '.join(RESUMABLE_CHANGES)}. Differences:\n{lines}\n"
+                "Use a new run_dir, or repeat the saved settings (see config.yaml there)."
+            )
+
+    def save_config(self, cfg: Any) -> None:
+        save_config(cfg, self.config_path)
+
+    # ------------------------------------------------------------ manifest
+
+    def start_session(
+        self, cfg: Any, *, seed: int, facesets: dict[str, dict[str, Any]], world_size: int, start_step: int
+    ) -> dict:
+        """Create or extend ``manifest.json`` with a new session (start time, world size, step)."""
+        manifest = self.read_manifest() or {
+            "created": now_iso(),
+            "code": code_revision(),
+            "config_hash": config_hash(cfg),
+            "seed": seed,
+            "facesets": facesets,
+            "sessions": [],
+        }
+        manifest["machine"] = machine_description()
+        manifest["world_size"] = world_size
+        manifest["config_hash"] = config_hash(cfg)
+        manifest["sessions"].append(
+            {
+                "start": now_iso(),
+                "end": None,
+                "start_step": start_step,
+                "end_step": None,
+                "world_size": world_size,
+                "code": code_revision(),
+            }
+        )
+        atomic_write_json(self.manifest_path, manifest)
+        return manifest
+
+    def end_session(self, *, end_step: int, reason: str) -> None:
+        manifest = self.read_manifest()
+        if not manifest or not manifest.get("sessions"):
+            return
+        manifest["sessions"][-1].update(end=now_iso(), end_step=end_step, stop_reason=reason)
+        manifest["final_step"] = end_step
+        atomic_write_json(self.manifest_path, manifest)
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    # ------------------------------------------------------------ metrics
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        rows = []
+        if self.metrics_path.is_file():
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill mid-write
+        return rows
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop rows past ``after_step``: a killed session logged steps its checkpoint does not hold."""
+        rows = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+        with atomic_path(self.metrics_path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def plot_curves(self) -> Path | None:
+        """``curves.png``: every logged loss component over steps (log scale), and the LR."""
+        rows = self.read_metrics()
+        if not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        keys = sorted({k for r in rows for k in r if k == "loss" or k.startswith("loss/")})
+        fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=(3, 1))
+        steps = [r["step"] for r in rows]
+        for key in keys:
+            pts = [(s, r[key]) for s, r in zip(steps, rows) if isinstance(r.get(key), (int, float))]
+            if pts:
+                xs, ys = zip(*pts)
+                ax_loss.plot(xs, ys, label=key, linewidth=2 if key == "loss" else 1)
+        if any(isinstance(r.get("loss"), (int, float)) and r["loss"] > 0 for r in rows):
+            ax_loss.set_yscale("log")
+        ax_loss.set_ylabel("loss")
+        ax_loss.legend(fontsize=7, loc="upper right")
+        ax_loss.grid(alpha=0.3)
+        ax_lr.plot(steps, [r.get("lr", float("nan")) for r in rows], color="gray")
+        ax_lr.set_ylabel("lr")
+        ax_lr.set_xlabel("step")
+        ax_lr.grid(alpha=0.3)
+        fig.suptitle(self.root.name)
+        fig.tight_layout()
+        with atomic_path(self.curves_path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+        plt.close(fig)
+        return self.curves_path

@@ -1,0 +1,95 @@
+"""Data parallelism: 2 processes (torchrun, gloo) equal 1 with a doubled batch; so does accumulation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_trainer import read_metrics, train_overrides
+
+from swaplab.train.trainer import build_config, train
+
+REPO = Path(__file__).resolve().parents[1]
+#: No augmentation (its random draws are per rank), fp32, a few steps. Adam's first steps move
+#: each weight by about lr * sign(gradient), so a gradient that is ~0 up to float rounding (which
+#: differs between one batch of 4 and two batches of 2) flips its update; an epsilon well above
+#: that rounding noise keeps such weights still and makes the runs comparable to 1e-5.
+EXACT = (
+    "augment=off",
+    "trainer.steps=3",
+    "trainer.checkpoint_every=0",
+    "trainer.lr=5e-4",
+    "trainer.eps=1e-4",
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def assert_same_run(run_a: Path, run_b: Path, tolerance: float) -> None:
+    losses_a = [r["loss"] for r in read_metrics(run_a)]
+    losses_b = [r["loss"] for r in read_metrics(run_b)]
+    assert losses_b == pytest.approx(losses_a, rel=tolerance)
+    weights_a = load_file(run_a / "checkpoints" / "step-0000003" / "model.safetensors")
+    weights_b = load_file(run_b / "checkpoints" / "step-0000003" / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    for key, value in weights_a.items():
+        torch.testing.assert_close(weights_b[key], value, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_the_doubled_batch(pair_facesets, tmp_path):
+    single = tmp_path / "single"
+    train(build_config(train_overrides(pair_facesets, single, *EXACT, "trainer.batch_size=4")))
+
+    ddp = tmp_path / "ddp"
+    args = train_overrides(pair_facesets, ddp, *EXACT, "trainer.batch_size=2")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*command, "-m", "swaplab.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = (ddp / "manifest.json").read_text()
+    assert '"world_size": 2' in manifest
+    # Only rank 0 wrote: one metrics row per step, one checkpoint.
+    assert [r["step"] for r in read_metrics(ddp)] == [1, 2, 3]
+    assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["latest.json", "step-0000003"]
+    assert_same_run(single, ddp, tolerance=1e-5)
+    # And training moved the weights (the comparison is not between two untouched inits).
+    initial = build_config(train_overrides(pair_facesets, tmp_path / "unused"))
+    from swaplab.models import create_model
+
+    torch.manual_seed(initial.trainer.seed)
+    init_weights = create_model(initial.model).state_dict()
+    final = load_file(ddp / "checkpoints" / "step-0000003" / "model.safetensors")
+    assert not torch.equal(init_weights["encoder.body.0.conv.weight"], final["encoder.body.0.conv.weight"])
+
+
+def test_gradient_accumulation_equals_the_larger_batch(pair_facesets, tmp_path):
+    big = tmp_path / "big"
+    train(build_config(train_overrides(pair_facesets, big, *EXACT, "trainer.batch_size=4")))
+    accumulated = tmp_path / "accumulated"
+    train(
+        build_config(
+            train_overrides(
+                pair_facesets, accumulated, *EXACT, "trainer.batch_size=2", "trainer.accumulate=2"
+            )
+        )
+    )
+    assert_same_run(big, accumulated, tolerance=1e-5)

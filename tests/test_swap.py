@@ -1,0 +1,214 @@
+"""The swap pipeline: paste-back geometry, videos with audio, marks, and bad input."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from swaplab.cli import main
+from swaplab.config import apply_overrides
+from swaplab.io.atomic import DiskFullError
+from swaplab.io.images import MediaError, read_image
+from swaplab.io.video import VideoReader, VideoWriter, probe_video
+from swaplab.provenance import verify
+from swaplab.swap.pipeline import FaceSwapper, SwapConfig, swap
+
+CLIP = Path("videos") / "hdtf_sadtalker" / "WDA_KatieHill_000.mp4"
+
+
+@pytest.fixture(scope="module")
+def exported_model(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tuple[Path, Path]) -> Path:
+    """A real liae-cpu model trained for a few steps on the reference pair, exported for swapping."""
+    from swaplab.train.config import TrainConfig
+    from swaplab.train.export import export_model
+    from swaplab.train.trainer import train
+
+    root = tmp_path_factory.mktemp("model")
+    src, dst = pair_facesets
+    cfg = apply_overrides(
+        TrainConfig(),
+        ["model=liae-cpu", f"data.src={src}", f"data.dst={dst}", "trainer=test", "trainer.steps=2",
+         f"run_dir={root / 'run'}"],
+    )
+    train(cfg)
+    export_model(root / "run", root / "model")
+    return root / "model"
+
+
+class ReturnsItsInput(torch.nn.Module):
+    """A stand-in 'model' whose swap is the identity: pasting back must reproduce the frame."""
+
+    def swap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, torch.ones_like(x[:, :1])
+
+
+def _short_clip(shared_data: Path, tmp_path: Path, frames: int, with_audio: bool = True) -> Path:
+    """The first ``frames`` frames of the HDTF clip (with its audio track)."""
+    source = shared_data / CLIP
+    out = tmp_path / "short.mp4"
+    reader = VideoReader(source, stop=frames)
+    with VideoWriter(out, reader.info.fps, (reader.info.width, reader.info.height),
+                     audio_from=source if with_audio else None) as writer:
+        for frame in reader:
+            writer.write(frame.image, frame.time)
+    return out
+
+
+def test_identity_model_reproduces_the_frame(exported_model: Path, shared_data: Path) -> None:
+    cfg = SwapConfig(colour="none", mask="hull", blend="alpha", mask_blur=0, smoothing="none")
+    swapper = FaceSwapper(exported_model, cfg)
+    swapper.model = ReturnsItsInput()
+    frame = next(iter(VideoReader(shared_data / CLIP, stop=1))).image
+    faces = swapper.analyzer.analyze(frame)
+    assert len(faces) == 1
+    out, count = swapper.swap_frame(frame, faces)
+    assert count == 1 and out.shape == frame.shape
+    diff = np.abs(out.astype(int) - frame.astype(int)).max(axis=2)
+    changed = diff > 0
+    # Outside the face's footprint nothing moves; inside, only resampling error remains (a crop
+    # at model resolution warped back up to the frame: low-pass, not misplaced).
+    x0, y0, x1, y1 = faces[0].box.x0, faces[0].box.y0, faces[0].box.x1, faces[0].box.y1
+    pad = 0.8 * (x1 - x0)
+    ys, xs = np.nonzero(changed)
+    assert xs.min() >= x0 - pad and xs.max() <= x1 + pad and ys.min() >= y0 - 1.2 * pad and ys.max() <= y1 + pad
+    assert diff[changed].mean() < 12
+    # A misplaced paste (shifted by even 3 px) would leave a far larger error than resampling.
+    shifted = np.roll(frame, 3, axis=1)
+    assert np.abs(out.astype(int) - frame.astype(int)).mean() < 0.5 * np.abs(shifted.astype(int) - frame.astype(int)).mean()
+
+
+def test_video_swap_keeps_frames_audio_and_is_marked(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    clip = _short_clip(shared_data, tmp_path, 30)
+    out = tmp_path / "swapped.mp4"
+    report = swap(exported_model, clip, out, SwapConfig(), progress=False)
+    assert report.frames == 30 and report.frames_swapped == 30
+    source_info, out_info = probe_video(clip), probe_video(out)
+    assert (out_info.width, out_info.height) == (source_info.width, source_info.height)
+    assert out_info.fps == pytest.approx(source_info.fps)
+    assert len(list(VideoReader(out))) == 30
+    with av.open(str(clip)) as a, av.open(str(out)) as b:
+        sa, sb = a.streams.audio[0], b.streams.audio[0]
+        assert float(sb.duration * sb.time_base) == pytest.approx(float(sa.duration * sa.time_base), abs=0.05)
+    check = verify(out)
+    assert check.synthetic and check.payload is not None and check.consistent
+    assert set(report.stage_seconds) >= {"decode", "detect", "model", "blend", "encode"}
+    assert (tmp_path / "swapped.mp4.swaplab.json").is_file()
+
+
+def test_frames_without_a_face_pass_through(exported_model: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    clip = tmp_path / "noface.mp4"
+    frames = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(5)]
+    with VideoWriter(clip, 10, (128, 96), crf=0) as writer:
+        for f in frames:
+            writer.write(f)
+    report = swap(exported_model, clip, tmp_path / "out.mp4", SwapConfig(mark=False), progress=False)
+    assert report.frames == 5 and report.frames_without_face == 5 and report.faces_swapped == 0
+    assert not probe_video(tmp_path / "out.mp4").has_audio
+    assert "not marked" in "\n".join(report.lines())
+
+
+def test_photo_swap_and_existing_output(exported_model: Path, lfw: Path, tmp_path: Path, capsys) -> None:
+    photo = sorted((lfw / "Colin_Powell").glob("*.jpg"))[30]
+    out = tmp_path / "swap.png"
+    report = swap(exported_model, photo, out, SwapConfig(), progress=False)
+    assert report.faces_swapped == 1
+    image, _ = read_image(out)
+    assert image.shape == read_image(photo)[0].shape
+    assert verify(out).synthetic
+    with pytest.raises(FileExistsError, match="overwrite"):
+        swap(exported_model, photo, out, SwapConfig(), progress=False)
+    assert main(["swap", str(exported_model), str(photo), "-o", str(out), "-q", "--overwrite", "colour=lct"]) == 0
+    assert main(["swap", str(exported_model), str(photo), "-o", str(out), "-q", "blend=smudge"]) == 2
+    assert "unknown blender 'smudge'" in capsys.readouterr().err
+    assert main(["verify", str(out)]) == 0
+    assert "SYNTHETIC" in capsys.readouterr().out
+    assert main(["verify", str(photo)]) == 3
+
+
+def test_folder_swap_reports_bad_files(exported_model: Path, lfw: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for src in sorted((lfw / "Colin_Powell").glob("*.jpg"))[40:42]:
+        (folder / src.name).write_bytes(src.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    report = swap(exported_model, folder, tmp_path / "out", SwapConfig(which="largest"), progress=False)
+    assert len(report.outputs) == 2 and report.faces_swapped == 2
+    assert any("broken.jpg" in p for p in report.problems)
+
+
+def test_truncated_video_swaps_what_decodes(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    clip = _short_clip(shared_data, tmp_path, 40)
+    # Matroska keeps its header at the front, so a file cut short still opens: a download or a
+    # copy that stopped half-way.
+    broken = tmp_path / "broken.mkv"
+    with av.open(str(clip)) as src, av.open(str(broken), "w") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            dst.mux(packet)
+    cut = broken.read_bytes()
+    broken.write_bytes(cut[: int(len(cut) * 0.6)])
+    report = swap(exported_model, broken, tmp_path / "out.mp4", SwapConfig(), progress=False)
+    assert 0 < report.frames < 40 and report.frames_swapped == report.frames
+    assert len(list(VideoReader(tmp_path / "out.mp4"))) == report.frames
+
+
+def test_preview_strip(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    cfg = SwapConfig(preview=3, preview_every=2)
+    report = swap(exported_model, shared_data / CLIP, tmp_path / "clip.mp4", cfg, progress=False)
+    strip = Path(report.output)
+    assert strip.name == "clip.preview.png"
+    with Image.open(strip) as img:
+        assert img.size == (512, 3 * 256)  # three rows of target | swap at 256 px high
+    assert verify(strip).synthetic
+
+
+def test_full_disk_leaves_no_output(exported_model: Path, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    clip = _short_clip(shared_data, tmp_path, 10)
+    real_write = VideoWriter.write
+    calls = {"n": 0}
+
+    def fills_up(self, image, time=None):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, image, time)
+
+    monkeypatch.setattr(VideoWriter, "write", fills_up)
+    out = tmp_path / "full.mp4"
+    with pytest.raises(DiskFullError, match="disk full"):
+        swap(exported_model, clip, out, SwapConfig(), progress=False)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".full")]
+
+
+def test_model_that_does_not_fit(tmp_path: Path, exported_model: Path, lfw: Path) -> None:
+    (tmp_path / "model.json").write_text('{"format": "something-else"}')
+    photo = sorted((lfw / "Colin_Powell").glob("*.jpg"))[0]
+    with pytest.raises(ValueError, match="not a swaplab model card"):
+        swap(tmp_path, photo, tmp_path / "o.png", SwapConfig(), progress=False)
+    with pytest.raises(MediaError, match="no such file"):
+        swap(exported_model, tmp_path / "missing.mp4", tmp_path / "o.mp4", SwapConfig(), progress=False)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path, shared_data: Path) -> None:
+    """The README's main command, with a 20-second training budget and 25 swapped frames."""
+    from swaplab.demo import DemoConfig, run_demo
+
+    paths = run_demo(
+        DemoConfig(data=shared_data, output=tmp_path / "demo", train_minutes=1 / 3, swap_frames=25), progress=False
+    )
+    assert probe_video(paths["video"]).has_audio
+    assert len(list(VideoReader(paths["video"]))) == 25
+    assert verify(paths["video"]).synthetic and verify(paths["side_by_side"]).synthetic
+    assert "swaplab demo" in Path(paths["summary"]).read_text()
