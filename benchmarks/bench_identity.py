@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import torch
 from PIL import Image
 
 from swaplab.faces.identity import chip_from_landmarks, default_dlib_model_path, load_dlib_identity
+from swaplab.system import cpu_model
 
 PEOPLE = (
     "George_W_Bush",
@@ -41,16 +41,6 @@ PEOPLE = (
     "Junichiro_Koizumi",
 )
 PHOTOS_PER_PERSON = 2  # 8 people x 2 = 16 chips
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_faces(lfw: Path) -> tuple[list[Path], list[np.ndarray], list, np.ndarray, np.ndarray]:
@@ -89,9 +79,7 @@ def interleaved_fps(
                 start = time.perf_counter()
                 fn()
                 times[name, n].append(time.perf_counter() - start)
-    return {
-        name: {n: n / statistics.median(times[name, n]) for n in calls} for name, calls in contenders.items()
-    }
+    return {name: {n: n / statistics.median(times[name, n]) for n in calls} for name, calls in contenders.items()}
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -106,9 +94,7 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get(
-        "SWAPLAB_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data")
-    )
+    default_data = os.environ.get("SWAPLAB_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--data", default=default_data, help="folder holding lfw/lfw-deepfunneled")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
@@ -167,8 +153,7 @@ def main() -> None:
     base = fps["fp32 NCHW"]
     for name in list(ports)[1:]:
         print(
-            f"ratio {name} / fp32 NCHW: batch 1 {fps[name][1] / base[1]:.2f}x, "
-            f"batch 16 {fps[name][16] / base[16]:.2f}x"
+            f"ratio {name} / fp32 NCHW: batch 1 {fps[name][1] / base[1]:.2f}x, batch 16 {fps[name][16] / base[16]:.2f}x"
         )
 
     print("\nagreement of descriptors (128-d, same chips)")
@@ -176,10 +161,7 @@ def main() -> None:
         ours = run_port(model, bf16, all_chips).numpy()
         diff = np.abs(ours - reference)
         distance = np.linalg.norm(ours - reference, axis=1)
-        print(
-            f"{name:32s} vs dlib: max abs {diff.max():.2e}, mean abs {diff.mean():.2e}, "
-            f"max L2 {distance.max():.2e}"
-        )
+        print(f"{name:32s} vs dlib: max abs {diff.max():.2e}, mean abs {diff.mean():.2e}, max L2 {distance.max():.2e}")
         if bf16:
             vs_fp32 = np.abs(ours - fp32)
             print(
@@ -204,10 +186,7 @@ def main() -> None:
             f"max abs {pixel_diff.max():.2f} grey levels; descriptor L2 to dlib's "
             f"max {np.linalg.norm(embedded - reference, axis=1).max():.4f}"
         )
-        print(
-            f"chip extraction, 16 faces: torch {chip_seconds * 1e3:.1f} ms, "
-            f"dlib {dlib_chip_seconds * 1e3:.1f} ms"
-        )
+        print(f"chip extraction, 16 faces: torch {chip_seconds * 1e3:.1f} ms, dlib {dlib_chip_seconds * 1e3:.1f} ms")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print("files: " + ", ".join(p.name for p in files))
 

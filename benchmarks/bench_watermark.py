@@ -34,19 +34,10 @@ from PIL import Image
 
 from swaplab.provenance import PayloadFields
 from swaplab.provenance.watermark import CONFIDENCE_MIN, bit_error_rates, embed, extract
+from swaplab.system import cpu_model
 
 PAYLOAD = PayloadFields.from_ids("bench model card", "bench content").pack()
 FRAME_BUDGET_MS = 1000.0 / 20
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ------------------------------------------------------------------ inputs
@@ -79,9 +70,7 @@ def inputs(data: Path) -> dict[str, list[np.ndarray]]:
     frames_512 = video_frames(talking / "WDA_KatieHill_000.mp4", 8, 12)
     frames_512 += video_frames(talking / "WDA_AlexandriaOcasioCortez_000.mp4", 8, 12)
     frames_1080 = video_frames(data / "videos" / "multiface_crowd" / "facenet_pytorch_video.mp4", 10, 8)
-    photo_files = sorted(
-        p for p in (data / "photos").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    )
+    photo_files = sorted(p for p in (data / "photos").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     people = sorted(p for p in (data / "lfw" / "lfw-deepfunneled").iterdir() if p.is_dir())
     lfw_files = [sorted(person.glob("*.jpg"))[0] for person in people[::300]][:16]
     return {
@@ -126,9 +115,7 @@ def brightness(offset: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def contrast(gain: float) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda image: np.clip(np.rint((image.astype(np.float32) - 128) * gain + 128), 0, 255).astype(
-        np.uint8
-    )
+    return lambda image: np.clip(np.rint((image.astype(np.float32) - 128) * gain + 128), 0, 255).astype(np.uint8)
 
 
 def noise(sigma: float) -> Callable[[np.ndarray], np.ndarray]:

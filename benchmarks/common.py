@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -11,17 +10,11 @@ import torch
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from swaplab.system import cpu_model, cpu_supports_bf16
+
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"Python {sys.version.split()[0]}"
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs, bf16 {'yes' if cpu_supports_bf16() else 'no'}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {sys.version.split()[0]}"
     )
 
 

@@ -23,13 +23,27 @@ _API = {
     "Faceset": "swaplab.facesets.format",
     "contact_sheet": "swaplab.facesets.sheet",
     "sort_faceset": "swaplab.facesets.sort",
+    "train": "swaplab.train.trainer",
+    "TrainConfig": "swaplab.train.config",
+    "export_model": "swaplab.train.export",
+    "load_exported_model": "swaplab.train.export",
+    "swap": "swaplab.swap.pipeline",
+    "SwapConfig": "swaplab.swap.pipeline",
+    "verify": "swaplab.provenance",
+    "apply_overrides": "swaplab.config",
 }
 
 if TYPE_CHECKING:
+    from swaplab.config import apply_overrides
     from swaplab.facesets.extract import ExtractConfig, extract
     from swaplab.facesets.format import Faceset
     from swaplab.facesets.sheet import contact_sheet
     from swaplab.facesets.sort import sort_faceset
+    from swaplab.provenance import verify
+    from swaplab.swap.pipeline import SwapConfig, swap
+    from swaplab.train.config import TrainConfig
+    from swaplab.train.export import export_model, load_exported_model
+    from swaplab.train.trainer import train
 
 
 def __getattr__(name: str) -> Any:
@@ -40,4 +54,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'swaplab' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API]
+__all__ = [
+    "ExtractConfig",
+    "Faceset",
+    "SwapConfig",
+    "TrainConfig",
+    "__version__",
+    "apply_overrides",
+    "contact_sheet",
+    "export_model",
+    "extract",
+    "load_exported_model",
+    "sort_faceset",
+    "swap",
+    "train",
+    "verify",
+]

@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_parser("path", help="the data folder swaplab uses, and why").set_defaults(func=cmd_data)
     q = ds.add_parser("fetch", help="download, verify and unpack a data set")
     q.add_argument("name", help="a name from `swaplab data list`, e.g. lfw")
-    q.add_argument("--dest", required=True, help="data folder, e.g. \"$(swaplab data path)\"")
+    q.add_argument("--dest", required=True, help='data folder, e.g. "$(swaplab data path)"')
     q.add_argument("--base-url", default=None, help="a mirror or a local folder / file:// URL holding the files")
     q.add_argument("--force", action="store_true", help="download again even if verified files are present")
     q.add_argument("--trust-unverified", action="store_true", help="keep files that have no published checksum")

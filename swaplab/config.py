@@ -155,9 +155,7 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     unknown = set(data) - set(fields)
     if unknown:
         where = f" in {prefix}" if prefix else ""
-        raise ConfigError(
-            f"unknown key(s) {', '.join(sorted(unknown))}{where}; valid: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}{where}; valid: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name

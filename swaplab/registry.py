@@ -39,9 +39,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, self._entries, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(
-                f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._entries))}"
-            ) from None
+            raise KeyError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._entries))}") from None
 
     def create(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Look ``name`` up and call it: ``DETECTORS.create("dlib-hog", upsample=1)``."""

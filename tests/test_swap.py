@@ -33,8 +33,14 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tupl
     src, dst = pair_facesets
     cfg = apply_overrides(
         TrainConfig(),
-        ["model=liae-cpu", f"data.src={src}", f"data.dst={dst}", "trainer=test", "trainer.steps=2",
-         f"run_dir={root / 'run'}"],
+        [
+            "model=liae-cpu",
+            f"data.src={src}",
+            f"data.dst={dst}",
+            "trainer=test",
+            "trainer.steps=2",
+            f"run_dir={root / 'run'}",
+        ],
     )
     train(cfg)
     export_model(root / "run", root / "model")
@@ -53,8 +59,12 @@ def _short_clip(shared_data: Path, tmp_path: Path, frames: int, with_audio: bool
     source = shared_data / CLIP
     out = tmp_path / "short.mp4"
     reader = VideoReader(source, stop=frames)
-    with VideoWriter(out, reader.info.fps, (reader.info.width, reader.info.height),
-                     audio_from=source if with_audio else None) as writer:
+    with VideoWriter(
+        out,
+        reader.info.fps,
+        (reader.info.width, reader.info.height),
+        audio_from=source if with_audio else None,
+    ) as writer:
         for frame in reader:
             writer.write(frame.image, frame.time)
     return out
@@ -80,7 +90,10 @@ def test_identity_model_reproduces_the_frame(exported_model: Path, shared_data: 
     assert diff[changed].mean() < 12
     # A misplaced paste (shifted by even 3 px) would leave a far larger error than resampling.
     shifted = np.roll(frame, 3, axis=1)
-    assert np.abs(out.astype(int) - frame.astype(int)).mean() < 0.5 * np.abs(shifted.astype(int) - frame.astype(int)).mean()
+    assert (
+        np.abs(out.astype(int) - frame.astype(int)).mean()
+        < 0.5 * np.abs(shifted.astype(int) - frame.astype(int)).mean()
+    )
 
 
 def test_video_swap_keeps_frames_audio_and_is_marked(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
@@ -162,6 +175,20 @@ def test_truncated_video_swaps_what_decodes(exported_model: Path, shared_data: P
     assert len(list(VideoReader(tmp_path / "out.mp4"))) == report.frames
 
 
+def test_swap_reuses_a_facesets_landmarks(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    from swaplab.facesets.extract import ExtractConfig, extract
+
+    clip = _short_clip(shared_data, tmp_path, 12)
+    extract(clip, tmp_path / "faces", ExtractConfig(size=64, every=2), progress=False)
+    cfg = SwapConfig(faceset=str(tmp_path / "faces"))
+    report = swap(exported_model, clip, tmp_path / "out.mp4", cfg, progress=False)
+    # Only the frames the faceset holds are swapped; the others pass through unchanged.
+    assert report.frames == 12 and report.frames_swapped == 6 and report.frames_without_face == 6
+    other = _short_clip(shared_data, tmp_path / "x", 3) if (tmp_path / "x").mkdir() is None else None
+    with pytest.raises(ValueError, match="no faces extracted from"):
+        swap(exported_model, other, tmp_path / "o2.mp4", cfg, progress=False)
+
+
 def test_preview_strip(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
     cfg = SwapConfig(preview=3, preview_every=2)
     report = swap(exported_model, shared_data / CLIP, tmp_path / "clip.mp4", cfg, progress=False)
@@ -206,7 +233,8 @@ def test_demo_end_to_end(tmp_path: Path, shared_data: Path) -> None:
     from swaplab.demo import DemoConfig, run_demo
 
     paths = run_demo(
-        DemoConfig(data=shared_data, output=tmp_path / "demo", train_minutes=1 / 3, swap_frames=25), progress=False
+        DemoConfig(data=shared_data, output=tmp_path / "demo", train_minutes=1 / 3, swap_frames=25),
+        progress=False,
     )
     assert probe_video(paths["video"]).has_audio
     assert len(list(VideoReader(paths["video"]))) == 25

@@ -24,8 +24,13 @@ def test_rewrite_keeps_frames_timing_and_audio(tmp_path: Path, shared_data: Path
     source = shared_data / CLIP
     reader = VideoReader(source, stop=50)
     out = tmp_path / "copy.mp4"
-    with VideoWriter(out, reader.info.fps, (reader.info.width, reader.info.height), audio_from=source,
-                     metadata={"comment": "swaplab test"}) as writer:
+    with VideoWriter(
+        out,
+        reader.info.fps,
+        (reader.info.width, reader.info.height),
+        audio_from=source,
+        metadata={"comment": "swaplab test"},
+    ) as writer:
         frames = []
         for frame in reader:
             writer.write(frame.image, frame.time)

@@ -117,6 +117,22 @@ class FaceAnalyzer:
             self.embed(faces)
         return faces
 
+    def from_landmarks(
+        self, image: np.ndarray, landmarks: list[np.ndarray], track_ids: list[int] | None = None, embed: bool = True
+    ) -> list[AlignedFace]:
+        """Faces at known 68-point landmarks (e.g. a faceset's records): no detection is run."""
+        from swaplab.faces.track import box_from_landmarks
+
+        faces = []
+        for rank, points in enumerate(landmarks):
+            points = np.asarray(points, dtype=np.float32)
+            track_id = track_ids[rank] if track_ids else rank
+            faces.append(self._align(image, box_from_landmarks(points, score=1.0), points, rank, track_id, False))
+        self._describe(image, faces)
+        if embed:
+            self.embed(faces)
+        return faces
+
     def tracker(self) -> _TrackingSession:
         """A per-video session: detection every ``detect_every`` frames, tracking in between."""
         return _TrackingSession(self)

@@ -252,7 +252,9 @@ def _finish_chunk(
     analyzer.embed([face for *_, faces in chunk.frames for face in faces])
     records: list[FaceRecord] = []
     for frame_index, frame_time, shape, faces in chunk.frames:
-        kept = _commit_faces(chunk.path, frame_index, frame_time, shape, faces, cfg, writer, references, summary, chunk.key)
+        kept = _commit_faces(
+            chunk.path, frame_index, frame_time, shape, faces, cfg, writer, references, summary, chunk.key
+        )
         records.extend(kept)
         summary.faces += len(kept)
         if not kept:

@@ -45,6 +45,13 @@ def contact_sheet(
         sheet[y0 : y0 + thumb, x0 : x0 + thumb] = crop
         label = f"f{record.frame} s{record.blur:.0f}" if record.frame else f"{Path(record.source).stem[-8:]}"
         cv2.putText(
-            sheet, label, (x0 + 2, y0 + thumb + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (220, 220, 220), 1, cv2.LINE_AA
+            sheet,
+            label,
+            (x0 + 2, y0 + thumb + 11),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.33,
+            (220, 220, 220),
+            1,
+            cv2.LINE_AA,
         )
     return write_image(output, sheet, quality=90)

@@ -249,9 +249,7 @@ class VideoWriter:
 
 def _remux_with_audio(video: Path, audio_source: Path | None, out: Path, metadata: dict[str, str]) -> None:
     """Copy the encoded video stream and the source's audio into ``out`` (format by suffix)."""
-    fmt = {".mkv": "matroska", ".mov": "mov", ".mp4": "mp4", ".m4v": "mp4", ".avi": "avi"}.get(
-        out.suffix.lower(), None
-    )
+    fmt = {".mkv": "matroska", ".mov": "mov", ".mp4": "mp4", ".m4v": "mp4", ".avi": "avi"}.get(out.suffix.lower(), None)
     with av.open(str(video)) as vin, av.open(str(out), "w", format=fmt) as cout:
         for key, value in metadata.items():
             cout.metadata[key] = value

@@ -56,9 +56,7 @@ def mark_image(image: np.ndarray, fields: PayloadFields | Provenance) -> np.ndar
     return embed(image, fields.pack())
 
 
-def write_marked_image(
-    path: str | Path, image: np.ndarray, provenance: Provenance, quality: int = 95
-) -> Path:
+def write_marked_image(path: str | Path, image: np.ndarray, provenance: Provenance, quality: int = 95) -> Path:
     """Watermark ``image`` (RGB uint8) and write it with its metadata record to ``path`` (.png/.jpg).
 
     The file appears atomically: a reader sees no file or the complete, marked one.
@@ -116,7 +114,9 @@ class VerifyReport:
         if self.kind == "video":
             mark += f", {self.frames_marked}/{self.frames_checked} sampled frames marked on their own"
         meta = "metadata: " + (
-            f"model {self.metadata.get('model_id')}, created {self.metadata.get('created')}" if self.metadata else "none"
+            f"model {self.metadata.get('model_id')}, created {self.metadata.get('created')}"
+            if self.metadata
+            else "none"
         )
         agree = {True: "; watermark and metadata agree", False: "; WATERMARK AND METADATA DISAGREE", None: ""}
         return f"{verdict}: {mark}; {meta}{agree[self.consistent]}"

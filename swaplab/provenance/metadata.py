@@ -153,9 +153,7 @@ class Provenance:
 
     def payload_fields(self) -> PayloadFields:
         content = bytes.fromhex(self.content_sha256) if self.content_sha256 else bytes(32)
-        return PayloadFields(
-            bytes.fromhex(self.model_sha256)[:_MODEL_HASH_BYTES], content[:_CONTENT_HASH_BYTES]
-        )
+        return PayloadFields(bytes.fromhex(self.model_sha256)[:_MODEL_HASH_BYTES], content[:_CONTENT_HASH_BYTES])
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)

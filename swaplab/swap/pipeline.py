@@ -9,6 +9,7 @@ their own modules; this one composes them and times each stage.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from swaplab.provenance import Provenance, mark_image, video_metadata_tags, writ
 from swaplab.swap.blend import BLENDERS, sharpen
 from swaplab.swap.colour import COLOUR_TRANSFERS
 from swaplab.swap.smoothing import SMOOTHERS
+from swaplab.system import autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class SwapConfig:
 
     faces: FaceAnalyzerConfig = field(default_factory=FaceAnalyzerConfig)
     which: Literal["all", "largest", "reference"] = "all"  # which faces of a frame to swap
+    # A faceset extracted from this same input: its stored landmarks are used instead of detecting
+    # and tracking again (frames it has no face for pass through unchanged).
+    faceset: str = ""
     reference: list[Path] = field(default_factory=list)  # with which=reference: photos of the target person
     max_identity_distance: float = 0.6
     mask: Literal["learned", "hull", "intersection", "union"] = "intersection"
@@ -107,9 +112,7 @@ class SwapReport:
         ]
         busy = {k: v for k, v in self.stage_seconds.items() if v > 0}
         if busy and self.frames:
-            out.append(
-                "ms per frame: " + ", ".join(f"{k} {1000 * v / self.frames:.1f}" for k, v in busy.items())
-            )
+            out.append("ms per frame: " + ", ".join(f"{k} {1000 * v / self.frames:.1f}" for k, v in busy.items()))
         out.extend(f"problem: {p}" for p in self.problems)
         if not self.marked:
             out.append("WARNING: provenance marking was turned off (mark=false); outputs are not marked")
@@ -130,9 +133,9 @@ class FaceSwapper:
         alignment = self.card.get("alignment", {})
         self.template = alignment.get("template", "whole_face")
         self.device = torch.device(device)
-        self.autocast = _autocast_dtype(cfg.precision, self.device)
-        face_cfg = cfg.faces
-        face_cfg.embed = cfg.which == "reference"
+        self.autocast = autocast_dtype(cfg.precision, self.device)
+        # Identity descriptors cost ~10 ms a face and matter only when choosing faces by identity.
+        face_cfg = dataclasses.replace(cfg.faces, embed=cfg.which == "reference")
         self.analyzer = FaceAnalyzer(face_cfg, template=self.template, size=self.resolution)
         self.references = self._reference_identities()
         card_text = json.dumps(self.card, sort_keys=True)
@@ -314,8 +317,14 @@ def _swap_photo(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
     timer = swapper.timer
     with timer("decode"):
         frame, _ = read_image(source)
+    embed = swapper.config.which == "reference"
+    known = _known_landmarks(swapper, source, (frame.shape[1], frame.shape[0]))
     with timer("detect"):
-        faces = swapper.analyzer.analyze(frame)
+        if known is not None:
+            points, ids = known.get(0, ([], []))
+            faces = swapper.analyzer.from_landmarks(frame, points, ids, embed=embed)
+        else:
+            faces = swapper.analyzer.analyze(frame, embed=embed)
     swapped, count = swapper.swap_frame(frame, faces)
     _count(report, count)
     with timer("encode"):
@@ -355,12 +364,12 @@ def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
     width, height = info.width - info.width % 2, info.height - info.height % 2
     metadata = video_metadata_tags(provenance) if cfg.mark else {}
     writer = VideoWriter(output, info.fps, (width, height), crf=cfg.crf, audio_from=source, metadata=metadata)
-    session = _Session(swapper, info.fps or 25.0)
+    session = _Session(swapper, info.fps or 25.0, _known_landmarks(swapper, source, (info.width, info.height)))
     total = min(info.frame_count or 0, cfg.max_frames or 1 << 30) or None
     bar = tqdm(total=total, desc="swap", unit="frame", disable=not progress, dynamic_ncols=True)
     try:
         for frame in _timed_frames(reader, swapper.timer):
-            image = session.swap(frame.image, frame.time, report)
+            image = session.swap(frame.image, frame.time, report, frame.index)
             if cfg.mark:
                 with swapper.timer("mark"):
                     image = mark_image(image, provenance)
@@ -385,10 +394,12 @@ def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
 def _preview_video(swapper: FaceSwapper, reader: VideoReader, output: Path, report: SwapReport, progress: bool) -> None:
     """A strip of target | swap pairs for tuning options before a long run."""
     cfg = swapper.config
-    session = _Session(swapper)
+    info = reader.info
+    known = _known_landmarks(swapper, Path(reader.path), (info.width, info.height))
+    session = _Session(swapper, info.fps or 25.0, known)
     tiles = []
     for frame in _timed_frames(reader, swapper.timer):
-        swapped = session.swap(frame.image, frame.time, report)
+        swapped = session.swap(frame.image, frame.time, report, frame.index)
         if frame.index % cfg.preview_every == 0:
             tiles.append(np.concatenate([frame.image, swapped], axis=1))
         if len(tiles) >= cfg.preview:
@@ -396,7 +407,9 @@ def _preview_video(swapper: FaceSwapper, reader: VideoReader, output: Path, repo
     if not tiles:
         raise MediaError(reader.path, "no frame could be decoded")
     height = 256
-    rows = [cv2.resize(t, (round(t.shape[1] * height / t.shape[0]), height), interpolation=cv2.INTER_AREA) for t in tiles]
+    rows = [
+        cv2.resize(t, (round(t.shape[1] * height / t.shape[0]), height), interpolation=cv2.INTER_AREA) for t in tiles
+    ]
     strip = np.concatenate(rows, axis=0)
     target = output if output.suffix.lower() in (".png", ".jpg") else output.with_suffix(".preview.png")
     _write_photo(swapper, target, strip, Path(reader.path))
@@ -407,18 +420,24 @@ def _preview_video(swapper: FaceSwapper, reader: VideoReader, output: Path, repo
 class _Session:
     """Per-video state: the face tracker and one landmark smoother per track."""
 
-    def __init__(self, swapper: FaceSwapper, fps: float = 25.0) -> None:
+    def __init__(self, swapper: FaceSwapper, fps: float = 25.0, known_landmarks: dict | None = None) -> None:
         self.swapper = swapper
         cfg = swapper.config
         self.smoothers: dict[int, Any] = defaultdict(
             lambda: SMOOTHERS.create(cfg.smoothing, strength=cfg.smoothing_strength, fps=fps)
         )
         self.tracker = swapper.analyzer.tracker()
+        self.known = known_landmarks
 
-    def swap(self, image: np.ndarray, t: float, report: SwapReport) -> np.ndarray:
+    def swap(self, image: np.ndarray, t: float, report: SwapReport, index: int = 0) -> np.ndarray:
         swapper = self.swapper
+        embed = swapper.config.which == "reference"
         with swapper.timer("detect"):
-            faces = self.tracker.update(image)
+            if self.known is not None:
+                points, ids = self.known.get(index, ([], []))
+                faces = swapper.analyzer.from_landmarks(image, points, ids, embed=embed)
+            else:
+                faces = self.tracker.update(image)
         with swapper.timer("align"):
             faces = [self._smoothed(image, face, t) for face in faces]
         swapped, count = swapper.swap_frame(image, faces)
@@ -434,6 +453,33 @@ class _Session:
         face.crop = warp_face(image, matrix, swapper.resolution)
         face.landmarks = transform_points(points, matrix).astype(np.float32)
         return face
+
+
+def _known_landmarks(
+    swapper: FaceSwapper, source: Path, size: tuple[int, int]
+) -> dict[int, tuple[list[np.ndarray], list[int]]] | None:
+    """Frame index -> (68-point landmarks, track ids) from ``config.faceset`` for this source.
+
+    Records are matched by the resolved source path; coordinates are rescaled when the faceset
+    saw the frame at another size (a photo read downscaled).
+    """
+    if not swapper.config.faceset:
+        return None
+    from swaplab.facesets.format import Faceset
+
+    faceset = Faceset(swapper.config.faceset)
+    wanted = source.resolve()
+    known: dict[int, tuple[list[np.ndarray], list[int]]] = {}
+    for record in faceset:
+        if Path(record.source).resolve() != wanted:
+            continue
+        scale = size[0] / record.source_size[0] if record.source_size else 1.0
+        points, ids = known.setdefault(record.frame, ([], []))
+        points.append(np.asarray(record.landmarks_source, np.float32) * scale)
+        ids.append(record.track_id)
+    if not known:
+        raise ValueError(f"faceset {swapper.config.faceset} has no faces extracted from {source}")
+    return known
 
 
 def _count(report: SwapReport, swapped: int) -> None:
@@ -505,12 +551,6 @@ class StageTimer:
 
     def seconds(self) -> dict[str, float]:
         return dict(self._seconds)
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    from swaplab.train.trainer import autocast_dtype
-
-    return autocast_dtype(precision, device)
 
 
 @contextmanager

@@ -25,9 +25,7 @@ WARP_CELLS = (2, 4, 8)
 
 # RGB <-> YIQ: luma Y and two chroma axes; a rotation of (I, Q) shifts hue, a scale of (I, Q)
 # changes saturation, both without touching luma.
-_RGB_TO_YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
-)
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
 
 
 def _draw_uniform(n: int, amount: float, generator: torch.Generator | None) -> Tensor:
@@ -67,9 +65,7 @@ def random_warp(images: Tensor, strength: float = 1.0, generator: torch.Generato
     n, _, height, width = images.shape
     field = random_warp_field(n, height, width, strength, generator, images.device)
     grid = identity_grid(n, height, width, images.device) + field
-    return F.grid_sample(
-        images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False
-    )
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def identity_grid(n: int, height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
@@ -78,9 +74,7 @@ def identity_grid(n: int, height: int, width: int, device: torch.device | str = 
     return F.affine_grid(theta, [n, 1, height, width], align_corners=False)
 
 
-def affine_theta(
-    rotation_deg: Tensor, scale: Tensor, shift_x: Tensor, shift_y: Tensor, flip: Tensor
-) -> Tensor:
+def affine_theta(rotation_deg: Tensor, scale: Tensor, shift_x: Tensor, shift_y: Tensor, flip: Tensor) -> Tensor:
     """Per-sample ``affine_grid`` matrices (N, 2, 3): output -> input coordinates.
 
     The forward transform rotates by ``rotation_deg`` and scales by ``scale`` about the centre,

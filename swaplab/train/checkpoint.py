@@ -96,10 +96,7 @@ def optimizer_to_tensors(
                 tensors[f"state/{name}/{key}"] = value.detach().to("cpu", copy=True).contiguous()
             else:
                 scalars.setdefault(name, {})[key] = value
-    groups = [
-        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-        for g in state_dict["param_groups"]
-    ]
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state_dict["param_groups"]]
     return tensors, {"param_groups": groups, "param_names": param_names, "scalars": scalars}
 
 
@@ -229,9 +226,7 @@ def save_checkpoint(
             "rng": rng_json,
             **(state or {}),
         }
-        (tmp / "state.json").write_text(
-            json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8"
-        )
+        (tmp / "state.json").write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         _fsync(tmp / "state.json")
         _fsync(tmp)
         if final.exists():  # re-saving a step (after a rollback): move the old one aside first
@@ -342,13 +337,9 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = True) -> Checkpo
         try:
             optimizer = optimizer_from_tensors(opt_tensors, state["optimizer"])
         except (KeyError, ValueError) as err:
-            raise CheckpointError(
-                path / "optimizer.safetensors", f"does not match state.json ({err})"
-            ) from None
+            raise CheckpointError(path / "optimizer.safetensors", f"does not match state.json ({err})") from None
         rng = _load_tensors(path / "rng.safetensors", files.get("rng.safetensors"))
-    return Checkpoint(
-        path=path, step=int(state["step"]), model=model, optimizer=optimizer, rng=rng, state=state
-    )
+    return Checkpoint(path=path, step=int(state["step"]), model=model, optimizer=optimizer, rng=rng, state=state)
 
 
 def _read_latest(root: Path) -> str | None:

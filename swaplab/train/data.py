@@ -75,9 +75,7 @@ class FaceTensors:
         )
 
 
-def load_faces(
-    faceset: Faceset | str | Path, resolution: int, indices: Sequence[int] | None = None
-) -> FaceTensors:
+def load_faces(faceset: Faceset | str | Path, resolution: int, indices: Sequence[int] | None = None) -> FaceTensors:
     """Decode a faceset's crops (all, or ``indices``), resized to ``resolution``, with their masks."""
     faceset = faceset if isinstance(faceset, Faceset) else Faceset(faceset)
     if len(faceset) == 0:
@@ -95,9 +93,7 @@ def load_faces(
                 crop, (resolution, resolution), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
             )
         images[row] = crop
-        masks[row], features[row] = face_masks(
-            faceset.records[i], crop_size=faceset.size, resolution=resolution
-        )
+        masks[row], features[row] = face_masks(faceset.records[i], crop_size=faceset.size, resolution=resolution)
     return FaceTensors(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         masks=torch.from_numpy(masks)[:, None].contiguous(),
@@ -195,9 +191,7 @@ class PairData:
                 self.faces[side] = everything.take(train)
                 self.holdout[side] = everything.take(held)
             else:
-                self.holdout[side] = (
-                    load_faces(self.facesets[side], resolution, held) if held else _empty(resolution)
-                )
+                self.holdout[side] = load_faces(self.facesets[side], resolution, held) if held else _empty(resolution)
             self.streams[side] = EpochStream(len(train), seed, side)
         log.info(
             "data: %d/%d src and %d/%d dst faces for training/held out at %d px",
@@ -230,9 +224,7 @@ class PairData:
         faceset_rows = [self.train_index[side][r] for r in rows.tolist()]
         return load_faces(self.facesets[side], self.resolution, faceset_rows)
 
-    def position(
-        self, step: int, micro: int, accumulate: int, batch_size: int, rank: int, world_size: int
-    ) -> int:
+    def position(self, step: int, micro: int, accumulate: int, batch_size: int, rank: int, world_size: int) -> int:
         """Global stream position of a rank's first sample in a (step, micro-step)."""
         return ((step * accumulate + micro) * world_size + rank) * batch_size
 

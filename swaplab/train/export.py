@@ -118,17 +118,13 @@ def read_card(path: str | Path) -> tuple[dict[str, Any], Path]:
     return card, card_path.parent / card["weights"]["file"]
 
 
-def load_exported_model(
-    path: str | Path, device: str | torch.device = "cpu", verify: bool = True
-) -> nn.Module:
+def load_exported_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
     """The exported model in eval mode, rebuilt from its card; ``verify`` checks the weights' hash."""
     from safetensors.torch import load_file
 
     card, weights = read_card(path)
     if verify and sha256_file(weights) != card["weights"]["sha256"]:
-        raise CheckpointError(
-            weights, "hash mismatch with model.json: the weights file is corrupt or replaced"
-        )
+        raise CheckpointError(weights, "hash mismatch with model.json: the weights file is corrupt or replaced")
     model = create_model(from_dict(ModelConfig, card["model"]))
     model.load_state_dict(load_file(str(weights)))
     return model.to(device).eval()

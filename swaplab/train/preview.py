@@ -14,8 +14,6 @@ import cv2
 import numpy as np
 import torch
 
-from swaplab.io.atomic import atomic_path
-
 COLUMNS = ("src", "src recon", "dst", "dst recon", "swap", "src mask", "dst mask", "swap mask")
 HEADER_HEIGHT = 28
 
@@ -58,9 +56,7 @@ def compose_grid(columns: list[np.ndarray], names: tuple[str, ...] = COLUMNS, ti
     widest = max(cv2.getTextSize(name, font, 0.5, 1)[0][0] for name in names)
     scale = max(0.25, min(0.5, 0.5 * (size - 6) / max(widest, 1)))
     for i, name in enumerate(names):
-        cv2.putText(
-            header, name, (i * size + 3, HEADER_HEIGHT - 6), font, scale, (235, 235, 235), 1, cv2.LINE_AA
-        )
+        cv2.putText(header, name, (i * size + 3, HEADER_HEIGHT - 6), font, scale, (235, 235, 235), 1, cv2.LINE_AA)
     if title:
         cv2.putText(header, title, (3, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 210, 90), 1, cv2.LINE_AA)
     return header if body is None else np.concatenate([header, body], axis=0)
@@ -71,15 +67,17 @@ def preview_grid(model: torch.nn.Module, src: torch.Tensor, dst: torch.Tensor, s
     return compose_grid(render_columns(model, src, dst), title=f"step {step}")
 
 
-def save_preview(grid: np.ndarray, folder: str | Path, step: int) -> Path:
-    """Write ``folder/step-NNNNNNN.png`` and ``folder/latest.png`` (atomically)."""
+def save_preview(grid: np.ndarray, folder: str | Path, step: int, model_id: str = "swaplab-training") -> Path:
+    """Write ``folder/step-NNNNNNN.png`` and ``folder/latest.png`` (atomically), marked as synthetic.
+
+    Previews show generated faces, so they carry the watermark and metadata like every output.
+    """
+    from swaplab.provenance import Provenance, write_marked_image
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode the preview for step {step}")
     path = folder / f"step-{step:07d}.png"
+    provenance = Provenance.create(model_id, content=f"preview step {step}")
     for target in (path, folder / "latest.png"):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(encoded.tobytes())
+        write_marked_image(target, grid, provenance)
     return path

@@ -16,8 +16,6 @@ Only rank 0 of a distributed run writes here. This module owns files, not traini
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 from swaplab.config import config_hash, save_config, to_dict
 from swaplab.io.atomic import atomic_path, atomic_write_json
+from swaplab.system import machine_description
 
 #: Config keys that may change between sessions of one run (the budgets); anything else refuses.
 RESUMABLE_CHANGES = ("trainer.steps", "trainer.time_budget_s")
@@ -69,31 +68,6 @@ def code_revision() -> dict[str, Any]:
         return {"revision": head, "dirty": bool(status.strip()), "source": "git"}
     except (OSError, subprocess.SubprocessError):
         return {"revision": f"swaplab {swaplab.__version__}", "dirty": None, "source": "package version"}
-
-
-def machine_description() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return info
 
 
 def now_iso() -> str:

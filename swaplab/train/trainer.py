@@ -12,7 +12,6 @@ live in ``swaplab.models`` and ``swaplab.losses``; files in ``run``/``checkpoint
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ from torch import nn
 from swaplab.config import ConfigError, apply_overrides, load_config
 from swaplab.losses import LossTerms, ReconstructionObjective
 from swaplab.models import create_model
+from swaplab.system import autocast_dtype, cpu_supports_bf16  # noqa: F401 - re-exported
 from swaplab.train.augment import Augmenter
 from swaplab.train.checkpoint import (
     Checkpoint,
@@ -73,17 +73,6 @@ class RunResult:
 # ---------------------------------------------------------------- hardware
 
 
-@functools.cache
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512_BF16 or AMX), where autocast pays off."""
-    if torch.backends.cpu.get_cpu_capability().upper().startswith("AMX"):
-        return True
-    with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
-
-
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
@@ -91,17 +80,6 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``, or None for plain fp32. Never fp16 on CPU."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
 
 
 # ---------------------------------------------------------------- distributed
@@ -142,11 +120,7 @@ class Distributed:
 
 
 def _collective_device() -> torch.device:
-    return (
-        torch.device("cuda", torch.cuda.current_device())
-        if dist.get_backend() == "nccl"
-        else torch.device("cpu")
-    )
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def init_distributed(device_spec: str) -> tuple[Distributed, torch.device]:
@@ -227,9 +201,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dist_info: Distributed, device: torch.device) -> None:
         if not cfg.data.src or not cfg.data.dst:
-            raise ConfigError(
-                "data.src and data.dst must name the two faceset folders (data.src=... data.dst=...)"
-            )
+            raise ConfigError("data.src and data.dst must name the two faceset folders (data.src=... data.dst=...)")
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.dist = dist_info
@@ -429,18 +401,13 @@ class Trainer:
 
     # ------------------------------------------------------------ outputs
 
-    def _log(
-        self, loss: float, components: dict[str, float], faces_per_s: float, skipped: bool, elapsed: float
-    ):
+    def _log(self, loss: float, components: dict[str, float], faces_per_s: float, skipped: bool, elapsed: float):
         keys = sorted(components)
         reduced = self.dist.reduce_mean([loss, *(components[k] for k in keys)])
         row: dict[str, Any] = {
             "step": self.step,
             "loss": _finite_or_none(reduced[0]),
-            **{
-                (k if k == "grad_norm" else f"loss/{k}"): _finite_or_none(v)
-                for k, v in zip(keys, reduced[1:])
-            },
+            **{(k if k == "grad_norm" else f"loss/{k}"): _finite_or_none(v) for k, v in zip(keys, reduced[1:])},
             "lr": learning_rate(self.step - 1, self.tcfg, self.lr_scale),
             "lr_scale": self.lr_scale,
             "faces_per_s": round(faces_per_s, 3),
@@ -535,9 +502,7 @@ class Trainer:
         self.warnings.append(message)
         if self.dist.is_main:
             self.run_folder.truncate_metrics(self.step)
-            self.run_folder.append_metrics(
-                {"step": self.step, "event": "nan_rollback", "lr_scale": self.lr_scale}
-            )
+            self.run_folder.append_metrics({"step": self.step, "event": "nan_rollback", "lr_scale": self.lr_scale})
 
     # ------------------------------------------------------------ the loop
 
@@ -589,9 +554,7 @@ class Trainer:
                 if bad:
                     self.skipped_steps += 1
                     bad_in_a_row += 1
-                    log.warning(
-                        "step %d: non-finite loss or gradient (loss=%s): update skipped", self.step, loss
-                    )
+                    log.warning("step %d: non-finite loss or gradient (loss=%s): update skipped", self.step, loss)
                 else:
                     bad_in_a_row = 0
                 if self.step % tcfg.log_every == 0 or bad or self.step == tcfg.steps:
@@ -608,11 +571,7 @@ class Trainer:
                     bar.reset(total=tcfg.steps)
                     bar.update(self.step)
                     continue
-                if (
-                    tcfg.checkpoint_every
-                    and self.step % tcfg.checkpoint_every == 0
-                    and self.step < tcfg.steps
-                ):
+                if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0 and self.step < tcfg.steps:
                     self._checkpoint()
                     last_checkpoint_step = self.step
                     window_start, window_steps = time.perf_counter(), 0  # faces/s counts training only

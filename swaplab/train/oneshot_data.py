@@ -1,0 +1,283 @@
+"""One-shot swap training data: (target, source) pairs from aligned LFW facesets, split-checked.
+
+A face's identity is the LFW folder name of its record's source path (``.../<Name>/<Name>_0001.jpg``).
+Training draws only people of the official ``peopleDevTrain.txt`` list, evaluation only people
+of ``peopleDevTest.txt``: a faceset holding anyone else for the role asked is refused, never
+silently filtered. Which pair a sample gets is a pure function of (seed, sample position), as in
+``swaplab.train.data`` (targets walk per-epoch permutations; the source and the same-identity
+draw are seeded per position), so resumed and multi-process runs see what one uninterrupted
+process sees. This module samples; it does not augment, train or compute embeddings (the source
+embedding is the dlib descriptor the extraction stored in each record).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+
+from swaplab.facesets.format import FaceRecord, Faceset
+from swaplab.train.data import EpochStream, stream_seed
+
+log = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+Role = Literal["train", "eval"]
+Schedule = Literal["per_sample", "alternate"]
+
+#: The official LFW people lists: training uses the first, evaluation the second (disjoint).
+SPLIT_FILES: dict[str, str] = {"train": "peopleDevTrain.txt", "eval": "peopleDevTest.txt"}
+
+#: SimSwap's released train.py gives every other step a same-identity source (a second image of
+#: the target's person) for the whole batch: half of all pairs.
+SIMSWAP_SAME_IDENTITY_RATIO = 0.5
+
+
+class SplitError(ValueError):
+    """A faceset holds people outside the LFW split the role (train or eval) may use."""
+
+
+def read_people_list(path: str | Path) -> dict[str, int]:
+    """An LFW ``people*.txt`` list: its first line is the count, then ``Name<TAB>images`` per line."""
+    path = Path(path)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as err:
+        raise FileNotFoundError(f"cannot read the LFW people list {path}: {err}") from None
+    if not lines or not lines[0].isdigit():
+        raise ValueError(f"{path}: not an LFW people list (the first line must be the number of people)")
+    people: dict[str, int] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise ValueError(f"{path}, line {number}: expected 'Name<TAB>count', got {line!r}")
+        people[fields[0]] = int(fields[1])
+    if len(people) != int(lines[0]):
+        raise ValueError(f"{path}: announces {lines[0]} people but lists {len(people)}")
+    return people
+
+
+def lfw_identity(record: FaceRecord) -> str:
+    """The person of a face extracted from LFW: the name of its source image's folder."""
+    return Path(record.source).parent.name
+
+
+def default_lists_dir() -> Path:
+    """``<data root>/lfw`` (see ``swaplab.data.fetch.locate_data_root``)."""
+    from swaplab.data.fetch import data_root
+
+    return data_root() / "lfw"
+
+
+def decode_crop(faceset: Faceset, index: int, resolution: int) -> np.ndarray:
+    """One aligned crop as uint8 RGB (resolution x resolution x 3): area-shrunk or cubic-grown."""
+    crop = faceset.image(index)
+    if crop.shape[:2] != (resolution, resolution):
+        shrinking = crop.shape[0] > resolution
+        crop = cv2.resize(
+            crop, (resolution, resolution), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+        )
+    return crop
+
+
+class OneShotBatch(NamedTuple):
+    """One micro-batch of pairs. Images (B, 3, R, R) float32 RGB in [0, 1]; identities (B, 128)
+    float32, the stored dlib descriptors (not renormalised); ``same_identity`` (B,) bool: the
+    source is the target's person (the pairs ``L_Recon`` covers); ids are face ids."""
+
+    target: Tensor
+    source: Tensor
+    source_identity: Tensor
+    target_identity: Tensor
+    same_identity: Tensor
+    target_ids: list[str]
+    source_ids: list[str]
+
+
+class OneShotPairs:
+    """(target, source) pairs from one or more aligned facesets of LFW people, sampled by step.
+
+    - ``role="train"``: every face must belong to a ``peopleDevTrain.txt`` person; ``"eval"``:
+      to a ``peopleDevTest.txt`` person. Anything else raises ``SplitError`` naming the people.
+    - ``same_identity_ratio``: the share of pairs whose source is the target's person (another
+      image of them when there is one, else the same image). Default: SimSwap's 0.5 for
+      training, 0 (only real swaps) for evaluation. Different-identity sources pick another
+      person uniformly, then one of their faces uniformly (identity-balanced, not image-weighted).
+    - ``schedule``: ``per_sample`` draws the flag per sample with probability
+      ``same_identity_ratio``; ``alternate`` is SimSwap's released schedule (the whole batch is
+      same-identity on even steps, different on odd ones) and ignores the ratio.
+    - ``lists_dir``: the folder with the LFW people lists (default: ``<data root>/lfw``).
+    - ``cache``: decode every crop once (uint8 in memory); False decodes per batch.
+
+    All facesets must share one alignment template (``template``), which the identity loss'
+    chip transform depends on.
+    """
+
+    def __init__(
+        self,
+        facesets: str | Path | Faceset | Sequence[str | Path | Faceset],
+        resolution: int,
+        *,
+        role: Role = "train",
+        same_identity_ratio: float | None = None,
+        schedule: Schedule = "per_sample",
+        seed: int = 0,
+        lists_dir: str | Path | None = None,
+        cache: bool = True,
+    ) -> None:
+        if role not in SPLIT_FILES:
+            raise ValueError(f"role must be 'train' or 'eval', got {role!r}")
+        if schedule not in ("per_sample", "alternate"):
+            raise ValueError(f"schedule must be 'per_sample' or 'alternate', got {schedule!r}")
+        if same_identity_ratio is None:
+            same_identity_ratio = SIMSWAP_SAME_IDENTITY_RATIO if role == "train" else 0.0
+        if not 0.0 <= same_identity_ratio <= 1.0:
+            raise ValueError(f"same_identity_ratio must be in [0, 1], got {same_identity_ratio}")
+        self.role, self.schedule, self.seed = role, schedule, seed
+        self.same_identity_ratio = same_identity_ratio
+        self.resolution, self.cache = resolution, cache
+        if isinstance(facesets, (str, Path, Faceset)):
+            facesets = [facesets]
+        self.facesets = [fs if isinstance(fs, Faceset) else Faceset(fs) for fs in facesets]
+        if not self.facesets:
+            raise ValueError("no faceset given")
+        templates = {fs.header.template for fs in self.facesets}
+        if len(templates) != 1:
+            raise ValueError(
+                f"facesets aligned to different templates ({', '.join(sorted(templates))}) cannot be mixed"
+            )
+        self.template = templates.pop()
+
+        self.faces: list[tuple[int, int]] = [(f, i) for f, fs in enumerate(self.facesets) for i in range(len(fs))]
+        if not self.faces:
+            raise ValueError(f"the facesets {[str(fs.root) for fs in self.facesets]} hold no faces")
+        records = [self.facesets[f].records[i] for f, i in self.faces]
+        self._check_split([lfw_identity(r) for r in records], Path(lists_dir) if lists_dir else default_lists_dir())
+        missing = [r.id for r in records if len(r.identity) == 0]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} faces have no stored identity embedding (e.g. {missing[:3]}): re-extract them"
+            )
+        names = [lfw_identity(r) for r in records]
+        self.people: list[str] = sorted(set(names))
+        person_index = {name: k for k, name in enumerate(self.people)}
+        self.person_of = np.array([person_index[name] for name in names], dtype=np.int64)
+        self.faces_of: list[np.ndarray] = [np.flatnonzero(self.person_of == k) for k in range(len(self.people))]
+        if len(self.people) < 2 and (same_identity_ratio < 1.0 or schedule == "alternate"):
+            raise ValueError(f"different-identity pairs need at least 2 people; the facesets hold {self.people}")
+        self.ids = [r.id for r in records]
+        self.identities = torch.from_numpy(np.stack([r.identity_array for r in records]).astype(np.float32))
+        self.images: Tensor | None = self._decode(range(len(self.faces))) if cache else None
+        self.targets = EpochStream(len(self.faces), seed, f"oneshot-{role}-target")
+        log.info(
+            "one-shot %s data: %d faces of %d people at %d px", role, len(self.faces), len(self.people), resolution
+        )
+
+    def _check_split(self, names: list[str], lists_dir: Path) -> None:
+        other = "eval" if self.role == "train" else "train"
+        allowed = read_people_list(lists_dir / SPLIT_FILES[self.role])
+        forbidden = read_people_list(lists_dir / SPLIT_FILES[other])
+        wrong_split = sorted({n for n in names if n in forbidden and n not in allowed})
+        unknown = sorted({n for n in names if n not in allowed and n not in forbidden})
+        problems = []
+        if wrong_split:
+            problems.append(
+                f"{len(wrong_split)} people of the {other} split ({SPLIT_FILES[other]}), e.g. {', '.join(wrong_split[:5])}"
+            )
+        if unknown:
+            problems.append(f"{len(unknown)} people in neither LFW list, e.g. {', '.join(unknown[:5])}")
+        if problems:
+            roots = ", ".join(str(fs.root) for fs in self.facesets)
+            raise SplitError(
+                f"one-shot {self.role} data may only hold people of {SPLIT_FILES[self.role]}; {roots} holds "
+                + " and ".join(problems)
+                + ". Extract the faces of the right split into a separate faceset."
+            )
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def _decode(self, rows: Sequence[int]) -> Tensor:
+        crops = np.empty((len(rows), self.resolution, self.resolution, 3), np.uint8)
+        for out, row in enumerate(rows):
+            f, i = self.faces[row]
+            crops[out] = decode_crop(self.facesets[f], i, self.resolution)
+        return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
+
+    def _images(self, rows: Sequence[int]) -> Tensor:
+        uint8 = self.images[list(rows)] if self.images is not None else self._decode(rows)
+        return uint8.float() / 255.0
+
+    def content_hashes(self) -> list[dict[str, object]]:
+        """Per faceset: its path, content hash and face count (for run manifests)."""
+        return [{"path": str(fs.root), "content_hash": fs.content_hash(), "faces": len(fs)} for fs in self.facesets]
+
+    def source_for(self, target: int, position: int, same: bool) -> int:
+        """The source face of the sample at global ``position`` whose target is face ``target``."""
+        rng = np.random.default_rng(stream_seed("oneshot-source", self.seed, self.role, position))
+        person = int(self.person_of[target])
+        if same:
+            others = self.faces_of[person][self.faces_of[person] != target]
+            return int(rng.choice(others)) if len(others) else target
+        other_person = int(rng.integers(len(self.people) - 1))
+        other_person += other_person >= person  # skip the target's own person
+        return int(rng.choice(self.faces_of[other_person]))
+
+    def is_same_identity(self, position: int, step: int) -> bool:
+        """Whether the sample at global ``position`` (in ``step``) gets a same-identity source."""
+        if self.schedule == "alternate":
+            return step % 2 == 0
+        rng = np.random.default_rng(stream_seed("oneshot-same", self.seed, self.role, position))
+        return bool(rng.random() < self.same_identity_ratio)
+
+    def batch(
+        self,
+        step: int,
+        *,
+        batch_size: int,
+        micro: int = 0,
+        accumulate: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> OneShotBatch:
+        """This rank's micro-batch of ``step`` (on the CPU).
+
+        Rank r of ``world_size`` takes the r-th slice of the global micro-batch, so N processes
+        see exactly what one process with an N-times larger batch sees.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        start = ((step * accumulate + micro) * world_size + rank) * batch_size
+        targets = self.targets.positions(start, batch_size).tolist()
+        same = [self.is_same_identity(start + k, step) for k in range(batch_size)]
+        sources = [self.source_for(t, start + k, s) for k, (t, s) in enumerate(zip(targets, same))]
+        return OneShotBatch(
+            target=self._images(targets),
+            source=self._images(sources),
+            source_identity=self.identities[sources],
+            target_identity=self.identities[targets],
+            same_identity=torch.tensor(same, dtype=torch.bool),
+            target_ids=[self.ids[t] for t in targets],
+            source_ids=[self.ids[s] for s in sources],
+        )
+
+
+FacesetsArg = str | Path | Faceset | Sequence[str | Path | Faceset]
+
+
+def train_pairs(facesets: FacesetsArg, resolution: int, **options: Any) -> OneShotPairs:
+    """``OneShotPairs`` for training: peopleDevTrain.txt people only, SimSwap's 0.5 same-identity ratio."""
+    return OneShotPairs(facesets, resolution, role="train", **options)
+
+
+def eval_pairs(facesets: FacesetsArg, resolution: int, **options: Any) -> OneShotPairs:
+    """``OneShotPairs`` for evaluation: peopleDevTest.txt people only, real swaps only by default.
+
+    ``eval_pairs(...).batch(0, batch_size=n)`` is a fixed set of n pairs for a given seed.
+    """
+    return OneShotPairs(facesets, resolution, role="eval", **options)
