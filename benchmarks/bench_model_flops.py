@@ -131,9 +131,7 @@ def main() -> None:
         f"DFL losses, backward, Adam); best (median) of {args.reps_cpu} (CPU presets) or {args.reps}; "
         "faces/s and peak use the best:"
     )
-    header = (
-        f"{'preset':<10} {'mode':<22} {'s/step':>15} {'faces/s':>8} {'GFLOP/step':>11} {'of bf16 peak':>13}"
-    )
+    header = f"{'preset':<10} {'mode':<22} {'s/step':>15} {'faces/s':>8} {'GFLOP/step':>11} {'of bf16 peak':>13}"
     print(header)
     names = ["df-cpu", "liae-cpu"] + ([] if args.skip_dfl_step else ["liae-ud"])
     modes = {"fp32 NCHW eager": False, "bf16 + channels_last": True}

@@ -132,9 +132,7 @@ def test_rct_gives_the_source_the_reference_lab_statistics() -> None:
     with pytest.raises(ValueError, match="reference"):
         Augmenter(cfg)(batch(), torch.Generator().manual_seed(0))
     data = batch()
-    moved = Augmenter(cfg)(
-        data, torch.Generator().manual_seed(0), reference=reference[:1].expand(3, -1, -1, -1)
-    )
+    moved = Augmenter(cfg)(data, torch.Generator().manual_seed(0), reference=reference[:1].expand(3, -1, -1, -1))
     assert moved["target"][:, 0].mean() > data["image"][:, 0].mean() + 0.05
 
 

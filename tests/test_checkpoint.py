@@ -69,9 +69,7 @@ def test_round_trip_restores_model_optimizer_and_rng(tmp_path):
     model, optimizer, names = small_model_and_optimizer()
     take_steps(model, optimizer, 3, seed=1)
     torch.manual_seed(123)
-    path = save_checkpoint(
-        tmp_path, 3, model=model, optimizer=optimizer, param_names=names, state={"note": "x"}
-    )
+    path = save_checkpoint(tmp_path, 3, model=model, optimizer=optimizer, param_names=names, state={"note": "x"})
     expected_draw = torch.rand(3)
     assert path.name == "step-0000003" and sorted(p.name for p in path.iterdir()) == [
         "model.safetensors",
@@ -109,11 +107,7 @@ def test_flipped_bytes_name_the_file_and_resume_falls_back(tmp_path):
     assert info.value.path == weights and "model.safetensors" in str(info.value)
     ckpt, warnings = load_latest_good(tmp_path)
     assert ckpt.step == 1
-    assert (
-        len(warnings) == 1
-        and "step-0000002/model.safetensors" in warnings[0]
-        and "hash mismatch" in warnings[0]
-    )
+    assert len(warnings) == 1 and "step-0000002/model.safetensors" in warnings[0] and "hash mismatch" in warnings[0]
 
 
 def test_missing_and_unreadable_files_are_reported(tmp_path):
@@ -142,9 +136,7 @@ def test_kill_while_writing_leaves_previous_checkpoint_usable(tmp_path):
     # rename happened without state.json, which save_checkpoint never does) a folder without state.
     partial = tmp_path / ".tmp-step-0000012-4242"
     partial.mkdir()
-    (partial / "model.safetensors").write_bytes(
-        (tmp_path / "step-0000008" / "model.safetensors").read_bytes()[:100]
-    )
+    (partial / "model.safetensors").write_bytes((tmp_path / "step-0000008" / "model.safetensors").read_bytes()[:100])
     torn = tmp_path / "step-0000012"
     shutil.copytree(tmp_path / "step-0000008", torn)
     (torn / "state.json").unlink()

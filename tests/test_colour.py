@@ -52,9 +52,7 @@ def faces(lfw: Path) -> Faces:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_mode_moves_masked_statistics_onto_target(
-    mode: str, faces: tuple[torch.Tensor, torch.Tensor]
-) -> None:
+def test_mode_moves_masked_statistics_onto_target(mode: str, faces: tuple[torch.Tensor, torch.Tensor]) -> None:
     source, target = faces
     mask = _ellipse_mask()
     mean_before, cov_before = _distance(source, target, mask)
@@ -95,9 +93,7 @@ def test_batch_items_use_their_own_statistics(mode: str, faces: Faces) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_outside_mask_does_not_change_fit_but_is_mapped(
-    mode: str, faces: tuple[torch.Tensor, torch.Tensor]
-) -> None:
+def test_outside_mask_does_not_change_fit_but_is_mapped(mode: str, faces: tuple[torch.Tensor, torch.Tensor]) -> None:
     source, target = faces
     mask = _ellipse_mask()
     outside = mask < 0.5
@@ -128,9 +124,7 @@ def test_empty_mask_leaves_item_unchanged(faces: Faces) -> None:
 def test_whole_image_without_mask_and_seeded_modes(faces: Faces) -> None:
     source, target = faces
     full = torch.ones(1, 1, SIZE, SIZE)
-    torch.testing.assert_close(
-        transfer_colour("mkl", source, target), transfer_colour("mkl", source, target, full)
-    )
+    torch.testing.assert_close(transfer_colour("mkl", source, target), transfer_colour("mkl", source, target, full))
     first = transfer_colour("idt", source, target, seed=1)
     assert torch.equal(first, transfer_colour("idt", source, target, seed=1))
     assert not torch.equal(first, transfer_colour("idt", source, target, seed=2))

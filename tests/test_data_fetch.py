@@ -52,9 +52,7 @@ def sha256_of(path: Path) -> str:
 
 def file_spec(path: Path, url: str | None = None, **overrides) -> DatasetFile:
     """A catalog entry for ``path`` with its true size and sha256 (overridable)."""
-    fields = dict(
-        url=url or path.as_uri(), filename=path.name, size=path.stat().st_size, sha256=sha256_of(path)
-    )
+    fields = dict(url=url or path.as_uri(), filename=path.name, size=path.stat().st_size, sha256=sha256_of(path))
     fields.update(overrides)
     return DatasetFile(**fields)
 
@@ -229,9 +227,7 @@ def test_stale_partial_downloads_are_discarded(site: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("algorithm", ["sha256", "md5"])
-def test_checksum_mismatch_names_url_and_both_digests_and_leaves_nothing(
-    site: Path, tmp_path: Path, algorithm: str
-):
+def test_checksum_mismatch_names_url_and_both_digests_and_leaves_nothing(site: Path, tmp_path: Path, algorithm: str):
     wrong = {"sha256": "0" * 64, "md5": "0" * 32}[algorithm]
     # The md5 case mirrors the real LFW archive entry: no sha256 and no size, only the md5.
     overrides = {"sha256": wrong} if algorithm == "sha256" else {"sha256": None, "md5": wrong, "size": None}
@@ -452,9 +448,7 @@ def test_real_lfw_lists_fetch_from_a_local_mirror(shared_data: Path, tmp_path: P
     )
     folder = fetch(lists_only, tmp_path / "data", base_url=str(shared_data / "lfw"), progress=False)
     assert len(downloads) == len(lists_only.files) == 7
-    assert (folder / "peopleDevTrain.txt").read_bytes() == (
-        shared_data / "lfw" / "peopleDevTrain.txt"
-    ).read_bytes()
+    assert (folder / "peopleDevTrain.txt").read_bytes() == (shared_data / "lfw" / "peopleDevTrain.txt").read_bytes()
 
 
 def test_safe_extract_zip_extracts_refuses_traversal_and_truncation(tmp_path: Path):

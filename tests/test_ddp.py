@@ -87,9 +87,7 @@ def test_gradient_accumulation_equals_the_larger_batch(pair_facesets, tmp_path):
     accumulated = tmp_path / "accumulated"
     train(
         build_config(
-            train_overrides(
-                pair_facesets, accumulated, *EXACT, "trainer.batch_size=2", "trainer.accumulate=2"
-            )
+            train_overrides(pair_facesets, accumulated, *EXACT, "trainer.batch_size=2", "trainer.accumulate=2")
         )
     )
     assert_same_run(big, accumulated, tolerance=1e-5)

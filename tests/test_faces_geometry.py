@@ -202,9 +202,7 @@ def test_five_from_68_matches_the_5_point_model(lfw, hog, predictor68):
         box = hog.detect(image)[0]
         points68 = predictor68.landmarks(image, box)
         points5 = predictor5.landmarks(image, box)
-        errors.append(
-            np.linalg.norm(five_from_68(points68) - points5, axis=1) / inter_ocular_distance(points68)
-        )
+        errors.append(np.linalg.norm(five_from_68(points68) - points5, axis=1) / inter_ocular_distance(points68))
     assert np.mean(errors) < 0.04 and np.max(errors) < 0.1
     assert FIVE_FROM_68_INDICES == (45, 42, 36, 39, 33)
 
@@ -213,9 +211,7 @@ def test_mirrored_image_gives_relabelled_mirrored_landmarks(bush, hog, predictor
     assert sorted(MIRROR_68.tolist()) == list(range(68))
     assert (MIRROR_68[MIRROR_68] == np.arange(68)).all()
     width = bush.shape[1]
-    np.testing.assert_array_equal(
-        mirror_landmarks(mirror_landmarks(bush_landmarks, width), width), bush_landmarks
-    )
+    np.testing.assert_array_equal(mirror_landmarks(mirror_landmarks(bush_landmarks, width), width), bush_landmarks)
     flipped = np.ascontiguousarray(bush[:, ::-1])
     on_flipped = predictor68.landmarks(flipped, hog.detect(flipped)[0])
     error = np.linalg.norm(on_flipped - mirror_landmarks(bush_landmarks, width), axis=1)
@@ -328,9 +324,7 @@ def test_dlib_5_template_matches_dlibs_face_chip(bush, hog):
 
     from swaplab.faces.landmarks import _dlib_rectangle, load_shape_predictor
 
-    shape = load_shape_predictor("shape_predictor_5_face_landmarks.dat")(
-        bush, _dlib_rectangle(hog.detect(bush)[0])
-    )
+    shape = load_shape_predictor("shape_predictor_5_face_landmarks.dat")(bush, _dlib_rectangle(hog.detect(bush)[0]))
     points5 = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
     reference = dlib.get_face_chip(bush, shape, 150, 0.25).astype(np.float32)
     ours = warp_face(bush, alignment_matrix(points5, "dlib_5", 150), 150).astype(np.float32)
@@ -485,9 +479,7 @@ def test_mirrored_face_negates_yaw_and_roll(lfw, hog, predictor68):
         image = iio.imread(lfw / "George_W_Bush" / f"{name}.jpg")
         flipped = np.ascontiguousarray(image[:, ::-1])
         pose = np.array(head_pose(predictor68.landmarks(image, hog.detect(image)[0]), image.shape[:2]))
-        mirrored = np.array(
-            head_pose(predictor68.landmarks(flipped, hog.detect(flipped)[0]), image.shape[:2])
-        )
+        mirrored = np.array(head_pose(predictor68.landmarks(flipped, hog.detect(flipped)[0]), image.shape[:2]))
         assert abs(pose[0]) > 15  # these faces are turned, so the sign test means something
         np.testing.assert_allclose(mirrored, pose * [-1, 1, -1], atol=4.0)
 

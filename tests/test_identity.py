@@ -120,9 +120,7 @@ def test_parser_rejects_trailing_bytes_and_other_networks(tmp_path: Path) -> Non
     with pytest.raises(DlibFormatError, match=r"padded\.dat: 2 unexpected bytes after the last layer"):
         parse_face_recognition_net(padded)
     mmod = Path(face_recognition_models.cnn_face_detector_model_location())
-    with pytest.raises(
-        DlibFormatError, match=r"mmod_human_face_detector\.dat: not a metric-learning network"
-    ):
+    with pytest.raises(DlibFormatError, match=r"mmod_human_face_detector\.dat: not a metric-learning network"):
         parse_face_recognition_net(mmod)
     with pytest.raises(DlibFormatError, match=r"missing\.dat: cannot read"):
         parse_face_recognition_net(tmp_path / "missing.dat")
@@ -169,9 +167,7 @@ def test_port_matches_dlib_descriptors(
 def test_gradients_reach_the_chips(model: DlibResNetIdentity, faces: list[Face]) -> None:
     chips = chips_to_tensor(np.stack([f.chip for f in faces[:3]])).requires_grad_(True)
     embeddings = model(chips)
-    loss = cosine_distance(embeddings[0:1], embeddings[1:]).sum() + identity_distance(
-        embeddings[0], embeddings[2]
-    )
+    loss = cosine_distance(embeddings[0:1], embeddings[1:]).sum() + identity_distance(embeddings[0], embeddings[2])
     loss.backward()
     assert chips.grad is not None and torch.isfinite(chips.grad).all()
     assert chips.grad.abs().amax(dim=(1, 2, 3)).min() > 0  # every chip receives a gradient
@@ -231,6 +227,4 @@ def test_torch_chip_is_differentiable_in_images_and_landmarks(faces: list[Face])
     landmarks = torch.from_numpy(face.landmarks[None].astype(np.float64)).requires_grad_(True)
     chip_from_landmarks(image, landmarks).mean().backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
-    assert (
-        landmarks.grad is not None and torch.isfinite(landmarks.grad).all() and landmarks.grad.abs().sum() > 0
-    )
+    assert landmarks.grad is not None and torch.isfinite(landmarks.grad).all() and landmarks.grad.abs().sum() > 0

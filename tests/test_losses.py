@@ -205,9 +205,7 @@ def test_objective_requires_what_its_terms_need() -> None:
     with pytest.raises(ValueError, match="target_mask is required"):
         ReconstructionObjective(LossConfig())(target, mask, target)
     unmasked = apply_overrides(LossConfig(), ["masked.enabled=false", "mask.weight=0"])
-    assert ReconstructionObjective(unmasked)(target, mask, target).total.item() == pytest.approx(
-        0.0, abs=1e-6
-    )
+    assert ReconstructionObjective(unmasked)(target, mask, target).total.item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_identity_term_and_pair_prefixes() -> None:
@@ -227,7 +225,4 @@ def test_identity_term_and_pair_prefixes() -> None:
 def test_loss_presets() -> None:
     presets = config_group("loss")
     assert presets.create("dfl").pixel.norm == "l2" and presets.create("l1").pixel.norm == "l1"
-    assert (
-        presets.create("dfl").eyes_mouth.weight == 0.0
-        and presets.create("dfl-eyes").eyes_mouth.weight == 20.0
-    )
+    assert presets.create("dfl").eyes_mouth.weight == 0.0 and presets.create("dfl-eyes").eyes_mouth.weight == 20.0

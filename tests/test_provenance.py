@@ -70,9 +70,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / mse)
 
 
-def _encode_h264(
-    frames: list[np.ndarray], path: Path, crf: int, metadata: dict[str, str] | None = None
-) -> None:
+def _encode_h264(frames: list[np.ndarray], path: Path, crf: int, metadata: dict[str, str] | None = None) -> None:
     with av.open(str(path), "w") as container:
         if metadata:
             container.metadata.update(metadata)
@@ -163,9 +161,7 @@ def test_survives_h264_crf28(video_frames: list[np.ndarray], tmp_path: Path) -> 
     _encode_h264(_decode(first), second, crf=28)
     readings = [extract(frame) for frame in _decode(second)]
     assert len(readings) == len(video_frames)
-    assert all(r.present and r.payload == PAYLOAD for r in readings), [
-        round(r.confidence, 2) for r in readings
-    ]
+    assert all(r.present and r.payload == PAYLOAD for r in readings), [round(r.confidence, 2) for r in readings]
     assert not any(extract(frame).present for frame in video_frames)  # the unmarked originals
 
 
@@ -248,9 +244,7 @@ def test_marked_image_file_round_trip(
     report = verify(path)
     assert report.kind == "image" and report.synthetic and report.consistent is True
     assert report.watermark.present and report.payload == provenance.payload_fields()
-    assert (
-        report.metadata == record and report.to_dict()["payload"]["model_hash"] == record["model_sha256"][:6]
-    )
+    assert report.metadata == record and report.to_dict()["payload"]["model_hash"] == record["model_sha256"][:6]
     with Image.open(path) as image:
         packet = image.info["xmp"]
     assert b"Iptc4xmpExt:DigitalSourceType" in packet and b"trainedAlgorithmicMedia" in packet
@@ -281,9 +275,7 @@ def test_video_written_with_tags_verifies(
     assert report.watermark.present and report.payload == provenance.payload_fields() and report.consistent
 
 
-def test_tagging_an_existing_video_keeps_its_audio(
-    provenance: Provenance, shared_data: Path, tmp_path: Path
-) -> None:
+def test_tagging_an_existing_video_keeps_its_audio(provenance: Provenance, shared_data: Path, tmp_path: Path) -> None:
     source = shared_data / "videos" / "hdtf_sadtalker" / "WDA_KatieHill_000.mp4"
     clip = tmp_path / "clip.mp4"
     command = [

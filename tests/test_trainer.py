@@ -169,17 +169,14 @@ def test_repeated_nan_restores_checkpoint_and_lowers_lr(pair_facesets, tmp_path,
     state = json.loads((run_dir / "checkpoints/step-0000008/state.json").read_text())
     assert state["scheduler"]["lr_scale"] == 0.5
     assert all(
-        torch.isfinite(t).all()
-        for t in load_file(run_dir / "checkpoints/step-0000008/model.safetensors").values()
+        torch.isfinite(t).all() for t in load_file(run_dir / "checkpoints/step-0000008/model.safetensors").values()
     )
 
 
 def test_time_budget_stops_cleanly_with_a_checkpoint(pair_facesets, tmp_path):
     result = train(
         build_config(
-            train_overrides(
-                pair_facesets, tmp_path / "run", "trainer.steps=1000", "trainer.time_budget_s=1e-6"
-            )
+            train_overrides(pair_facesets, tmp_path / "run", "trainer.steps=1000", "trainer.time_budget_s=1e-6")
         )
     )
     assert (result.step, result.stop_reason) == (1, "time_budget")

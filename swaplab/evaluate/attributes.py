@@ -25,9 +25,9 @@ def _indices(*regions: str) -> tuple[int, ...]:
 
 
 #: Points the swap is aligned to the target on: the nose (27-35) and the four eye corners. They
-#: hardly move with expression; fitting on all 68 would let an opened mouth or raised brows pull
-#: the fit and spread part of the expression change over the other points (lowering the error),
-#: and the jaw moves with the mouth.
+#: hardly move with expression. Fitting on all 68 would let an opened mouth or raised brows pull
+#: the fit, so that points which did not move show an error too and the error no longer says
+#: which region changed (the jaw, moreover, moves with the mouth).
 EXPRESSION_ALIGN_68: tuple[int, ...] = _indices("nose") + (36, 39, 42, 45)
 
 #: Points whose aligned distance is the expression error: brows, eyes and mouth (42 points).

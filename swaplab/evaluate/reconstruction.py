@@ -2,7 +2,8 @@
 
 Pure, batched functions of float32 tensors: images N x 3 x H x W, RGB, values in [0, 1]; masks
 N x 1 x H x W in [0, 1] (soft masks weight pixels; None = the whole image). Each returns one value
-per image. They compute in float32 with autocast off, and never resize or colour-correct.
+per image. They compute in float32 (float64 when given) with autocast off, and never resize or
+colour-correct.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def _checked(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor,
     if mask is not None:
         if tuple(mask.shape) != (pred.shape[0], 1, *pred.shape[2:]):
             raise ValueError(f"mask must be N x 1 x H x W matching {tuple(pred.shape)}, got {tuple(mask.shape)}")
-        mask = mask.float()
-    return pred.float(), target.float(), mask
+    # float32 unless the caller asks for float64 (half precision would ruin the variances).
+    dtype = torch.float64 if torch.float64 in (pred.dtype, target.dtype) else torch.float32
+    return pred.to(dtype), target.to(dtype), None if mask is None else mask.to(dtype)
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
@@ -67,7 +69,9 @@ def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None, window
     ``pred``, ``target``: N x 3 x H x W in [0, 1]; ``mask``: N x 1 x H x W in [0, 1] or None.
     Returns N values in [-1, 1] (in practice [0, 1]) and their mean; higher is better, 1 means
     identical. The map at a pixel sees a ``window_size`` window (Gaussian, sigma 1.5), so pixels
-    up to ``window_size // 2`` outside the mask still count; pixels farther out do not.
+    up to ``window_size // 2`` outside the mask still count; pixels farther out do not. In float32
+    kornia's variances (E[x^2] - E[x]^2) make values accurate to about 1e-4 (pass float64 images,
+    about 8x the time on CPU, for more).
     """
     pred, target, mask = _checked(pred, target, mask)
     with torch.autocast(device_type=pred.device.type, enabled=False):
@@ -103,15 +107,16 @@ def masked_l1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> PerIt
 
 
 def laplacian_variance(images: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Variance of the Laplacian of the grey image inside the mask: (N,) float32, on the [0, 1] scale.
+    """Variance of the Laplacian of the grey image inside the mask, (N,), on the [0, 1] scale.
 
     Grey is BT.601 luma; the Laplacian is cv2's 4-neighbour kernel with reflected borders (so
     ``swaplab.faces.analyze.sharpness`` on uint8 crops gives 255^2 times this value without a mask).
     A pixel's Laplacian sees its 4 neighbours, so the mask's 1-pixel rim also sees outside pixels.
     """
     with torch.autocast(device_type=images.device.type, enabled=False):
-        grey = (images.float() * _LUMA.to(images.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        kernel = _LAPLACIAN.to(images.device).view(1, 1, 3, 3)
+        images = images if images.dtype == torch.float64 else images.float()
+        grey = (images * _LUMA.to(images).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        kernel = _LAPLACIAN.to(images).view(1, 1, 3, 3)
         response = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="reflect"), kernel)
         mean = masked_mean(response, mask).view(-1, 1, 1, 1)
         return masked_mean((response - mean).square(), mask)
@@ -123,7 +128,7 @@ def sharpness_ratio(swap: Tensor, target: Tensor, mask: Tensor | None = None) ->
 
     ``swap``, ``target``: N x 3 x H x W in [0, 1], the same face region (aligned crops or pasted
     frames); ``mask``: N x 1 x H x W in [0, 1] or None. 1 means as much fine detail as the target;
-    below 1 the swap is blurrier (a Gaussian blur of sigma 1.5 px gives about 0.05 on 128 px LFW
+    below 1 the swap is blurrier (a Gaussian blur of sigma 1.5 px gives 0.05-0.15 on 128 px LFW
     faces), above 1 it has more high frequencies than the target (noise, ringing, GAN artefacts).
     Reported beside identity metrics because those flatter blur. A target that is flat inside the
     mask gives inf (or NaN when the swap is flat too).

@@ -65,12 +65,12 @@ def register_metric(name: str, better: Better) -> Callable[[F], F]:
 
 
 def compute(name: str, /, **inputs: Any) -> Any:
-    """Run the metric registered as ``name`` on keyword ``inputs``: ``compute("masked_psnr", pred=.., ...)``."""
+    """Run the metric registered as ``name`` on keyword inputs: ``compute("masked_l1", pred=p, target=t)``."""
     return METRICS.create(name, **inputs)
 
 
 def better(name: str) -> Better:
-    """"higher", "lower" or "one": which way the metric ``name`` improves."""
+    """Which way the metric ``name`` improves: "higher", "lower" or "one" (see ``Better``)."""
     return METRICS.get(name).better
 
 

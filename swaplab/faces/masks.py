@@ -55,9 +55,7 @@ def face_hull_polygon(points68: np.ndarray, forehead: float = 0.8) -> np.ndarray
     return cv2.convexHull(outline)[:, 0, :]
 
 
-def region_polygons(
-    points68: np.ndarray, region: str, forehead: float = 0.8
-) -> list[tuple[np.ndarray, float]]:
+def region_polygons(points68: np.ndarray, region: str, forehead: float = 0.8) -> list[tuple[np.ndarray, float]]:
     """The convex polygons of ``region`` with each one's margin in pixels (before erode/blur)."""
     points68 = np.asarray(points68, dtype=np.float32)
     if points68.shape != (68, 2):

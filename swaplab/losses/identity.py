@@ -35,9 +35,7 @@ class IdentityLoss(nn.Module):
             raise TypeError(f"encoder must be callable (faces -> embeddings), got {type(encoder).__name__}")
         self.encoder = encoder
 
-    def forward(
-        self, pred: Tensor, target: Tensor | None = None, *, target_embedding: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, pred: Tensor, target: Tensor | None = None, *, target_embedding: Tensor | None = None) -> Tensor:
         if target_embedding is None:
             if target is None:
                 raise ValueError("identity loss needs a target image or a target_embedding")

@@ -95,12 +95,8 @@ class LossConfig:
 
 
 config_group("loss").register("dfl")(lambda: LossConfig(name="dfl"))
-config_group("loss").register("dfl-eyes")(
-    lambda: LossConfig(name="dfl-eyes", eyes_mouth=EyesMouthTerm(weight=20.0))
-)
-config_group("loss").register("l1")(
-    lambda: LossConfig(name="l1", pixel=PixelTerm(norm="l1"), mask=MaskTerm(norm="l1"))
-)
+config_group("loss").register("dfl-eyes")(lambda: LossConfig(name="dfl-eyes", eyes_mouth=EyesMouthTerm(weight=20.0)))
+config_group("loss").register("l1")(lambda: LossConfig(name="l1", pixel=PixelTerm(norm="l1"), mask=MaskTerm(norm="l1")))
 
 
 class LossTerms(NamedTuple):
@@ -163,12 +159,8 @@ class ReconstructionObjective(nn.Module):
             parts["mask"] = cfg.mask.weight * self.mask_term(pred_mask, target_mask)
         if self.eyes_mouth_term is not None:
             if eyes_mouth_mask is None:
-                raise ValueError(
-                    "loss.eyes_mouth.weight > 0 needs eyes_mouth_mask; pass it or set the weight to 0"
-                )
-            parts["eyes_mouth"] = cfg.eyes_mouth.weight * self.eyes_mouth_term(
-                pred_rgb, target_rgb, eyes_mouth_mask
-            )
+                raise ValueError("loss.eyes_mouth.weight > 0 needs eyes_mouth_mask; pass it or set the weight to 0")
+            parts["eyes_mouth"] = cfg.eyes_mouth.weight * self.eyes_mouth_term(pred_rgb, target_rgb, eyes_mouth_mask)
         if self.identity_term is not None:
             parts["identity"] = cfg.identity.weight * self.identity_term(pred_rgb, target_rgb)
         if not parts:

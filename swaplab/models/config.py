@@ -66,9 +66,7 @@ class ModelConfig:
 def _variant_suffixes() -> list[str]:
     """Every variant suffix: the empty one, then u, d, t, ud, ut, dt, udt (DeepFaceLab's letter order)."""
     return [
-        "".join(combo)
-        for n in range(len(VARIANT_LETTERS) + 1)
-        for combo in itertools.combinations(VARIANT_LETTERS, n)
+        "".join(combo) for n in range(len(VARIANT_LETTERS) + 1) for combo in itertools.combinations(VARIANT_LETTERS, n)
     ]
 
 
@@ -77,9 +75,7 @@ def _register_dfl_presets() -> None:
         for variant in _variant_suffixes():
             name = f"{arch}-{variant}" if variant else arch
             config_group("model").register(name)(
-                lambda name=name, arch=arch, variant=variant: ModelConfig(
-                    name=name, arch=arch, variant=variant
-                )
+                lambda name=name, arch=arch, variant=variant: ModelConfig(name=name, arch=arch, variant=variant)
             )
 
 

@@ -72,8 +72,7 @@ class PerPairModel(nn.Module):
         size = self.resolution
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
             raise ValueError(
-                f"{type(self).__name__}.{what} expects faces of shape (N, 3, {size}, {size}), "
-                f"got {tuple(x.shape)}"
+                f"{type(self).__name__}.{what} expects faces of shape (N, 3, {size}, {size}), got {tuple(x.shape)}"
             )
 
     def _build_encoder(self) -> nn.Module:

@@ -26,9 +26,7 @@ BLENDERS: Registry[Callable[..., np.ndarray]] = Registry("blender")
 Box = tuple[slice, slice]
 
 
-def blend(
-    frame: np.ndarray, face: np.ndarray, mask: np.ndarray, mode: str = "alpha", **options: object
-) -> np.ndarray:
+def blend(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, mode: str = "alpha", **options: object) -> np.ndarray:
     """Composite ``face`` into ``frame`` under ``mask`` with the registered blender ``mode``."""
     return BLENDERS.get(mode)(frame, face, mask, **options)
 
@@ -84,9 +82,7 @@ def _box(nonzero: np.ndarray, margin: int) -> Box | None:
     if w == 0 or h == 0:
         return None
     rows, cols = nonzero.shape
-    return slice(max(y - margin, 0), min(y + h + margin, rows)), slice(
-        max(x - margin, 0), min(x + w + margin, cols)
-    )
+    return slice(max(y - margin, 0), min(y + h + margin, rows)), slice(max(x - margin, 0), min(x + w + margin, cols))
 
 
 def _feathered(mask: np.ndarray, pixels: int) -> tuple[Box, np.ndarray] | None:
@@ -144,9 +140,7 @@ def poisson_blend(
     pad = 2
     frame_crop = cv2.copyMakeBorder(frame[box], pad, pad, pad, pad, cv2.BORDER_REFLECT)
     face_crop = cv2.copyMakeBorder(face[box], pad, pad, pad, pad, cv2.BORDER_REFLECT)
-    region_crop = cv2.copyMakeBorder(
-        region[box].astype(np.uint8) * 255, pad, pad, pad, pad, cv2.BORDER_CONSTANT
-    )
+    region_crop = cv2.copyMakeBorder(region[box].astype(np.uint8) * 255, pad, pad, pad, pad, cv2.BORDER_CONSTANT)
     x, y, w, h = cv2.boundingRect(region_crop)
     # seamlessClone puts the mask box's top-left at p - (w // 2, h // 2): this p keeps it in place.
     centre = (x + w // 2, y + h // 2)
