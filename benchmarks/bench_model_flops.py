@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from swaplab.config import config_group
 from swaplab.losses import DSSIMLoss, LossConfig, ReconstructionObjective
-from swaplab.models import create_model, model_preset
+from swaplab.models import ModelConfig, create_model, model_preset
 
 
 def machine() -> str:
@@ -122,7 +122,9 @@ def main() -> None:
     print(f"matmul 2048^3: bf16 {bf16_peak:.0f} GFLOP/s, fp32 {fp32_peak:.0f} GFLOP/s\n")
 
     print(f"{'preset':<10} {'res':>4} {'params (M)':>10} {'fwd GFLOP/face':>15}")
-    for name in config_group("model").names():
+    # Per-pair presets only: the one-shot (SimSwap) presets have their own benchmark.
+    per_pair = [name for name in config_group("model").names() if isinstance(model_preset(name), ModelConfig)]
+    for name in per_pair:
         gflops, params = forward_flops_per_face(name)
         print(f"{name:<10} {model_preset(name).resolution:>4} {params:>10.1f} {gflops:>15.2f}")
 

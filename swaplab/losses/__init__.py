@@ -5,6 +5,16 @@ Image losses: ``loss(pred, target, weight=None)`` on (N, C, H, W) tensors in [0,
 will register here too.
 """
 
+from swaplab.losses.adversarial import (
+    AdversarialLoss,
+    AdversarialTerm,
+    FeatureMatchingTerm,
+    GradientPenalty,
+    GradientPenaltyTerm,
+    SimSwapLossConfig,
+    SimSwapObjective,
+)
+from swaplab.losses.feature_matching import FeatureMatchingLoss, select_layers
 from swaplab.losses.identity import IdentityLoss
 from swaplab.losses.objective import (
     DSSIMTerm,
@@ -39,4 +49,13 @@ __all__ = [
     "PixelLoss",
     "PixelTerm",
     "ReconstructionObjective",
+    "AdversarialLoss",
+    "AdversarialTerm",
+    "FeatureMatchingLoss",
+    "FeatureMatchingTerm",
+    "GradientPenalty",
+    "GradientPenaltyTerm",
+    "SimSwapLossConfig",
+    "SimSwapObjective",
+    "select_layers",
 ]

@@ -7,6 +7,15 @@ configs and their ``model`` presets in ``swaplab.models.config``. Training loops
 from swaplab.models.config import ModelConfig, PartsConfig, model_preset
 from swaplab.models.factory import MODELS, create_model
 from swaplab.models.per_pair import DeepFakesModel, LIAEModel, PairReconstruction, PerPairModel
+from swaplab.models.simswap import (
+    DiscriminatorConfig,
+    SimSwapConfig,
+    SimSwapGenerator,
+    SimSwapPartsConfig,
+    TemplateChipIdentity,
+    create_discriminator,
+    template_chip_matrix,
+)
 
 __all__ = [
     "MODELS",
@@ -18,4 +27,11 @@ __all__ = [
     "PerPairModel",
     "create_model",
     "model_preset",
+    "DiscriminatorConfig",
+    "SimSwapConfig",
+    "SimSwapGenerator",
+    "SimSwapPartsConfig",
+    "TemplateChipIdentity",
+    "create_discriminator",
+    "template_chip_matrix",
 ]

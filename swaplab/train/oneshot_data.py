@@ -186,9 +186,8 @@ class OneShotPairs:
         unknown = sorted({n for n in names if n not in allowed and n not in forbidden})
         problems = []
         if wrong_split:
-            problems.append(
-                f"{len(wrong_split)} people of the {other} split ({SPLIT_FILES[other]}), e.g. {', '.join(wrong_split[:5])}"
-            )
+            examples = ", ".join(wrong_split[:5])
+            problems.append(f"{len(wrong_split)} people of the {other} split ({SPLIT_FILES[other]}), e.g. {examples}")
         if unknown:
             problems.append(f"{len(unknown)} people in neither LFW list, e.g. {', '.join(unknown[:5])}")
         if problems:

@@ -4,9 +4,22 @@ Importing this package registers the built-in parts; the construction contract e
 is in :mod:`swaplab.models.parts.registries`.
 """
 
-from swaplab.models.parts import dfl  # noqa: F401  (registers the DeepFaceLab parts)
+from swaplab.models.parts import (
+    ablation,  # noqa: F401  (registers the ablation substitutes)
+    dfl,  # noqa: F401  (registers the DeepFaceLab parts)
+    discriminators,  # noqa: F401  (registers the discriminators)
+    simswap,  # noqa: F401  (registers SimSwap's generator parts)
+)
+from swaplab.models.parts.ablation import ChannelReductionDecoder, GrayscaleResizeEncoder, PassThroughBottleneck
 from swaplab.models.parts.dfl import DenseBottleneck, DFLDecoder, DFLEncoder, DFLVariant, check_resolution
+from swaplab.models.parts.discriminators import (
+    DiscriminatorOutput,
+    MultiScaleDiscriminator,
+    PatchDiscriminator,
+    ProjectedDiscriminator,
+)
 from swaplab.models.parts.registries import BOTTLENECKS, DECODERS, DISCRIMINATORS, ENCODERS
+from swaplab.models.parts.simswap import IdentityInjection, IdentityInjectionBlock, SimSwapDecoder, SimSwapEncoder
 
 __all__ = [
     "BOTTLENECKS",
@@ -18,4 +31,15 @@ __all__ = [
     "DFLVariant",
     "DenseBottleneck",
     "check_resolution",
+    "ChannelReductionDecoder",
+    "DiscriminatorOutput",
+    "GrayscaleResizeEncoder",
+    "IdentityInjection",
+    "IdentityInjectionBlock",
+    "MultiScaleDiscriminator",
+    "PassThroughBottleneck",
+    "PatchDiscriminator",
+    "ProjectedDiscriminator",
+    "SimSwapDecoder",
+    "SimSwapEncoder",
 ]

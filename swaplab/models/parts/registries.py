@@ -20,5 +20,5 @@ from swaplab.registry import Registry
 ENCODERS: Registry = Registry("encoder")
 BOTTLENECKS: Registry = Registry("bottleneck")
 DECODERS: Registry = Registry("decoder")
-#: Empty for now: GAN families register their discriminators here.
+#: Discriminators of the GAN families (``multiscale``, ``projected``: see ``discriminators.py``).
 DISCRIMINATORS: Registry = Registry("discriminator")

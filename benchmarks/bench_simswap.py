@@ -1,0 +1,170 @@
+"""Training-step throughput of the SimSwap-style swapper: fp32 NCHW against bf16 autocast + channels_last.
+
+One step = SimSwap's generator step (G forward, D on the swap with gradients and on the target
+without, adversarial hinge + identity through the dlib port + same-identity L1 + weak feature
+matching, backward, Adam) and its discriminator step (D on target and swap, hinge, the
+interpolate gradient penalty with its double backward, Adam); half the pairs same-identity.
+Printed side by side per preset: seconds per step (best and median), images/s, the step's
+counted GFLOPs (``FlopCounterMode``: convolutions and matmuls, forward and backward) divided by
+the time, and that rate as a fraction of this CPU's bf16 matmul peak measured in the same run.
+Presets: ``simswap-128`` at batch 8 and ``simswap-paper`` (224 px) at batch 2, plus
+``simswap-tiny`` at batch 8 (the CPU study's model). Random images: throughput does not depend
+on content. Not a test: numbers vary with load.
+
+    .venv/bin/python benchmarks/bench_simswap.py [--reps 2] [--threads N] [--presets simswap-128:8 ...]
+
+On a shared machine (load above 0.5) it runs on one thread unless told otherwise: two OpenMP
+threads spinning against other processes run several times slower than one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from swaplab.config import config_group  # noqa: E402
+from swaplab.losses import SimSwapLossConfig, SimSwapObjective  # noqa: E402
+from swaplab.models import TemplateChipIdentity, create_discriminator, create_model  # noqa: E402
+
+DEFAULT_PRESETS = ("simswap-tiny:8", "simswap-128:8", "simswap-paper:2")
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of the best of ``reps`` square matmuls in ``dtype`` (this CPU's practical peak)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class SimSwapStep:
+    """Models, optimisers and one fixed batch; ``__call__`` runs one G step and one D step."""
+
+    def __init__(self, preset: str, batch: int, fast: bool, identity_net: torch.nn.Module) -> None:
+        torch.manual_seed(0)
+        config = config_group("model").create(preset)
+        memory = torch.channels_last if fast else torch.contiguous_format
+        self.generator = create_model(config).to(memory_format=memory)
+        self.discriminator = create_discriminator(config).to(memory_format=memory)
+        identity = TemplateChipIdentity("whole_face", config.resolution, network=identity_net)
+        self.objective = SimSwapObjective(SimSwapLossConfig(), identity)
+        betas = (0.0, 0.99)  # SimSwap's Adam
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=4e-4, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=betas)
+        size = config.resolution
+        self.target = torch.rand(batch, 3, size, size).contiguous(memory_format=memory)
+        self.identity = torch.nn.functional.normalize(torch.randn(batch, 128), dim=1)
+        self.same = torch.arange(batch) % 2 == 0
+        self.fast = fast
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.fast else nullcontext()
+
+    def __call__(self) -> None:
+        with self.autocast():
+            swapped = self.generator(self.target, self.identity)
+            with torch.no_grad():
+                real_output = self.discriminator(self.target)
+            g_terms = self.objective.generator_loss(
+                swapped, self.target, self.identity, self.same, self.discriminator(swapped), real_output
+            )
+        self.opt_g.zero_grad(set_to_none=True)
+        g_terms.total.backward()
+        self.opt_g.step()
+        with self.autocast():
+            d_terms = self.objective.discriminator_loss(self.discriminator, self.target, swapped)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_terms.total.backward()
+        self.opt_d.step()
+
+
+class _GlobalOnly:
+    """A stand-in for FlopCounterMode's module tracker, whose backward hooks break
+    ``autograd.grad`` (the gradient penalty): count everything under "Global" only."""
+
+    parents = ("Global",)
+
+    def __enter__(self) -> _GlobalOnly:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def count_step_flops(step: SimSwapStep) -> int:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()  # type: ignore[assignment]
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=2, help="timed steps per preset and mode")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: 1 if the machine is busy)")
+    parser.add_argument("--presets", nargs="*", default=list(DEFAULT_PRESETS), help="preset:batch pairs")
+    args = parser.parse_args()
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    threads = args.threads or (1 if load > 0.5 else torch.get_num_threads())
+    torch.set_num_threads(threads)
+    print(f"machine: {machine()}")
+    print(
+        f"load average {load:.2f} at start; {threads} thread(s)"
+        + (" (the machine is shared: one thread avoids OpenMP spinning)" if threads == 1 and load > 0.5 else "")
+    )
+    from swaplab.faces.identity import load_dlib_identity
+
+    identity_net = load_dlib_identity()
+    peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
+    print(f"matmul peak (2048^2, same threads): bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s\n")
+
+    header = f"{'preset':<15}{'batch':>6}  {'mode':<22}{'s/step best':>12}{'median':>9}{'img/s':>8}"
+    header += f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'of bf16 peak':>14}"
+    print(header)
+    for item in args.presets:
+        preset, _, batch_text = item.partition(":")
+        batch = int(batch_text or 8)
+        steps = {
+            "fp32 NCHW": SimSwapStep(preset, batch, fast=False, identity_net=identity_net),
+            "bf16 + channels_last": SimSwapStep(preset, batch, fast=True, identity_net=identity_net),
+        }
+        flops = count_step_flops(steps["fp32 NCHW"])  # also the fp32 warm-up step
+        steps["bf16 + channels_last"]()  # warm-up
+        times: dict[str, list[float]] = {mode: [] for mode in steps}
+        for _ in range(args.reps):  # interleaved, so both modes share the same load
+            for mode, step in steps.items():
+                times[mode].append(_seconds(step))
+        best = {}
+        for mode, samples in times.items():
+            best[mode] = min(samples)
+            rate = flops / best[mode] / 1e9
+            print(
+                f"{preset:<15}{batch:>6}  {mode:<22}{best[mode]:>12.3f}{statistics.median(samples):>9.3f}"
+                f"{batch / best[mode]:>8.2f}{flops / 1e9:>12.1f}{rate:>9.0f}{rate / peak_bf16:>14.1%}"
+            )
+        print(f"{'':<21}  speed-up of bf16 + channels_last: {best['fp32 NCHW'] / best['bf16 + channels_last']:.2f}x")
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
