@@ -87,9 +87,9 @@ def score(model: str, work: Path, src: Path, dst: Path) -> dict:
             rgb, _ = reconstruct(batch["image"])
             result[side] = {
                 "faces": len(held),
-                "ssim": float(masked_ssim(rgb, batch["image"], batch["mask"]).mean()),
-                "psnr": float(masked_psnr(rgb, batch["image"], batch["mask"]).mean()),
-                "l1": float(masked_l1(rgb, batch["image"], batch["mask"]).mean()),
+                "ssim": float(masked_ssim(rgb, batch["image"], batch["mask"]).mean),
+                "psnr": float(masked_psnr(rgb, batch["image"], batch["mask"]).mean),
+                "l1": float(masked_l1(rgb, batch["image"], batch["mask"]).mean),
             }
         faces = data.preview_faces(6)
         floats = to_float(faces)

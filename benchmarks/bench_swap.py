@@ -1,17 +1,18 @@
 """Swap throughput on a 512x512 talking-head clip, per stage, beside the model's own throughput.
 
-A 128 px LIAE model (``liae-ud``, DeepFaceLab's dims; the weights do not matter for speed, so it is
-trained for one step) swaps the HDTF clip end to end: decode, detect/track, align, model, mask,
+A per-pair model (default ``liae-ud`` at 128 px with DeepFaceLab's dims; ``--model liae-cpu`` for
+the 64 px CPU preset; the weights do not matter for speed, so it is trained for one step) swaps the HDTF clip end to end: decode, detect/track, align, model, mask,
 colour, blend, watermark, encode. In the same run the model alone is timed on the same crops, so
 the pipeline's overhead is the difference. Then the temporal jitter of the pasted face with
 landmark smoothing on and off.
 
-    .venv/bin/python benchmarks/bench_swap.py [--frames 200] [--model liae-ud]
+    .venv/bin/python benchmarks/bench_swap.py [--frames 200] [--model liae-ud] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -105,23 +106,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--model", default="liae-ud")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     clip = data_root() / CLIP
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = make_model(work, args.model)
         fps_model = model_only(model_dir, clip, 50)
-        for colour in ("rct", "none"):
-            cfg = SwapConfig(colour=colour, max_frames=args.frames, overwrite=True)
-            report = swap(model_dir, clip, work / f"out-{colour}.mp4", cfg, progress=False)
+        for batch_frames, colour in ((1, "rct"), (8, "rct"), (8, "none")):
+            cfg = SwapConfig(colour=colour, max_frames=args.frames, overwrite=True, batch_frames=batch_frames)
+            report = swap(model_dir, clip, work / "out.mp4", cfg, progress=False)
             stages = ", ".join(f"{k} {1000 * v / report.frames:.1f}" for k, v in report.stage_seconds.items() if v)
-            print(f"pipeline (colour={colour}): {report.fps:.1f} frames/s over {report.frames} frames at 512x512")
+            print(
+                f"pipeline (batch_frames={batch_frames}, colour={colour}): {report.fps:.1f} frames/s "
+                f"over {report.frames} frames at 512x512"
+            )
             print(f"  ms per frame: {stages}")
         print(
             f"model alone ({args.model}, 128 px, batch 1, {torch.get_num_threads()} threads): {fps_model:.1f} faces/s"
         )
-        print(f"pipeline / model-only throughput (colour=rct excluded above): {report.fps / fps_model:.2f}")
+        print(f"pipeline (batch 8, no colour) / model alone at batch 1: {report.fps / fps_model:.2f}")
         for smoothing in ("none", "one_euro", "kalman"):
             ratio = jitter(clip, model_dir, 100, smoothing)
             print(f"jitter of the pasted face, smoothing={smoothing}: {ratio:.2f} x the raw landmarks'")
