@@ -1,8 +1,8 @@
 """Swap throughput on a 512x512 talking-head clip, per stage, beside the model's own throughput.
 
 A per-pair model (default ``liae-ud`` at 128 px with DeepFaceLab's dims; ``--model liae-cpu`` for
-the 64 px CPU preset; the weights do not matter for speed, so it is trained for one step) swaps the HDTF clip end to end: decode, detect/track, align, model, mask,
-colour, blend, watermark, encode. In the same run the model alone is timed on the same crops, so
+the 64 px CPU preset; the weights do not matter for speed, so it is trained for one step) swaps the
+HDTF clip end to end: decode, detect/track, align, model, mask, colour, blend, watermark, encode. In the same run the model alone is timed on the same crops, so
 the pipeline's overhead is the difference. Then the temporal jitter of the pasted face with
 landmark smoothing on and off.
 
@@ -126,7 +126,8 @@ def main() -> None:
             )
             print(f"  ms per frame: {stages}")
         print(
-            f"model alone ({args.model}, 128 px, batch 1, {torch.get_num_threads()} threads): {fps_model:.1f} faces/s"
+            f"model alone ({args.model}, {json.loads((model_dir / 'model.json').read_text())['resolution']} px, "
+            f"batch 1, {torch.get_num_threads()} threads): {fps_model:.1f} faces/s"
         )
         print(f"pipeline (batch 8, no colour) / model alone at batch 1: {report.fps / fps_model:.2f}")
         for smoothing in ("none", "one_euro", "kalman"):
