@@ -2,8 +2,9 @@
 
 A per-pair model (default ``liae-ud`` at 128 px with DeepFaceLab's dims; ``--model liae-cpu`` for
 the 64 px CPU preset; the weights do not matter for speed, so it is trained for one step) swaps the
-HDTF clip end to end: decode, detect/track, align, model, mask, colour, blend, watermark, encode. In the same run the model alone is timed on the same crops, so
-the pipeline's overhead is the difference. Then the temporal jitter of the pasted face with
+HDTF clip end to end: decode, detect/track, align, model, mask, colour, blend, watermark, encode.
+In the same run the model alone is timed on the same crops, so the pipeline's overhead is the
+difference. Then the temporal jitter of the pasted face with
 landmark smoothing on and off.
 
     .venv/bin/python benchmarks/bench_swap.py [--frames 200] [--model liae-ud] [--threads 1]
