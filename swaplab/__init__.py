@@ -30,11 +30,14 @@ _API = {
     "swap": "swaplab.swap.pipeline",
     "SwapConfig": "swaplab.swap.pipeline",
     "verify": "swaplab.provenance",
+    "evaluate": "swaplab.evaluate.evaluator",
+    "evaluate_many": "swaplab.evaluate.evaluator",
     "apply_overrides": "swaplab.config",
 }
 
 if TYPE_CHECKING:
     from swaplab.config import apply_overrides
+    from swaplab.evaluate.evaluator import evaluate, evaluate_many
     from swaplab.facesets.extract import ExtractConfig, extract
     from swaplab.facesets.format import Faceset
     from swaplab.facesets.sheet import contact_sheet
@@ -61,6 +64,8 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "apply_overrides",
+    "evaluate",
+    "evaluate_many",
     "contact_sheet",
     "export_model",
     "extract",

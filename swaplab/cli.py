@@ -219,6 +219,36 @@ def _config_factories() -> dict[str, Callable[[], object]]:
     return factories
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from swaplab.evaluate.evaluator import EvalOptions, evaluate, evaluate_many, expand_targets
+    from swaplab.evaluate.report import summary_lines
+
+    if bool(args.models) == bool(args.swaps):
+        print("error: give MODEL_OR_RUN folders, or --swaps DIR (with --sources and --targets)", file=sys.stderr)
+        return 2
+    options = EvalOptions(limit=args.limit, device=args.device, encoders=tuple(args.encoders or ()))
+    common = {"out_dir": args.out, "protocol": args.protocol, "data_root": args.data, "options": options}
+    try:
+        if args.swaps:
+            results = [evaluate(swaps=args.swaps, sources=args.sources, targets=args.target_dir, **common)]
+            report = results[0].report
+        elif len(expand_targets(args.models)) == 1:
+            results = [evaluate(expand_targets(args.models)[0], **common)]
+            report = results[0].report
+        else:
+            comparison = evaluate_many(args.models, **common)
+            results, report = comparison.results, comparison.report
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _print_lines(summary_lines(results))
+    for result in results:
+        for warning in result.warnings:
+            print(f"warning: {result.name}: {warning}")
+    print(f"report: {report}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -325,6 +355,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("section", help="extract, train, ...")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_config, overrides_field="overrides")
+
+    p = sub.add_parser(
+        "eval",
+        help="score models, runs, sweeps or another tool's swaps on a pinned protocol",
+        description="Evaluate exported models, run folders or sweep folders (several are compared in one "
+        "report), or already-swapped images: --swaps DIR [--sources FILES_OR_DIR --targets DIR]. Writes "
+        "metrics.json, per_item.json and report.html under --out (docs/evaluation.md).",
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL_OR_RUN", help="model, run or sweep folders")
+    p.add_argument("-o", "--out", required=True, help="output folder for metrics and the report")
+    p.add_argument("--protocol", default="per_pair_v1", help="per_pair_v1, oneshot_v1, video_v1 or a .json file")
+    p.add_argument("--data", default=None, help="data root (default: $SWAPLAB_DATA or ../shared/data)")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0 = all)")
+    p.add_argument("--swaps", default=None, help="folder of swapped images from any tool, named <pair id>.<ext>")
+    p.add_argument("--sources", nargs="+", default=None, help="with --swaps: photos (or a folder) of the source")
+    p.add_argument("--targets", dest="target_dir", default=None, help="with --swaps: the folder of target photos")
+    p.add_argument("--encoders", nargs="+", default=None, help="identity networks (default: every registered one)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

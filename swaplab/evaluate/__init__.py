@@ -55,3 +55,26 @@ __all__ = [
     "sharpness_ratio",
     "summarize",
 ]
+
+# The evaluator and its pinned protocols (they import the metrics above, so they come last).
+from swaplab.evaluate.evaluator import (  # noqa: E402
+    Comparison,
+    EvalOptions,
+    EvalResult,
+    evaluate,
+    evaluate_many,
+    expand_targets,
+)
+from swaplab.evaluate.protocol import Protocol, build_protocol, load_protocol  # noqa: E402
+
+__all__ += [
+    "Comparison",
+    "EvalOptions",
+    "EvalResult",
+    "Protocol",
+    "build_protocol",
+    "evaluate",
+    "evaluate_many",
+    "expand_targets",
+    "load_protocol",
+]
