@@ -562,6 +562,12 @@ class Trainer:
                     rate = faces_per_step * window_steps / max(now - window_start, 1e-9)
                     row = self._log(loss, components, rate, bool(bad), elapsed)
                     window_start, window_steps = now, 0
+                    if tcfg.time_budget_s > 0 and self.step > self.start_step:
+                        # With a time budget the step cap is usually far away: show the steps the
+                        # budget will reach, so the bar's ETA is the budget's end, not hours away.
+                        steps_per_s = (self.step - self.start_step) / max(elapsed, 1e-9)
+                        reachable = self.step + int(steps_per_s * max(tcfg.time_budget_s - elapsed, 0.0))
+                        bar.total = max(self.step, min(tcfg.steps, reachable))
                     bar.set_postfix(
                         loss=f"{row['loss']:.4f}" if row["loss"] is not None else "nan", faces_s=f"{rate:.1f}"
                     )
