@@ -64,15 +64,9 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def read_frames(path: Path, count: int) -> list[np.ndarray]:
-    import av
+    from swaplab.io.video import VideoReader
 
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    return frames
+    return [frame.image for frame in VideoReader(path, stop=count)]
 
 
 def landmark_accuracy(data: Path) -> None:

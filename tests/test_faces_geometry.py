@@ -62,15 +62,9 @@ def bush_landmarks(bush, hog, predictor68) -> np.ndarray:
 
 
 def read_frames(path: Path, count: int) -> list[np.ndarray]:
-    import av
+    from swaplab.io.video import VideoReader
 
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    return frames
+    return [frame.image for frame in VideoReader(path, stop=count)]
 
 
 @pytest.fixture(scope="session")
