@@ -97,12 +97,11 @@ def cmd_faceset_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from swaplab.train.trainer import build_config, train
+    from swaplab.train.entry import build_any_config, train_any
 
-    cfg = build_config(args.overrides)
-    result = train(cfg)
+    result = train_any(build_any_config(args.overrides))
     print(f"run: {result.run_dir}")
-    print(f"stopped at step {result.step} ({result.stop_reason}), {result.faces_per_s:.2f} faces/s")
+    print(f"stopped at step {result.step} ({result.stop_reason}), {result.faces_per_s:.2f} images/s")
     for key, value in sorted(result.metrics.items()):
         if isinstance(value, float):
             print(f"  {key} {value:.4f}")
@@ -193,7 +192,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.section not in factories:
         print(f"error: unknown config {args.section!r}; choose from {', '.join(factories)}", file=sys.stderr)
         return 2
-    cfg = apply_overrides(factories[args.section](), args.overrides)
+    if args.section == "train":  # the model named decides the config (per-pair or one-shot)
+        from swaplab.train.entry import build_any_config
+
+        cfg = build_any_config(args.overrides)
+    else:
+        cfg = apply_overrides(factories[args.section](), args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
@@ -212,8 +216,10 @@ def _config_factories() -> dict[str, Callable[[], object]]:
     factories: dict[str, Callable[[], object]] = {"extract": extract_config, "swap": swap_config}
     try:
         from swaplab.train.config import TrainConfig
+        from swaplab.train.oneshot_config import OneShotTrainConfig
 
         factories["train"] = TrainConfig
+        factories["train-oneshot"] = OneShotTrainConfig
     except ImportError:
         pass
     return factories
@@ -226,7 +232,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bool(args.models) == bool(args.swaps):
         print("error: give MODEL_OR_RUN folders, or --swaps DIR (with --sources and --targets)", file=sys.stderr)
         return 2
-    options = EvalOptions(limit=args.limit, device=args.device, encoders=tuple(args.encoders or ()))
+    options = EvalOptions(
+        limit=args.limit,
+        device=args.device,
+        encoders=tuple(args.encoders or ()),
+        detector_pairs=args.detector_pairs,
+    )
     common = {"out_dir": args.out, "protocol": args.protocol, "data_root": args.data, "options": options}
     try:
         if args.swaps:
@@ -275,10 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a per-pair swap model on two facesets",
+        help="train a per-pair model on two facesets, or a one-shot model (model=simswap-*) on LFW facesets",
         description="Train (or resume) a run. All options are key=value overrides, e.g. "
-        "model=liae-cpu data.src=faces/a data.dst=faces/b run_dir=runs/ab trainer.time_budget_s=1800 "
-        "(see `swaplab config train`). Launch with torchrun for several processes.",
+        "model=liae-cpu data.src=faces/a data.dst=faces/b run_dir=runs/ab trainer.time_budget_s=1800, or "
+        "model=simswap-tiny data.train=[faces/lfw-devtrain] data.eval=faces/lfw-devtest run_dir=runs/simswap "
+        "(see `swaplab config train` and `swaplab config train-oneshot`). Launch with torchrun for several "
+        "processes.",
     )
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_train, overrides_field="overrides")
@@ -351,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_data)
 
+    from swaplab.study.cli import add_report_parser, add_sweep_parser
+
+    add_sweep_parser(sub)
+    add_report_parser(sub)
+
     p = sub.add_parser("config", help="print a config with its defaults (and overrides applied)")
     p.add_argument("section", help="extract, train, ...")
     p.add_argument("overrides", nargs="*")
@@ -368,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="per_pair_v1", help="per_pair_v1, oneshot_v1, video_v1 or a .json file")
     p.add_argument("--data", default=None, help="data root (default: $SWAPLAB_DATA or ../shared/data)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0 = all)")
+    p.add_argument(
+        "--detector-pairs",
+        type=int,
+        default=0,
+        help="detectability: swap and train the detector on N of the protocol's peopleDevTrain pairs "
+        "(0 = all 200, -1 = skip)",
+    )
     p.add_argument("--swaps", default=None, help="folder of swapped images from any tool, named <pair id>.<ext>")
     p.add_argument("--sources", nargs="+", default=None, help="with --swaps: photos (or a folder) of the source")
     p.add_argument("--targets", dest="target_dir", default=None, help="with --swaps: the folder of target photos")

@@ -51,3 +51,13 @@ def pair_facesets(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> tuple[
         assert summary.faces >= 20, summary.lines()
         out.append(dest)
     return out[0], out[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def identity_net_test_preset(tmp_path_factory: pytest.TempPathFactory):
+    """swaplab's own identity network trains its tiny ``test`` preset (seconds) into a temporary cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SWAPLAB_CACHE", str(tmp_path_factory.mktemp("swaplab-cache")))
+        patch.setenv("SWAPLAB_IDNET_PRESET", "test")
+        patch.delenv("SWAPLAB_LFW_ARCFACE", raising=False)
+        yield

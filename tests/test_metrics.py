@@ -91,6 +91,7 @@ def ellipse_masks(n: int, size: int = 128) -> torch.Tensor:
 
 def test_every_metric_is_registered_with_a_direction():
     expected = {
+        "detectability_auc": "lower",
         "identity_similarity": "higher",
         "identity_retrieval": "higher",
         "pose_error": "lower",

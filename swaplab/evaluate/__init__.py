@@ -12,6 +12,7 @@ from swaplab.evaluate.attributes import (
     expression_error,
     pose_error,
 )
+from swaplab.evaluate.detectability import detectability_auc, measure_detectability
 from swaplab.evaluate.detection import roc_auc
 from swaplab.evaluate.distribution import frechet_distance, kernel_distance, polynomial_mmd2
 from swaplab.evaluate.identity import identity_features, identity_retrieval, identity_similarity
@@ -28,6 +29,8 @@ from swaplab.evaluate.video import IdentityDrift, flicker, identity_drift, landm
 
 __all__ = [
     "EXPRESSION_ALIGN_68",
+    "detectability_auc",
+    "measure_detectability",
     "EXPRESSION_POINTS_68",
     "METRICS",
     "IdentityDrift",

@@ -85,6 +85,11 @@ class EvalOptions:
     kid_subset_size: int = 1000
     device: str = "cpu"
     swap_config: Any = None  # a SwapConfig for model swaps (default: SwapConfig(precision="fp32"))
+    # Detectability: how many of the protocol's detector-training pairs (peopleDevTrain people) to
+    # swap and train the real-vs-swapped classifier on (0 = every pinned one, -1 = skip it), and
+    # the classifier's preset (swaplab.evaluate.detectability).
+    detector_pairs: int = 0
+    detector: str = "default"
     report: bool = True  # write report.html with figures and grids
 
 
@@ -540,8 +545,23 @@ def evaluate(
         label = spec.name
     for job in jobs:
         job.swap = find_swap(swaps_dir, job.pair.id)
+    detector_jobs = _detector_jobs(spec, root, opts) if sources is None else []
+    for job in detector_jobs:
+        job.swap = find_swap(swaps_dir, job.pair.id)
     info = {"kind": "swaps", "path": str(swaps_dir), "pairs": label}
-    return _score(jobs, gallery, reference, spec, out, opts, cache, info, name or swaps_dir.name, card=None)
+    return _score(
+        jobs,
+        gallery,
+        reference,
+        spec,
+        out,
+        opts,
+        cache,
+        info,
+        name or swaps_dir.name,
+        card=None,
+        detector_jobs=[j for j in detector_jobs if j.swap is not None],
+    )
 
 
 def evaluate_many(
@@ -655,35 +675,25 @@ def _evaluate_model(
     cache: FaceCache,
     name: str | None,
 ) -> EvalResult:
-    from swaplab.provenance import write_marked_image
     from swaplab.swap.pipeline import FaceSwapper, SwapConfig
 
     if spec.kind == "video":
         return _evaluate_video(spec, root, out, opts, cache, model_dir=model_dir, name=name or given.name)
-    if spec.kind != "per_pair":
-        raise ValueError(
-            f"protocol {spec.name} needs one-shot swaps (a source photo per pair); a per-pair model swaps one "
-            "fixed identity. Swap the protocol's pairs with your one-shot tool and score them with --swaps DIR "
-            "(swaps= in Python)."
-        )
     timer = _Timer()
     config = opts.swap_config or SwapConfig(precision="fp32")
     swapper = FaceSwapper(model_dir, config, device=opts.device)
+    if spec.kind == "oneshot" and not swapper.one_shot:
+        raise ValueError(
+            f"protocol {spec.name} needs one-shot swaps (a source photo per pair); {given} is a per-pair model "
+            "that swaps one fixed identity. Score it on per_pair_v1, or swap the protocol's pairs with a one-shot "
+            "tool and score them with --swaps DIR (swaps= in Python)."
+        )
+    if spec.kind == "per_pair" and swapper.one_shot:
+        raise ValueError(f"{given} is a one-shot model: score it on the one-shot protocol (protocol=oneshot_v1)")
     jobs = _jobs_from_protocol(spec, root, opts.limit)
-    swaps_dir = out / "swaps"
-    for job in jobs:
-        with timer("faces (detect, landmarks)"):
-            face = cache.face(job.target)
-        if face is None:
-            continue  # counted as a target without a face when scoring
-        with timer("swap (model, mask, blend)"):
-            image = read_image(job.target)[0]
-            aligned = swapper.analyzer.from_landmarks(image, [face.landmarks68], embed=False)
-            swapped, _ = swapper.swap_frame(image, aligned)
-        with timer("write marked swaps"):
-            job.swap = write_marked_image(
-                swaps_dir / f"{job.pair.id}.png", swapped, swapper.provenance(f"{spec.name}:{job.pair.id}")
-            )
+    _swap_jobs(swapper, jobs, out / "swaps", spec, cache, timer)
+    detector_jobs = _detector_jobs(spec, root, opts)
+    _swap_jobs(swapper, detector_jobs, out / "detector-swaps", spec, cache, timer)
     info = {
         "kind": kind,
         "path": str(given),
@@ -698,10 +708,164 @@ def _evaluate_model(
         _protocol_gallery(spec, root, [j.pair.source_identity for j in jobs], opts),
         _reference(spec, root, opts),
     )
-    recon = _reconstruction(swapper, spec, root, opts, cache, timer)
+    if swapper.one_shot:
+        recon = _self_reconstruction(swapper, jobs, cache, timer)
+    else:
+        recon = _reconstruction(swapper, spec, root, opts, cache, timer)
     return _score(
-        jobs, gallery, reference, spec, out, opts, cache, info, name or given.name, swapper.card, timer, recon
+        jobs,
+        gallery,
+        reference,
+        spec,
+        out,
+        opts,
+        cache,
+        info,
+        name or given.name,
+        swapper.card,
+        timer,
+        recon,
+        detector_jobs=detector_jobs,
     )
+
+
+def _swap_jobs(swapper, jobs: Sequence[_Job], folder: Path, spec: Protocol, cache: FaceCache, timer: _Timer) -> None:
+    """Swap each job's target (one-shot models: with its source photos' identity); marked PNGs."""
+    from swaplab.provenance import write_marked_image
+
+    for job in jobs:
+        with timer("faces (detect, landmarks)"):
+            face = cache.face(job.target)
+        if face is None:
+            continue  # counted as a target without a face when scoring
+        if swapper.one_shot:
+            with timer("source identity"):
+                identity = _source_identity(cache, job.sources)
+            if identity is None:
+                continue  # no face in any source photo: the pair has no swap, reported as missing
+            swapper.set_source_identity(identity)
+        with timer("swap (model, mask, blend)"):
+            image = read_image(job.target)[0]
+            aligned = swapper.analyzer.from_landmarks(image, [face.landmarks68], embed=False)
+            swapped, _ = swapper.swap_frame(image, aligned)
+        with timer("write marked swaps"):
+            job.swap = write_marked_image(
+                folder / f"{job.pair.id}.png", swapped, swapper.provenance(f"{spec.name}:{job.pair.id}")
+            )
+
+
+def _detector_jobs(spec: Protocol, root: Path, opts: EvalOptions) -> list[_Job]:
+    if opts.detector_pairs < 0 or not spec.detector_pairs:
+        return []
+    pairs = spec.detector_pairs[: opts.detector_pairs or None]
+    return [_Job(p, [root / s for s in p.source_images], root / p.target) for p in pairs]
+
+
+def _face_crop(image: np.ndarray, face: FaceInfo) -> np.ndarray:
+    """The evaluator's aligned crop (whole-face template, EVAL_CROP px) of ``image`` at ``face``."""
+    import cv2
+
+    return cv2.warpAffine(image, face.matrix, (EVAL_CROP, EVAL_CROP), flags=cv2.INTER_AREA)
+
+
+def _detectability_metrics(
+    scored: Sequence[_Scored], detector_jobs: Sequence[_Job], cache: FaceCache, opts: EvalOptions
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """AUC of a real-vs-swapped classifier trained on the detector pairs' (target, swap) crops and
+    tested on the scored pairs'; each swap is cut where its target's face is, so the two crops of
+    a pair differ only by the swap."""
+    from swaplab.config import config_group
+    from swaplab.evaluate.detectability import measure_detectability
+
+    if opts.detector_pairs < 0:
+        return {}, []
+    if not detector_jobs:
+        return {}, ["detectability not measured: the protocol has no detector-training pairs"]
+    train_real, train_fake, groups = [], [], []
+    for job in detector_jobs:
+        face = cache.face(job.target)
+        if face is None or job.swap is None:
+            continue
+        train_real.append(_face_crop(read_image(job.target)[0], face))
+        train_fake.append(_face_crop(read_image(job.swap)[0], face))
+        groups.append(job.pair.id)
+    if len(groups) < 20:
+        return {}, [
+            f"detectability not measured: only {len(groups)} detector-training swaps "
+            f"(swap the protocol's detector_train pairs too: <id>.png, ids dtrain-NNNN)"
+        ]
+    test_real = [_face_crop(read_image(s.job.target)[0], s.target_face) for s in scored]
+    test_fake = [_face_crop(s.swap_image, s.target_face) for s in scored]
+    test_groups = [s.job.pair.id for s in scored]
+    result = measure_detectability(
+        train_real,
+        train_fake,
+        test_real,
+        test_fake,
+        config_group("detector").create(opts.detector),
+        train_real_groups=groups,
+        train_fake_groups=groups,
+        test_real_groups=test_groups,
+        test_fake_groups=test_groups,
+    )
+    entry = {**result.summary(), "better": "lower", "detector": opts.detector, "seconds": round(result.seconds, 1)}
+    return {"detectability_auc": entry}, []
+
+
+def _source_identity(cache: FaceCache, sources: Sequence[Path]) -> np.ndarray | None:
+    """The mean dlib descriptor of the central faces of a pair's source photos (None: no face)."""
+    rows = cache.embeddings(list(sources), METRIC_NETWORK, _encoder(METRIC_NETWORK), "embedding")
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    return rows.mean(axis=0) if len(rows) else None
+
+
+def _masked_scores(rgb: torch.Tensor, real: torch.Tensor, mask: torch.Tensor, suffix: str, n: int):
+    metrics, per_face = {}, {}
+    for metric in ("masked_ssim", "masked_psnr", "masked_l1"):
+        result = compute(metric, pred=rgb, target=real, mask=mask)
+        metrics[f"{metric}/{suffix}"] = {**summarize(result), "n": n, "better": better(metric)}
+        per_face[metric] = result.values
+    return metrics, per_face
+
+
+def _self_reconstruction(swapper, jobs: Sequence[_Job], cache: FaceCache, timer: _Timer):
+    """One-shot models: masked SSIM / PSNR / L1 of each target swapped with its own identity.
+
+    A self-swap should give the target back; an ablation that breaks the decoder or the
+    encoder shows here first. Targets are aligned as the swap stage aligns them, rendered in
+    fp32 with the target photo's own dlib descriptor, and compared inside the face-hull mask.
+    """
+    from swaplab.faces.masks import landmark_mask
+
+    size = swapper.resolution
+    crops, masks, identities, files = [], [], [], []
+    with timer("reconstruction"):
+        for job in jobs:
+            face = cache.face(job.target)
+            identity = _source_identity(cache, [job.target]) if face is not None else None
+            if identity is None:
+                continue
+            aligned = swapper.analyzer.from_landmarks(read_image(job.target)[0], [face.landmarks68], embed=False)[0]
+            crops.append(aligned.crop)
+            masks.append(landmark_mask(aligned.landmarks, size, region="face"))
+            identities.append(identity)
+            files.append(job.target)
+        if not crops:
+            return {}, []
+        real = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255.0).contiguous()
+        mask = torch.from_numpy(np.stack(masks))[:, None].contiguous()
+        ids = torch.from_numpy(np.stack(identities).astype(np.float32))
+        generator = swapper.model.generator
+        with torch.inference_mode():
+            rgb = torch.cat(
+                [generator(real[i : i + 16], ids[i : i + 16]).float() for i in range(0, len(real), 16)]
+            ).clamp(0, 1)
+        metrics, per_face = _masked_scores(rgb.contiguous(), real, mask, "self", len(crops))
+    items = [
+        {"side": "self", "image": str(path), **{k: float(v[i]) for k, v in per_face.items()}}
+        for i, path in enumerate(files)
+    ]
+    return metrics, items
 
 
 def _reconstruction(swapper, spec: Protocol, root: Path, opts: EvalOptions, cache: FaceCache, timer: _Timer):
@@ -737,12 +901,8 @@ def _reconstruction(swapper, spec: Protocol, root: Path, opts: EvalOptions, cach
                 rgb = torch.cat(
                     [run(real[i : i + 16].to(swapper.device))[0].float().cpu() for i in range(0, len(real), 16)]
                 )
-            rgb = rgb.clamp(0, 1).contiguous()
-            per_face = {}
-            for metric in ("masked_ssim", "masked_psnr", "masked_l1"):
-                result = compute(metric, pred=rgb, target=real, mask=mask)
-                metrics[f"{metric}/{side}"] = {**summarize(result), "n": len(found), "better": better(metric)}
-                per_face[metric] = result.values
+            side_metrics, per_face = _masked_scores(rgb.clamp(0, 1).contiguous(), real, mask, side, len(found))
+            metrics.update(side_metrics)
         for i, (path, _) in enumerate(found):
             items.append({"side": side, "image": str(path), **{k: float(v[i]) for k, v in per_face.items()}})
     return metrics, items
@@ -779,6 +939,7 @@ def _score(
     card: dict[str, Any] | None,
     timer: _Timer | None = None,
     reconstruction: tuple[dict, list] | None = None,
+    detector_jobs: Sequence[_Job] = (),
 ) -> EvalResult:
     """Every image metric of a list of (source, target, swap) jobs; writes the result files."""
     timer = timer or _Timer()
@@ -807,8 +968,10 @@ def _score(
         sharpness, sharp = _sharpness_metrics(scored)
     with timer("distribution (FD, KID)"):
         distribution, distribution_warnings = _distribution_metrics(scored, reference, encoders, cache, spec, opts)
-    metrics.update({**identity, **attributes, **sharpness, **distribution})
-    warnings += identity_warnings + distribution_warnings
+    with timer("detectability (train and test the detector)"):
+        detectability, detectability_warnings = _detectability_metrics(scored, detector_jobs, cache, opts)
+    metrics.update({**identity, **attributes, **sharpness, **distribution, **detectability})
+    warnings += identity_warnings + distribution_warnings + detectability_warnings
     recon_metrics, recon_items = reconstruction or ({}, [])
     metrics.update(recon_metrics)
 
@@ -843,7 +1006,10 @@ def _score(
         "gallery_identities": len(gallery),
         "gallery_images": sum(len(v) for v in gallery.values()),
         "reference_faces": int(metrics.get("frechet_distance", {}).get("n_reference", 0)),
-        "reconstruction_faces": {side: sum(1 for r in recon_items if r["side"] == side) for side in ("src", "dst")},
+        "reconstruction_faces": {
+            side: sum(1 for r in recon_items if r["side"] == side) for side in ("src", "dst", "self")
+        },
+        "detector_training_swaps": sum(1 for j in detector_jobs if j.swap is not None),
     }
     return _finish(name, out, spec, target_info, encoders, samples, metrics, items, recon_items, warnings, timer, opts)
 

@@ -44,6 +44,7 @@ PROTOCOL_NAMES = ("per_pair_v1", "oneshot_v1", "video_v1")
 
 LFW_IMAGES = "lfw/lfw-deepfunneled"
 LFW_TEST_PEOPLE = "lfw/peopleDevTest.txt"
+LFW_TRAIN_PEOPLE = "lfw/peopleDevTrain.txt"
 CREATED_WITH = "swaplab.evaluate.protocol.build_protocol (python -m swaplab.evaluate.protocol DATA_ROOT)"
 
 # --- the rules of version 1 (changing any of them means a new protocol version) -------------
@@ -58,6 +59,8 @@ ONESHOT_PAIRS = 200
 ONESHOT_GALLERY_IMAGES = 4  # per source identity: its first 4 images other than the source image
 VIDEO_GLOB = "videos/hdtf_sadtalker/*.mp4"
 VIDEO_FRAMES = 100
+#: Training pairs of the detectability classifier (one-shot protocol).
+DETECTOR_PAIRS = 200
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Protocol:
     heldout: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per-pair side -> photos
     identities: dict[str, str] = field(default_factory=dict)  # per-pair: side -> person
     clips: tuple[Clip, ...] = ()
+    # One-shot: pairs of peopleDevTrain people whose swaps train the detectability classifier.
+    detector_pairs: tuple[SwapPair, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -128,16 +133,20 @@ def load_protocol(name: str | Path) -> Protocol:
         if key not in raw:
             raise ValueError(f"{protocol_path(name)} is not a swaplab protocol file (no {key!r})")
     sources = raw.get("sources", {})
-    pairs = tuple(
-        SwapPair(
-            p["id"],
-            p["source_identity"],
-            tuple(p["source_images"] if "source_images" in p else sources[p["source_identity"]]),
-            p["target"],
-            p["target_identity"],
+
+    def swap_pairs(entries: list[dict[str, Any]]) -> tuple[SwapPair, ...]:
+        return tuple(
+            SwapPair(
+                p["id"],
+                p["source_identity"],
+                tuple(p["source_images"] if "source_images" in p else sources[p["source_identity"]]),
+                p["target"],
+                p["target_identity"],
+            )
+            for p in entries
         )
-        for p in raw.get("pairs", [])
-    )
+
+    pairs = swap_pairs(raw.get("pairs", []))
     clips = tuple(Clip(c["id"], c["path"], int(c["frames"])) for c in raw.get("clips", []))
     return Protocol(
         name=raw["protocol"],
@@ -150,6 +159,7 @@ def load_protocol(name: str | Path) -> Protocol:
         heldout={side: tuple(entry["images"]) for side, entry in raw.get("heldout", {}).items()},
         identities={side: entry["identity"] for side, entry in raw.get("heldout", {}).items()},
         clips=clips,
+        detector_pairs=swap_pairs(raw.get("detector_train", {}).get("pairs", [])),
         raw=raw,
     )
 
@@ -223,7 +233,38 @@ def _per_pair(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
         "images": src_photos[-REFERENCE_FACES:],
     }
     out["gallery"] = {"rule": "mean embedding per identity", "identities": gallery}
+    out["detector_train"] = {
+        "rule": (
+            f"{DETECTOR_PAIRS} (source photo, target photo) pairs of different peopleDevTrain.txt people "
+            "(seeded): the model's swaps of these and their real targets train the detectability "
+            "classifier, whose AUC is then measured on the swaps of the pairs above. Swap files of "
+            "another tool: <id>.png."
+        ),
+        "pairs": _detector_pairs(data_root),
+    }
     return out
+
+
+def _detector_pairs(data_root: Path) -> list[dict[str, Any]]:
+    """Different-person pairs of training-split people for the detectability classifier."""
+    from swaplab.train.oneshot_data import read_people_list
+
+    people = list(read_people_list(data_root / LFW_TRAIN_PEOPLE))
+    rng = np.random.default_rng(SEED + 1)  # its own stream: the scored pairs above do not move
+    pairs = []
+    for index in range(DETECTOR_PAIRS):
+        source, target = rng.choice(len(people), size=2, replace=False).tolist()
+        source_photos, target_photos = _photos(data_root, people[source]), _photos(data_root, people[target])
+        pairs.append(
+            {
+                "id": f"dtrain-{index:04d}",
+                "source_identity": people[source],
+                "source_images": [source_photos[int(rng.integers(len(source_photos)))]],
+                "target": target_photos[int(rng.integers(len(target_photos)))],
+                "target_identity": people[target],
+            }
+        )
+    return pairs
 
 
 def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
@@ -262,7 +303,38 @@ def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
     out["pairs"] = pairs
     out["reference"] = {"rule": "the gallery photos of the source identities", "images": reference}
     out["gallery"] = {"rule": "mean embedding per identity", "identities": gallery}
+    out["detector_train"] = {
+        "rule": (
+            f"{DETECTOR_PAIRS} (source photo, target photo) pairs of different peopleDevTrain.txt people "
+            "(seeded): the model's swaps of these and their real targets train the detectability "
+            "classifier, whose AUC is then measured on the swaps of the pairs above. Swap files of "
+            "another tool: <id>.png."
+        ),
+        "pairs": _detector_pairs(data_root),
+    }
     return out
+
+
+def _detector_pairs(data_root: Path) -> list[dict[str, Any]]:
+    """Different-person pairs of training-split people for the detectability classifier."""
+    from swaplab.train.oneshot_data import read_people_list
+
+    people = list(read_people_list(data_root / LFW_TRAIN_PEOPLE))
+    rng = np.random.default_rng(SEED + 1)  # its own stream: the scored pairs above do not move
+    pairs = []
+    for index in range(DETECTOR_PAIRS):
+        source, target = rng.choice(len(people), size=2, replace=False).tolist()
+        source_photos, target_photos = _photos(data_root, people[source]), _photos(data_root, people[target])
+        pairs.append(
+            {
+                "id": f"dtrain-{index:04d}",
+                "source_identity": people[source],
+                "source_images": [source_photos[int(rng.integers(len(source_photos)))]],
+                "target": target_photos[int(rng.integers(len(target_photos)))],
+                "target_identity": people[target],
+            }
+        )
+    return pairs
 
 
 def _video(data_root: Path) -> dict[str, Any]:

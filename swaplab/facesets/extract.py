@@ -96,11 +96,34 @@ class ExtractSummary:
         return out
 
 
+def lfw_people_folders(people_list: Path) -> list[Path]:
+    """The photo folders of the people an LFW list names (``peopleDevTrain.txt``, ...).
+
+    The folders sit in ``lfw-deepfunneled/`` (or ``lfw/``) beside the list, as in the official
+    download, so ``swaplab extract .../peopleDevTrain.txt`` extracts exactly one split.
+    """
+    from swaplab.train.oneshot_data import read_people_list
+
+    people = read_people_list(people_list)
+    for images in ("lfw-deepfunneled", "lfw"):
+        root = people_list.parent / images
+        if root.is_dir():
+            return [root / name for name in people]
+    raise FileNotFoundError(f"{people_list}: no lfw-deepfunneled/ or lfw/ photo folder beside it")
+
+
+def _is_people_list(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".txt" and path.name.startswith("people")
+
+
 def expand_inputs(inputs: Iterable[str | Path], summary: ExtractSummary) -> Iterator[Path]:
-    """Photos and videos named directly or found (recursively, sorted) in folders."""
+    """Photos and videos named directly or found (recursively, sorted) in folders; an LFW people
+    list (``peopleDevTrain.txt``) stands for the folders of the people it names."""
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if _is_people_list(path):
+            yield from expand_inputs(lfw_people_folders(path), summary)
+        elif path.is_dir():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
                 if child.name.startswith("."):
                     continue

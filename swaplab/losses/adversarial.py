@@ -283,16 +283,25 @@ class SimSwapObjective(nn.Module):
         total = torch.stack(list(parts.values())).sum()
         return LossTerms(total, {name: value.detach() for name, value in parts.items()})
 
-    def discriminator_loss(self, discriminator: Callable[[Tensor], Any], real: Tensor, fake: Tensor) -> LossTerms:
+    def discriminator_loss(
+        self,
+        discriminator: Callable[[Tensor], Any],
+        real: Tensor,
+        fake: Tensor,
+        penalty_every: int | None = 1,
+    ) -> LossTerms:
         """D's loss on ``real`` faces (SimSwap: the targets) and generated ``fake`` ones (detached here).
 
         Components: ``real``, ``fake`` and, when on, ``gradient_penalty`` (weighted).
+        ``penalty_every``: lazy regularisation; the caller asks for the penalty only every k-th
+        step and passes k (its weight is multiplied by k to keep its average strength), or None
+        to leave it out of this step.
         """
         fake = fake.detach()
         real_term, fake_term = self.adversarial.discriminator_terms(discriminator(real), discriminator(fake))
         parts = {"real": real_term, "fake": fake_term}
-        if self.gradient_penalty is not None:
+        if self.gradient_penalty is not None and penalty_every:
             penalty = self.gradient_penalty(discriminator, real, fake)
-            parts["gradient_penalty"] = self.cfg.gradient_penalty.weight * penalty
+            parts["gradient_penalty"] = self.cfg.gradient_penalty.weight * penalty_every * penalty
         total = torch.stack(list(parts.values())).sum()
         return LossTerms(total, {name: value.detach() for name, value in parts.items()})

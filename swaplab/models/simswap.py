@@ -5,7 +5,8 @@ embedding to the swapped face: ``decoder(bottleneck(encoder(target), identity))`
 built by name from ``config.parts`` (so ``model.parts.bottleneck=none`` is an ablation without
 model code knowing it). ``create_discriminator`` builds ``config.parts.discriminator``.
 ``TemplateChipIdentity`` embeds aligned crops with the dlib port through a fixed, differentiable
-warp to dlib's face chip (for the identity loss). No training loop and no losses here.
+warp to dlib's face chip (for the identity loss). ``OneShotSwapModel`` wraps an exported
+generator for the swap stage. No training loop and no losses here.
 
 Images are (N, 3, R, R) float RGB in [0, 1]; identities are dlib's 128-d descriptors.
 """
@@ -232,3 +233,38 @@ class TemplateChipIdentity(nn.Module):
 
     def forward(self, faces: Tensor) -> Tensor:
         return self.network(self.chips(faces)).float()
+
+
+class OneShotSwapModel(nn.Module):
+    """An exported one-shot generator behind the swap stage's interface.
+
+    ``set_source(identity)`` fixes whose face to put in (a (128,) dlib descriptor of a photo of
+    the source person, or the mean over several); ``swap(targets)`` then returns ``(rgb, mask)``
+    like a per-pair model. The generator draws no mask, so the mask is all ones and the swap
+    stage's landmark hull decides where the face goes.
+    """
+
+    def __init__(self, generator: SimSwapGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+        self.resolution = generator.resolution
+        self.register_buffer("source_identity", torch.zeros(1, generator.config.identity_dim), persistent=False)
+        self.has_source = False
+
+    def set_source(self, identity: Tensor | np.ndarray) -> None:
+        vector = torch.as_tensor(np.asarray(identity, dtype=np.float32)).reshape(1, -1)
+        if vector.shape[1] != self.source_identity.shape[1] or not torch.isfinite(vector).all():
+            raise ValueError(
+                f"a source identity must be {self.source_identity.shape[1]} finite numbers, got {tuple(vector.shape)}"
+            )
+        self.source_identity = vector.to(self.source_identity.device)
+        self.has_source = True
+
+    def swap(self, targets: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.has_source:
+            raise RuntimeError("a one-shot model needs its source first: set_source(identity) (swap: source=PHOTO)")
+        rgb = self.generator(targets, self.source_identity.expand(len(targets), -1).to(targets.dtype))
+        return rgb, torch.ones_like(rgb[:, :1])
+
+    def forward(self, targets: Tensor) -> tuple[Tensor, Tensor]:
+        return self.swap(targets)

@@ -54,6 +54,9 @@ class SwapConfig:
     # and tracking again (frames it has no face for pass through unchanged).
     faceset: str = ""
     reference: list[Path] = field(default_factory=list)  # with which=reference: photos of the target person
+    # One-shot models: photos of the source person (whose face goes in); their dlib descriptors
+    # are averaged. Per-pair models learned their source and ignore it.
+    source: list[Path] = field(default_factory=list)
     max_identity_distance: float = 0.6
     mask: Literal["learned", "hull", "intersection", "union"] = "intersection"
     mask_erode: int = 0  # pixels at model resolution; negative dilates
@@ -144,11 +147,37 @@ class FaceSwapper:
         self.model_id = f"{self.card.get('arch', 'model')}-{hashlib.sha256(card_text.encode()).hexdigest()[:12]}"
         self._card_text = card_text
         self.timer = StageTimer()
+        self.one_shot = hasattr(self.model, "set_source")
+        if self.one_shot and cfg.source:
+            self.set_source_photos(cfg.source)
+        elif self.one_shot:
+            log.info("one-shot model: give the source person's photo (source=PHOTO) before swapping")
 
     # ------------------------------------------------------------------ public
 
     def provenance(self, content: bytes | str) -> Provenance:
         return Provenance.create(self.model_id, model_card=self._card_text, content=content)
+
+    def set_source_identity(self, identity: np.ndarray) -> None:
+        """One-shot models: swap in the person of this dlib descriptor (128,) from now on."""
+        if not self.one_shot:
+            raise ValueError(f"{self.model_path} is a per-pair model: its source identity is fixed by training")
+        self.model.set_source(identity)
+
+    def set_source_photos(self, photos: list[Path] | list[str]) -> np.ndarray:
+        """One-shot models: swap in the person of these photos (the mean descriptor of each photo's
+        largest face). Returns that descriptor."""
+        # Frames need no descriptors, so the frame analyser computes none; source photos do.
+        analyzer = FaceAnalyzer(dataclasses.replace(self.config.faces, embed=True), self.template, self.resolution)
+        found = []
+        for path in photos:
+            faces = analyzer.analyze(read_image(path)[0], embed=True)
+            if not faces:
+                raise MediaError(path, "no face found in the source photo")
+            found.append(max(faces, key=lambda f: f.box.area).identity)
+        identity = np.mean(np.stack(found), axis=0)
+        self.set_source_identity(identity)
+        return identity
 
     def swap_frame(self, frame: np.ndarray, faces: list[AlignedFace]) -> tuple[np.ndarray, int]:
         """Swap the chosen ``faces`` of ``frame``; returns the new frame and how many were swapped."""
@@ -310,6 +339,8 @@ def swap(
     if output.exists() and not cfg.overwrite and not cfg.preview:
         raise FileExistsError(f"{output} exists; pass overwrite=true to replace it")
     swapper = FaceSwapper(model, cfg, device=device)
+    if swapper.one_shot and not cfg.source:
+        raise ValueError(f"{model} is a one-shot model: name the source person's photo(s) with source=PHOTO")
     report = SwapReport(output=str(output), marked=cfg.mark)
     started = time.perf_counter()
     if source.is_dir():

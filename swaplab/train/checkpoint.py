@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ class Checkpoint:
     path: Path
     step: int
     model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]  # a torch optimiser state_dict, ready for load_state_dict
+    optimizer: dict[str, Any]  # a torch optimiser state_dict (or {name: state_dict} for several)
     rng: dict[str, torch.Tensor]
     state: dict[str, Any] = field(default_factory=dict)  # the whole state.json
 
@@ -98,6 +99,41 @@ def optimizer_to_tensors(
                 scalars.setdefault(name, {})[key] = value
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state_dict["param_groups"]]
     return tensors, {"param_groups": groups, "param_names": param_names, "scalars": scalars}
+
+
+def optimizers_to_tensors(
+    optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer],
+    param_names: list[str] | Mapping[str, list[str]],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``optimizer_to_tensors`` for one optimiser, or for several by name (a GAN's G and D).
+
+    Several optimisers share one file: their tensor keys are prefixed ``<name>:`` and the
+    description lists each under ``optimizers``.
+    """
+    if not isinstance(optimizer, Mapping):
+        return optimizer_to_tensors(optimizer, param_names)  # type: ignore[arg-type]
+    if not isinstance(param_names, Mapping) or set(param_names) != set(optimizer):
+        raise ValueError("several optimisers need a mapping of parameter names with the same keys")
+    tensors: dict[str, torch.Tensor] = {}
+    metas: dict[str, Any] = {}
+    for name, opt in optimizer.items():
+        if ":" in name or "/" in name:
+            raise ValueError(f"optimiser name {name!r} may not contain ':' or '/'")
+        part, metas[name] = optimizer_to_tensors(opt, list(param_names[name]))
+        tensors.update({f"{name}:{key}": value for key, value in part.items()})
+    return tensors, {"optimizers": metas}
+
+
+def optimizers_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Undo ``optimizers_to_tensors``: one state_dict, or ``{name: state_dict}`` for several."""
+    if "optimizers" not in meta:
+        return optimizer_from_tensors(tensors, meta)
+    out = {}
+    for name, part_meta in meta["optimizers"].items():
+        prefix = f"{name}:"
+        part = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+        out[name] = optimizer_from_tensors(part, part_meta)
+    return out
 
 
 def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
@@ -182,8 +218,8 @@ def save_checkpoint(
     step: int,
     *,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    param_names: list[str],
+    optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer],
+    param_names: list[str] | Mapping[str, list[str]],
     state: dict[str, Any] | None = None,
     keep_last: int = 3,
     keep_every: int = 0,
@@ -191,7 +227,9 @@ def save_checkpoint(
     """Write ``root/step-NNNNNNN`` atomically, point ``latest.json`` at it, rotate old ones.
 
     Refuses (``ValueError``) to write a model with a NaN or infinite parameter: a checkpoint is
-    where a diverged run goes back to, so it must never hold one.
+    where a diverged run goes back to, so it must never hold one. ``optimizer`` may be a mapping
+    of named optimisers (with ``param_names`` a mapping of the same names); the checkpoint's
+    ``optimizer`` is then a mapping of state_dicts too.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -199,7 +237,7 @@ def save_checkpoint(
     bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"refusing to checkpoint step {step}: non-finite values in {', '.join(bad[:5])}")
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer, param_names)
+    opt_tensors, opt_meta = optimizers_to_tensors(optimizer, param_names)
     rng_json, rng_tensors = capture_rng()
 
     final = root / step_dir_name(step)
@@ -335,7 +373,7 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = True) -> Checkpo
     if with_optimizer:
         opt_tensors = _load_tensors(path / "optimizer.safetensors", files.get("optimizer.safetensors"))
         try:
-            optimizer = optimizer_from_tensors(opt_tensors, state["optimizer"])
+            optimizer = optimizers_from_tensors(opt_tensors, state["optimizer"])
         except (KeyError, ValueError) as err:
             raise CheckpointError(path / "optimizer.safetensors", f"does not match state.json ({err})") from None
         rng = _load_tensors(path / "rng.safetensors", files.get("rng.safetensors"))

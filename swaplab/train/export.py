@@ -1,4 +1,4 @@
-"""Export a trained per-pair model: ``model.safetensors`` plus a ``model.json`` model card.
+"""Export a trained model (per-pair, or a one-shot generator): ``model.safetensors`` plus a ``model.json`` card.
 
 The card records what the swap stage and a reader need: the architecture config, resolution,
 training step, faceset hashes, the losses at export, and the terms of the data the model was
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from swaplab.config import config_hash, from_dict, load_config, to_dict
@@ -24,6 +25,8 @@ from swaplab.train.run import RunFolder
 
 CARD_FORMAT = "swaplab-model"
 CARD_VERSION = 1
+PER_PAIR_KIND = "per-pair face swap"
+ONESHOT_KIND = "one-shot face swap"
 
 #: Terms of the data and models every swaplab per-pair model depends on (stated in each card).
 DATA_TERMS = {
@@ -49,11 +52,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Pat
     ``checkpoint`` picks a specific checkpoint folder instead. Returns the path of ``model.json``.
     """
     from swaplab.train.config import TrainConfig
+    from swaplab.train.entry import is_oneshot_arch, saved_arch
+    from swaplab.train.oneshot_config import OneShotTrainConfig
 
     run = RunFolder(run_dir)
     if not run.exists():
         raise FileNotFoundError(f"{run.root} is not a swaplab run folder (no config.yaml)")
-    cfg = load_config(TrainConfig, run.config_path)
+    oneshot = is_oneshot_arch(saved_arch(run.config_path))
+    cfg = load_config(OneShotTrainConfig if oneshot else TrainConfig, run.config_path)
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint, with_optimizer=False)
     else:
@@ -63,14 +69,20 @@ def export_model(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "model.safetensors"
-    with atomic_path(weights) as tmp:
-        shutil.copyfile(ckpt.path / "model.safetensors", tmp)
+    if oneshot:  # the generator alone swaps; the discriminator stays in the run
+        tensors = {k.removeprefix("generator."): v for k, v in ckpt.model.items() if k.startswith("generator.")}
+        with atomic_path(weights) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": CARD_FORMAT})
+        ckpt.model = tensors
+    else:
+        with atomic_path(weights) as tmp:
+            shutil.copyfile(ckpt.path / "model.safetensors", tmp)
     manifest = run.read_manifest() or {}
     metrics = ckpt.state.get("metrics", {})
     card: dict[str, Any] = {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
-        "kind": "per-pair face swap",
+        "kind": ONESHOT_KIND if oneshot else PER_PAIR_KIND,
         "arch": cfg.model.arch,
         "model": to_dict(cfg.model),
         "resolution": cfg.model.resolution,
@@ -91,6 +103,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Pat
         "conventions": "input/output: float32 RGB (N, 3, R, R) in [0, 1]; swap(dst) -> (rgb, mask)",
         "data_terms": DATA_TERMS,
     }
+    if oneshot:
+        card["conventions"] = (
+            "generator(target (N, 3, R, R) float32 RGB in [0, 1], source identity (N, 128)) -> swap (N, 3, R, R); "
+            "the source identity is dlib's face descriptor of a photo of the source person"
+        )
+        card["identity"] = {"network": cfg.gan.identity_network, "input": "dlib face descriptor of the source"}
+        card["loss_config"]["identity"]["network"] = cfg.gan.identity_network
+        card["split"] = {"trained_on": "peopleDevTrain.txt", "evaluate_on": "peopleDevTest.txt"}
     card_path = out_dir / "model.json"
     atomic_write_json(card_path, card)
     return card_path
@@ -99,8 +119,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, checkpoint: str | Pat
 def _alignment(cfg: Any) -> dict[str, Any]:
     from swaplab.facesets.format import FacesetError, read_header
 
+    faceset = cfg.data.train[0] if hasattr(cfg.data, "train") else cfg.data.dst
     try:
-        header = read_header(cfg.data.dst)
+        header = read_header(faceset)
     except FacesetError:
         return {"template": "whole_face"}
     return {"template": header.template, "faceset_crop_size": header.size}
@@ -125,6 +146,12 @@ def load_exported_model(path: str | Path, device: str | torch.device = "cpu", ve
     card, weights = read_card(path)
     if verify and sha256_file(weights) != card["weights"]["sha256"]:
         raise CheckpointError(weights, "hash mismatch with model.json: the weights file is corrupt or replaced")
+    if card.get("kind") == ONESHOT_KIND:
+        from swaplab.models.simswap import OneShotSwapModel, SimSwapConfig, SimSwapGenerator
+
+        generator = SimSwapGenerator(from_dict(SimSwapConfig, card["model"]))
+        generator.load_state_dict(load_file(str(weights)))
+        return OneShotSwapModel(generator).to(device).eval()
     model = create_model(from_dict(ModelConfig, card["model"]))
     model.load_state_dict(load_file(str(weights)))
     return model.to(device).eval()

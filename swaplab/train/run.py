@@ -189,16 +189,19 @@ class RunFolder:
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
 
-        keys = sorted({k for r in rows for k in r if k == "loss" or k.startswith("loss/")})
+        keys = sorted({k for r in rows for k in r if k in ("loss", "d_loss") or k.startswith(("loss/", "d_loss/"))})
         fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=(3, 1))
         steps = [r["step"] for r in rows]
         for key in keys:
             pts = [(s, r[key]) for s, r in zip(steps, rows) if isinstance(r.get(key), (int, float))]
             if pts:
                 xs, ys = zip(*pts)
-                ax_loss.plot(xs, ys, label=key, linewidth=2 if key == "loss" else 1)
-        if any(isinstance(r.get("loss"), (int, float)) and r["loss"] > 0 for r in rows):
+                ax_loss.plot(xs, ys, label=key, linewidth=2 if key in ("loss", "d_loss") else 1)
+        values = [r[k] for r in rows for k in keys if isinstance(r.get(k), (int, float))]
+        if values and min(values) > 0:
             ax_loss.set_yscale("log")
+        elif values:  # a GAN's adversarial terms go negative: log-like, through zero
+            ax_loss.set_yscale("symlog", linthresh=1e-2)
         ax_loss.set_ylabel("loss")
         ax_loss.legend(fontsize=7, loc="upper right")
         ax_loss.grid(alpha=0.3)

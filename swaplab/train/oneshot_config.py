@@ -1,0 +1,118 @@
+"""The typed config of a one-shot (SimSwap-style) GAN training run, composed from groups.
+
+``OneShotTrainConfig`` = ``model`` (a SimSwap preset: ``model=simswap-tiny``), ``data`` (aligned
+LFW facesets: ``peopleDevTrain`` people to train on, ``peopleDevTest`` people for the fixed
+preview/evaluation pairs), ``loss`` (``loss=simswap`` or ``simswap-l2``), ``gan`` (what only a
+two-player loop needs), ``trainer`` (the per-pair trainer's loop settings, with one-shot presets
+``trainer=oneshot-tiny``) and ``run_dir``. Defaults live here; this module builds no tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from swaplab.config import ConfigError, config_group, group_field
+from swaplab.losses.adversarial import SimSwapLossConfig
+from swaplab.models.simswap import SimSwapConfig
+from swaplab.train.config import TrainerConfig
+
+
+@dataclass
+class OneShotDataConfig:
+    """Where the training and evaluation faces come from and how pairs are drawn."""
+
+    train: list[str] = field(default_factory=list)  # faceset folders of peopleDevTrain.txt people
+    eval: str = ""  # faceset of peopleDevTest.txt people: fixed preview pairs ("" = training pairs)
+    same_identity_ratio: float = 0.5  # share of pairs whose source is the target's person (SimSwap: 0.5)
+    schedule: Literal["per_sample", "alternate"] = "per_sample"  # alternate: SimSwap's whole-batch flip
+    flip: bool = True  # mirror targets at random (the source identity is mirror-invariant)
+    eval_pairs: int = 6  # fixed evaluation pairs in previews and the study report
+    lists_dir: str = ""  # folder of the LFW people lists ("" = <data root>/lfw)
+    seed: int = 0
+    cache: bool = True  # decode every crop once into memory (uint8)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.same_identity_ratio <= 1.0:
+            raise ConfigError(f"data.same_identity_ratio must be in [0, 1], got {self.same_identity_ratio}")
+        if self.eval_pairs < 1:
+            raise ConfigError(f"data.eval_pairs must be >= 1, got {self.eval_pairs}")
+
+
+@dataclass
+class GanConfig:
+    """The parts of a two-player loop the per-pair trainer does not have."""
+
+    d_lr: float = 0.0  # the discriminator's learning rate (0 = trainer.lr, SimSwap's choice)
+    # Lazy regularisation (Karras et al. 2020): the gradient penalty, a second backward through D,
+    # runs every ``gp_every`` discriminator steps with its weight multiplied by ``gp_every``.
+    gp_every: int = 4
+    identity_network: Literal["dlib-resnet"] = "dlib-resnet"  # the identity loss' frozen encoder
+
+    def __post_init__(self) -> None:
+        if self.d_lr < 0:
+            raise ConfigError(f"gan.d_lr must be >= 0, got {self.d_lr}")
+        if self.gp_every < 1:
+            raise ConfigError(f"gan.gp_every must be >= 1, got {self.gp_every}")
+
+
+def _oneshot_trainer(name: str, **fields: object):
+    # SimSwap's optimiser for both players: Adam, lr 4e-4, betas (0, 0.99).
+    defaults: dict[str, object] = dict(lr=4e-4, betas=(0.0, 0.99), warmup_steps=0, keep_last=2)
+    return functools.partial(TrainerConfig, name=name, **{**defaults, **fields})
+
+
+#: SimSwap's schedule for GPU runs (its released code: batch 16 (we use 8 per GPU), 640k steps).
+config_group("trainer").register("oneshot-paper")(
+    _oneshot_trainer("oneshot-paper", steps=640_000, batch_size=8, preview_every=1000, checkpoint_every=5000)
+)
+#: The CPU ablation study: with ``model=simswap-tiny`` about 0.5 s a step on one core, so
+#: 500 steps is a few minutes per run; each study run is capped by its time budget as well.
+config_group("trainer").register("oneshot-tiny")(
+    _oneshot_trainer("oneshot-tiny", steps=600, batch_size=8, log_every=10, preview_every=100, checkpoint_every=100)
+)
+#: For tests: a handful of fp32 steps, no progress bar.
+config_group("trainer").register("oneshot-test")(
+    _oneshot_trainer(
+        "oneshot-test",
+        steps=4,
+        batch_size=4,
+        precision="fp32",
+        channels_last=False,
+        log_every=1,
+        preview_every=0,
+        checkpoint_every=2,
+        keep_last=0,
+        progress=False,
+    )
+)
+
+
+def _default_model() -> SimSwapConfig:
+    return config_group("model").create("simswap-tiny")
+
+
+def _default_loss() -> SimSwapLossConfig:
+    return config_group("loss").create("simswap")
+
+
+def _default_trainer() -> TrainerConfig:
+    return config_group("trainer").create("oneshot-tiny")
+
+
+@dataclass
+class OneShotTrainConfig:
+    """Everything a one-shot training run depends on; saved as the run's ``config.yaml``."""
+
+    model: SimSwapConfig = group_field(_default_model, "model")
+    data: OneShotDataConfig = field(default_factory=OneShotDataConfig)
+    loss: SimSwapLossConfig = group_field(_default_loss, "loss")
+    gan: GanConfig = field(default_factory=GanConfig)
+    trainer: TrainerConfig = group_field(_default_trainer, "trainer")
+    run_dir: str = "runs/oneshot"
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir)
