@@ -25,6 +25,13 @@ _API = {
     "sort_faceset": "swaplab.facesets.sort",
     "train": "swaplab.train.trainer",
     "TrainConfig": "swaplab.train.config",
+    "train_oneshot": "swaplab.train.oneshot",
+    "OneShotTrainConfig": "swaplab.train.oneshot_config",
+    "build_any_config": "swaplab.train.entry",
+    "train_any": "swaplab.train.entry",
+    "load_study": "swaplab.study.study",
+    "run_sweep": "swaplab.study.sweep",
+    "write_study_report": "swaplab.study.report",
     "export_model": "swaplab.train.export",
     "load_exported_model": "swaplab.train.export",
     "swap": "swaplab.swap.pipeline",
@@ -44,7 +51,13 @@ if TYPE_CHECKING:
     from swaplab.facesets.sort import sort_faceset
     from swaplab.provenance import verify
     from swaplab.swap.pipeline import SwapConfig, swap
+    from swaplab.study.report import write_study_report
+    from swaplab.study.study import load_study
+    from swaplab.study.sweep import run_sweep
     from swaplab.train.config import TrainConfig
+    from swaplab.train.entry import build_any_config, train_any
+    from swaplab.train.oneshot import train_oneshot
+    from swaplab.train.oneshot_config import OneShotTrainConfig
     from swaplab.train.export import export_model, load_exported_model
     from swaplab.train.trainer import train
 
@@ -60,18 +73,25 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ExtractConfig",
     "Faceset",
+    "OneShotTrainConfig",
     "SwapConfig",
     "TrainConfig",
     "__version__",
     "apply_overrides",
+    "build_any_config",
     "evaluate",
     "evaluate_many",
     "contact_sheet",
     "export_model",
     "extract",
     "load_exported_model",
+    "load_study",
+    "run_sweep",
     "sort_faceset",
     "swap",
     "train",
+    "train_any",
+    "train_oneshot",
     "verify",
+    "write_study_report",
 ]

@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="detectability: swap and train the detector on N of the protocol's peopleDevTrain pairs "
-        "(0 = all 200, -1 = skip)",
+        "(0 = all 200, or max(limit, 20) with --limit; -1 = skip)",
     )
     p.add_argument("--swaps", default=None, help="folder of swapped images from any tool, named <pair id>.<ext>")
     p.add_argument("--sources", nargs="+", default=None, help="with --swaps: photos (or a folder) of the source")

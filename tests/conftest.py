@@ -19,6 +19,19 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a shared
+    2-core machine two OpenMP threads spin against other processes and run 5-20x slower
+    (measured here: a tiny SimSwap step 3.1 s against 0.15 s), and float results do not vary."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()

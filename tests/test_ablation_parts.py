@@ -15,14 +15,7 @@ from swaplab.models.parts.ablation import LUMA_WEIGHTS, pca_basis, pca_project
 SIMSWAP_KEYWORDS = dict(in_channels=3, resolution=64, dims=8, n_down=3, max_dims=32, norm="batch")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads spin against other
-    processes and run 5-20x slower (measured here: a tiny SimSwap step 3.1 s against 0.15 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_no_encoder_is_the_grayscale_target_resized_and_repeated_to_the_encoder_width() -> None:

@@ -31,12 +31,7 @@ from swaplab.train.trainer import build_config, train
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model_and_optimizer(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer, list[str]]:

@@ -64,13 +64,7 @@ def _manipulate(crop: np.ndarray, kind: str) -> np.ndarray:
     return np.where(_face_ellipse(), inside, crop)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the detector is sized for it, and two threads on a busy 2-core machine stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

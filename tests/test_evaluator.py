@@ -32,7 +32,8 @@ from swaplab.evaluate.protocol import (
 from swaplab.provenance import verify
 
 #: Small enough for seconds per evaluation: 3 pairs, 4 real faces, the gallery's first 4 other people.
-QUICK = EvalOptions(limit=3, reference_limit=4, gallery_limit=4, gallery_images=2)
+# Detectability (a trained classifier) is tested in test_oneshot_train.py; these checks skip it.
+QUICK = EvalOptions(limit=3, reference_limit=4, gallery_limit=4, gallery_images=2, detector_pairs=-1)
 
 IMAGE_KEYS = {
     "no_face_in_swap",
@@ -48,13 +49,7 @@ IMAGE_KEYS = {
 RECONSTRUCTION_KEYS = {f"{m}/{side}" for m in ("masked_ssim", "masked_psnr", "masked_l1") for side in ("src", "dst")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the shared 2-core machine runs faster so, and float results do not vary."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +230,7 @@ def test_protocol_pairs_from_another_tool_are_found_by_pair_id(tmp_path, shared_
         shutil.copy(shared_data / pair.target, swaps / f"{pair.id}.jpg")
     assert find_swap(swaps, "0001") == swaps / "0001.jpg" and find_swap(swaps, "0002") is None
     result = evaluate(swaps=swaps, protocol="oneshot_v1", out_dir=tmp_path / "out", data_root=shared_data,
-                      options=EvalOptions(limit=3, reference_limit=4, gallery_limit=3, gallery_images=1))  # fmt: skip
+                      options=EvalOptions(limit=3, reference_limit=4, gallery_limit=3, gallery_images=1, detector_pairs=-1))  # fmt: skip
     assert result.metrics["samples"]["pairs_scored"] == 2 and result.metrics["samples"]["missing_swaps"] == 1
     assert any("no swap file" in w for w in result.warnings)
     # The gallery: the three pairs' sources (two were swapped) and three other identities.
@@ -259,7 +254,7 @@ def test_identity_loss_on_a_metric_network_is_flagged(tiny_model, tmp_path, shar
     card["loss_config"]["identity"]["weight"] = 10.0
     card_path.write_text(json.dumps(card))
     result = evaluate(model, out_dir=tmp_path / "out", data_root=shared_data,
-                      options=EvalOptions(limit=1, reference_limit=2, gallery_limit=4, gallery_images=1))  # fmt: skip
+                      options=EvalOptions(limit=1, reference_limit=2, gallery_limit=4, gallery_images=1, detector_pairs=-1))  # fmt: skip
     assert any("identity loss (weight 10)" in w for w in result.warnings)
     assert "identity loss (weight 10)" in (tmp_path / "out" / "report.html").read_text()
     assert result.metrics["warnings"] == result.warnings

@@ -24,14 +24,7 @@ REAL = torch.tensor([2.0, -0.5])
 FAKE = torch.tensor([0.5, -2.0])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads spin against other
-    processes and run 5-20x slower (measured here: a tiny SimSwap step 3.1 s against 0.15 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def softplus(x: float) -> float:

@@ -22,12 +22,7 @@ TRAIN_PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")  # peopleDevTrain
 EVAL_PEOPLE = ("Donald_Rumsfeld", "Al_Pacino")  # peopleDevTest.txt
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

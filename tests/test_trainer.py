@@ -30,14 +30,7 @@ def train_overrides(pair: tuple[Path, Path], run_dir: Path, *extra: str) -> list
     return [*TINY_MODEL, "trainer=test", f"data.src={src}", f"data.dst={dst}", f"run_dir={run_dir}", *extra]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads spin against other
-    processes and run 5-10x slower; one thread also makes float results independent of load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

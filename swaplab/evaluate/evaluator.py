@@ -86,8 +86,8 @@ class EvalOptions:
     device: str = "cpu"
     swap_config: Any = None  # a SwapConfig for model swaps (default: SwapConfig(precision="fp32"))
     # Detectability: how many of the protocol's detector-training pairs (peopleDevTrain people) to
-    # swap and train the real-vs-swapped classifier on (0 = every pinned one, -1 = skip it), and
-    # the classifier's preset (swaplab.evaluate.detectability).
+    # swap and train the real-vs-swapped classifier on (0 = all, or max(limit, 20) when ``limit``
+    # is set; -1 = skip it), and the classifier's preset (swaplab.evaluate.detectability).
     detector_pairs: int = 0
     detector: str = "default"
     report: bool = True  # write report.html with figures and grids
@@ -754,10 +754,17 @@ def _swap_jobs(swapper, jobs: Sequence[_Job], folder: Path, spec: Protocol, cach
             )
 
 
+#: Fewest detector-training swaps worth training on.
+MIN_DETECTOR_PAIRS = 20
+
+
 def _detector_jobs(spec: Protocol, root: Path, opts: EvalOptions) -> list[_Job]:
+    """The detector-training pairs to swap: ``detector_pairs`` of them; by default all, or, when
+    ``limit`` shortens a run, as many as it scores (at least ``MIN_DETECTOR_PAIRS``)."""
     if opts.detector_pairs < 0 or not spec.detector_pairs:
         return []
-    pairs = spec.detector_pairs[: opts.detector_pairs or None]
+    count = opts.detector_pairs or (max(opts.limit, MIN_DETECTOR_PAIRS) if opts.limit else 0)
+    pairs = spec.detector_pairs[: count or None]
     return [_Job(p, [root / s for s in p.source_images], root / p.target) for p in pairs]
 
 
@@ -789,7 +796,7 @@ def _detectability_metrics(
         train_real.append(_face_crop(read_image(job.target)[0], face))
         train_fake.append(_face_crop(read_image(job.swap)[0], face))
         groups.append(job.pair.id)
-    if len(groups) < 20:
+    if len(groups) < MIN_DETECTOR_PAIRS:
         return {}, [
             f"detectability not measured: only {len(groups)} detector-training swaps "
             f"(swap the protocol's detector_train pairs too: <id>.png, ids dtrain-NNNN)"
@@ -1006,8 +1013,10 @@ def _score(
         "gallery_identities": len(gallery),
         "gallery_images": sum(len(v) for v in gallery.values()),
         "reference_faces": int(metrics.get("frechet_distance", {}).get("n_reference", 0)),
+        # per-pair models reconstruct each side; one-shot models swap each target with itself
         "reconstruction_faces": {
-            side: sum(1 for r in recon_items if r["side"] == side) for side in ("src", "dst", "self")
+            side: sum(1 for r in recon_items if r["side"] == side)
+            for side in (("self",) if any(r["side"] == "self" for r in recon_items) else ("src", "dst"))
         },
         "detector_training_swaps": sum(1 for j in detector_jobs if j.swap is not None),
     }

@@ -7,10 +7,10 @@ Each step draws this rank's (target, source) pairs (a pure function of seed and 
 2. updates the generator through the updated discriminator: adversarial, identity (through the
    frozen dlib port), same-identity reconstruction and feature-matching terms.
 Both players use Adam with SimSwap's lr 4e-4 and betas (0, 0.99) by default, bf16 autocast and
-channels-last where the hardware has them, and losses in fp32. Around the loop, the per-pair
-trainer's machinery: metrics.jsonl and TensorBoard (G and D losses), previews on fixed
-``peopleDevTest`` pairs, atomic checkpoints of both players and both optimisers, exact resume,
-budgets, signals, non-finite rollbacks. Under ``torchrun`` the gradients of each player are
+channels-last where the hardware has them, and losses in fp32. The session around the step is
+the shared ``swaplab.train.loop.TrainingLoop`` (logs of G and D losses, atomic checkpoints of
+both players and both optimisers, exact resume, budgets, signals, non-finite rollbacks); this
+module adds the previews on fixed ``peopleDevTest`` pairs. Under ``torchrun`` the gradients of each player are
 averaged across processes with ``torch.distributed`` (StyleGAN2-ADA's way: DistributedDataParallel
 does not support the gradient penalty's double backward); rank 0 alone writes files.
 """
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +33,12 @@ from swaplab.io.images import write_image
 from swaplab.losses import LossTerms
 from swaplab.losses.adversarial import SimSwapObjective
 from swaplab.models.simswap import SimSwapGenerator, TemplateChipIdentity, create_discriminator
-from swaplab.system import autocast_dtype
-from swaplab.train.checkpoint import (
-    Checkpoint,
-    list_checkpoints,
-    load_latest_good,
-    remove_partial,
-    restore_rng,
-    save_checkpoint,
-)
 from swaplab.train.data import stream_seed
+from swaplab.train.loop import TrainingLoop
 from swaplab.train.oneshot_config import OneShotTrainConfig
 from swaplab.train.oneshot_data import OneShotBatch, OneShotPairs, eval_pairs, train_pairs
 from swaplab.train.preview import compose_grid, save_preview
-from swaplab.train.run import RunFolder
-from swaplab.train.trainer import (
-    Distributed,
-    RunResult,
-    init_distributed,
-    learning_rate,
-    seed_everything,
-    stop_on_signals,
-)
+from swaplab.train.trainer import Distributed, RunResult, init_distributed, learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +81,10 @@ def average_gradients(parameters: list[nn.Parameter], world_size: int) -> None:
         offset += count
 
 
-class OneShotTrainer:
+class OneShotTrainer(TrainingLoop):
     """One training session of a one-shot swapper; ``OneShotTrainer(cfg, ...).run()``."""
+
+    rate_key = "images_per_s"
 
     def __init__(self, cfg: OneShotTrainConfig, dist_info: Distributed, device: torch.device) -> None:
         if not cfg.data.train:
@@ -108,24 +92,7 @@ class OneShotTrainer:
         if cfg.trainer.accumulate != 1:
             raise ConfigError("trainer.accumulate must be 1 for one-shot GAN training (use more processes instead)")
         self.cfg, self.tcfg, self.dist, self.device = cfg, cfg.trainer, dist_info, device
-        self.run_folder = RunFolder(cfg.run_dir)
-        self.warnings: list[str] = []
-        self.lr_scale = 1.0
-        self.skipped_steps = 0
-        self.rollbacks = 0
-        self.last_metrics: dict[str, Any] = {}
-
-        resuming = self.run_folder.exists()
-        if resuming:
-            self.run_folder.check_resumable(cfg, OneShotTrainConfig)
-        if self.dist.is_main:
-            self.run_folder.create()
-            self.run_folder.save_config(cfg)
-        self.dist.barrier()
-
-        self.amp_dtype = autocast_dtype(self.tcfg.precision, device)
-        self.memory_format = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
-        seed_everything(self.tcfg.seed)
+        resuming = self._open_run(cfg, OneShotTrainConfig, device)
         lists_dir = cfg.data.lists_dir or None
         resolution = cfg.model.resolution
         self.data = train_pairs(
@@ -157,17 +124,17 @@ class OneShotTrainer:
             self.generator.parameters(), lr=self.tcfg.lr, betas=self.tcfg.betas, eps=self.tcfg.eps, fused=fused
         )
         self.d_opt = torch.optim.Adam(
-            self.discriminator.parameters(), lr=self.d_lr(1.0), betas=self.tcfg.betas, eps=self.tcfg.eps, fused=fused
+            self.discriminator.parameters(), lr=self.d_lr(self.tcfg.lr), betas=self.tcfg.betas, eps=self.tcfg.eps, fused=fused
         )
         self.optimizers = {"generator": self.g_opt, "discriminator": self.d_opt}
+        self.module = self.pair
+        self.samples_per_step = self.tcfg.batch_size * self.dist.world_size
         identity = None
         if cfg.loss.identity.weight:
             identity = TemplateChipIdentity(self.data.template, resolution).to(device).eval()
             identity.requires_grad_(False)
         self.objective = SimSwapObjective(cfg.loss, identity_encoder=identity).to(device)
 
-        self.step = 0
-        self.resumed_from: Path | None = None
         if resuming:
             self._resume()
         self.start_step = self.step
@@ -210,49 +177,6 @@ class OneShotTrainer:
         torch.manual_seed(self.tcfg.seed)  # the initial weights depend on the seed alone
         pair = GanPair(SimSwapGenerator(self.cfg.model), create_discriminator(self.cfg.model))
         return pair.to(self.device).to(memory_format=self.memory_format)
-
-    def _resume(self) -> None:
-        ckpt, warnings = load_latest_good(self.run_folder.checkpoints)
-        self.warnings += warnings
-        if self.dist.is_main:
-            for path in remove_partial(self.run_folder.checkpoints):
-                log.warning("removed a partly written checkpoint left by a killed process: %s", path)
-        if ckpt is None:
-            message = f"{self.run_folder.root} has no usable checkpoint: training starts from step 0"
-            log.warning(message)
-            self.warnings.append(message)
-        else:
-            self._load_checkpoint(ckpt)
-            self.resumed_from = ckpt.path
-            log.info("resuming %s from %s (step %d)", self.run_folder.root, ckpt.path.name, ckpt.step)
-        if self.dist.is_main:
-            self.run_folder.truncate_metrics(self.step)
-
-    def _load_checkpoint(self, ckpt: Checkpoint) -> None:
-        missing, unexpected = self.pair.load_state_dict(ckpt.model, strict=False)
-        if missing or unexpected:
-            raise ConfigError(
-                f"{ckpt.path}: the checkpoint does not fit this model "
-                f"(missing {missing[:5]}, unexpected {unexpected[:5]}); was model.* changed?"
-            )
-        if set(ckpt.optimizer) != set(self.optimizers):
-            raise ConfigError(f"{ckpt.path}: not a one-shot GAN checkpoint (optimisers {sorted(ckpt.optimizer)})")
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(ckpt.optimizer[name])
-            # Moments follow their parameter's memory format (channels_last), as fresh ones do.
-            for group in optimizer.param_groups:
-                for param in group["params"]:
-                    for key, value in optimizer.state.get(param, {}).items():
-                        if torch.is_tensor(value) and value.shape == param.shape:
-                            optimizer.state[param][key] = torch.empty_like(param).copy_(value)
-        if ckpt.rng:
-            restore_rng(ckpt.state["rng"], ckpt.rng)
-        self.step = ckpt.step
-        self.lr_scale = float(ckpt.state.get("scheduler", {}).get("lr_scale", 1.0))
-        trainer_state = ckpt.state.get("trainer", {})
-        self.skipped_steps = int(trainer_state.get("skipped_steps", 0))
-        self.rollbacks = int(trainer_state.get("rollbacks", 0))
-        self.last_metrics = ckpt.state.get("metrics", {})
 
     # ------------------------------------------------------------ one step
 
@@ -337,28 +261,6 @@ class OneShotTrainer:
 
     # ------------------------------------------------------------ outputs
 
-    def _log(self, values: dict[str, float], images_per_s: float, skipped: bool, elapsed: float) -> dict[str, Any]:
-        keys = sorted(values)
-        reduced = self.dist.reduce_mean([values[k] for k in keys])
-        row: dict[str, Any] = {"step": self.step}
-        row.update({k: (v if math.isfinite(v) else None) for k, v in zip(keys, reduced)})
-        row.update(
-            lr=learning_rate(self.step - 1, self.tcfg, self.lr_scale),
-            lr_scale=self.lr_scale,
-            images_per_s=round(images_per_s, 3),
-            time_s=round(elapsed, 3),
-        )
-        if skipped:
-            row["skipped"] = True
-        self.last_metrics = row
-        if self.dist.is_main:
-            self.run_folder.append_metrics(row)
-            if self.tb is not None:
-                for key, value in row.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
-                        self.tb.add_scalar(key, value, self.step)
-        return row
-
     @torch.no_grad()
     def render_eval_pairs(self) -> dict[str, np.ndarray]:
         """The fixed pairs' sources, targets, swaps and self-swaps as (K, R, R, 3) uint8 arrays."""
@@ -406,169 +308,15 @@ class OneShotTrainer:
         self.run_folder.plot_curves()
         return path
 
-    def _checkpoint(self) -> Path | None:
-        path = None
-        if self.dist.is_main:
-            path = save_checkpoint(
-                self.run_folder.checkpoints,
-                self.step,
-                model=self.pair,
-                optimizer=self.optimizers,
-                param_names=self.param_names,
-                state={
-                    "scheduler": {"lr_scale": self.lr_scale, "schedule": self.tcfg.schedule, "base_lr": self.tcfg.lr},
-                    "trainer": {
-                        "kind": "oneshot",
-                        "pairs_seen": self.step * self.tcfg.batch_size * self.dist.world_size,
-                        "skipped_steps": self.skipped_steps,
-                        "rollbacks": self.rollbacks,
-                        "world_size": self.dist.world_size,
-                    },
-                    "metrics": self.last_metrics,
-                },
-                keep_last=self.tcfg.keep_last,
-                keep_every=self.tcfg.keep_every,
-            )
-        self.dist.barrier()
-        return path
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"kind": "oneshot", "pairs_seen": self.step * self.samples_per_step}
 
-    def _rollback(self) -> None:
-        """Back to the last good checkpoint (or the initial weights) with a lower LR."""
-        new_scale = self.lr_scale * self.tcfg.nan_lr_factor
-        skipped, rollbacks = self.skipped_steps, self.rollbacks
-        ckpt, warnings = load_latest_good(self.run_folder.checkpoints)
-        self.warnings += warnings
-        if ckpt is not None:
-            self._load_checkpoint(ckpt)
-            where = f"checkpoint {ckpt.path.name}"
-        else:
-            self.pair.load_state_dict(self._build_models().state_dict())
-            for optimizer in self.optimizers.values():
-                optimizer.state.clear()
-            self.step = 0
-            where = "the initial weights (no checkpoint yet)"
-        self.lr_scale = new_scale
-        self.skipped_steps, self.rollbacks = skipped, rollbacks + 1
-        message = (
-            f"{self.tcfg.nan_patience} non-finite steps in a row: restored {where} at step {self.step} "
-            f"and lowered the LR to {self.lr_scale:g} x trainer.lr"
-        )
-        log.warning(message)
-        self.warnings.append(message)
-        if self.dist.is_main:
-            self.run_folder.truncate_metrics(self.step)
-            self.run_folder.append_metrics({"step": self.step, "event": "nan_rollback", "lr_scale": self.lr_scale})
+    def _fresh_module(self) -> nn.Module:
+        return self._build_models()
 
-    # ------------------------------------------------------------ the loop
-
-    def run(self) -> RunResult:
-        tcfg = self.tcfg
-        result = RunResult(
-            run_dir=self.run_folder.root, start_step=self.start_step, step=self.step, stop_reason="steps"
-        )
-        result.resumed_from = self.resumed_from
-        if self.step >= tcfg.steps:
-            log.info(
-                "%s is already at step %d (trainer.steps=%d): nothing to do",
-                self.run_folder.root,
-                self.step,
-                tcfg.steps,
-            )
-            result.stop_reason = "nothing to do"
-            self._finish(result)
-            return result
-
-        from tqdm import tqdm
-
-        images_per_step = tcfg.batch_size * self.dist.world_size
-        bar = tqdm(
-            total=tcfg.steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (self.dist.is_main and tcfg.progress),
-        )
-        flags: dict[str, Any] = {}
-        bad_in_a_row = 0
-        last_checkpoint_step = self.step if self.resumed_from else -1
-        started = window_start = time.perf_counter()
-        window_steps = 0
-        self.pair.train()
-        with stop_on_signals(flags):
-            while self.step < tcfg.steps:
-                applied, values = self.train_step()
-                self.step += 1
-                window_steps += 1
-                bar.update(1)
-                elapsed = time.perf_counter() - started
-                out_of_time = tcfg.time_budget_s > 0 and elapsed >= tcfg.time_budget_s
-                bad, signalled, timed_out = self.dist.reduce_max(
-                    [float(not applied), float(bool(flags.get("signal"))), float(out_of_time)]
-                )
-                if bad:
-                    self.skipped_steps += 1
-                    bad_in_a_row += 1
-                    log.warning("step %d: non-finite loss or gradient (%s): update skipped", self.step, values)
-                else:
-                    bad_in_a_row = 0
-                if self.step % tcfg.log_every == 0 or bad or self.step == tcfg.steps:
-                    now = time.perf_counter()
-                    rate = images_per_step * window_steps / max(now - window_start, 1e-9)
-                    row = self._log(values, rate, bool(bad), elapsed)
-                    window_start, window_steps = now, 0
-                    if tcfg.time_budget_s > 0 and self.step > self.start_step:
-                        steps_per_s = (self.step - self.start_step) / max(elapsed, 1e-9)
-                        reachable = self.step + int(steps_per_s * max(tcfg.time_budget_s - elapsed, 0.0))
-                        bar.total = max(self.step, min(tcfg.steps, reachable))
-                    bar.set_postfix(
-                        g=f"{row['loss']:.3f}" if row.get("loss") is not None else "nan",
-                        d=f"{row['d_loss']:.3f}" if row.get("d_loss") is not None else "nan",
-                        img_s=f"{rate:.1f}",
-                    )
-                if bad and bad_in_a_row >= tcfg.nan_patience:
-                    self._rollback()
-                    bad_in_a_row = 0
-                    bar.reset(total=tcfg.steps)
-                    bar.update(self.step)
-                    continue
-                if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0 and self.step < tcfg.steps:
-                    self._checkpoint()
-                    last_checkpoint_step = self.step
-                    window_start, window_steps = time.perf_counter(), 0
-                if tcfg.preview_every and self.step % tcfg.preview_every == 0 and self.step < tcfg.steps:
-                    self._preview()
-                    window_start, window_steps = time.perf_counter(), 0
-                if signalled:
-                    result.stop_reason = "signal"
-                    break
-                if timed_out:
-                    result.stop_reason = "time_budget"
-                    log.info("time budget of %gs reached at step %d", tcfg.time_budget_s, self.step)
-                    break
-        bar.close()
-        result.seconds = time.perf_counter() - started
-        result.faces_per_s = images_per_step * (self.step - self.start_step) / max(result.seconds, 1e-9)
-        if self.step != last_checkpoint_step:
-            result.checkpoint = self._checkpoint()
-        self._finish(result)
-        return result
-
-    def _finish(self, result: RunResult) -> None:
-        result.step = self.step
-        result.metrics = self.last_metrics
-        result.skipped_steps = self.skipped_steps
-        result.rollbacks = self.rollbacks
-        result.warnings = self.warnings
-        if result.checkpoint is None:
-            found = list_checkpoints(self.run_folder.checkpoints)
-            result.checkpoint = found[-1][1] if found else None
-        if self.dist.is_main:
-            if result.stop_reason != "nothing to do" or not (self.run_folder.previews / "eval-swaps.png").is_file():
-                self._preview()
-            self.run_folder.end_session(end_step=self.step, reason=result.stop_reason)
-            if self.tb is not None:
-                self.tb.close()
-        self.dist.barrier()
+    def _wants_final_preview(self, result: Any) -> bool:
+        # A finished run evaluated again still needs its fixed-pair strips for the study report.
+        return super()._wants_final_preview(result) or not (self.run_folder.previews / "eval-swaps.png").is_file()
 
 
 def train_oneshot(cfg: OneShotTrainConfig) -> RunResult:

@@ -1,12 +1,13 @@
 """The training loop of per-pair swap models: ``train(cfg) -> RunResult``.
 
-A readable loop in the spirit of nanoGPT's ``train.py``: every step draws this rank's batch (a
+A readable step in the spirit of nanoGPT's ``train.py``: every step draws this rank's batch (a
 pure function of seed and step), augments it on tensors, runs the model under bf16 autocast
 where the hardware has bf16, accumulates gradients, checks them for NaN/inf, clips, and steps
-AdamW with warmup and a schedule. Around it: logs (tqdm, ``metrics.jsonl``, TensorBoard),
-previews, atomic checkpoints, exact resume, step and time budgets, SIGINT/SIGTERM handling, and
-DistributedDataParallel under ``torchrun`` (rank 0 alone writes files). Model and loss maths
-live in ``swaplab.models`` and ``swaplab.losses``; files in ``run``/``checkpoint``/``preview``.
+AdamW with warmup and a schedule; DistributedDataParallel under ``torchrun``. The session around
+it (logs, previews, atomic checkpoints, exact resume, budgets, signals, rollbacks) is the shared
+``swaplab.train.loop.TrainingLoop``; this module also holds what every trainer uses (devices,
+process groups, the LR schedule, signals). Model and loss maths live in ``swaplab.models`` and
+``swaplab.losses``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import random
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,23 +29,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from swaplab.config import ConfigError, apply_overrides, load_config
+from swaplab.config import ConfigError
 from swaplab.losses import LossTerms, ReconstructionObjective
 from swaplab.models import create_model
 from swaplab.system import autocast_dtype, cpu_supports_bf16  # noqa: F401 - re-exported
 from swaplab.train.augment import Augmenter
-from swaplab.train.checkpoint import (
-    Checkpoint,
-    list_checkpoints,
-    load_latest_good,
-    remove_partial,
-    restore_rng,
-    save_checkpoint,
-)
 from swaplab.train.config import TrainConfig, TrainerConfig
 from swaplab.train.data import PairData, stream_seed, to_float
+from swaplab.train.loop import TrainingLoop
 from swaplab.train.preview import preview_grid, save_preview
-from swaplab.train.run import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +181,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 # ---------------------------------------------------------------- the trainer
 
 
-class Trainer:
+class Trainer(TrainingLoop):
     """One training session of a per-pair model; ``Trainer(cfg).run()`` is ``train(cfg)``."""
+
+    rate_key = "faces_per_s"
 
     def __init__(self, cfg: TrainConfig, dist_info: Distributed, device: torch.device) -> None:
         if not cfg.data.src or not cfg.data.dst:
@@ -206,24 +196,7 @@ class Trainer:
         self.tcfg = cfg.trainer
         self.dist = dist_info
         self.device = device
-        self.run_folder = RunFolder(cfg.run_dir)
-        self.warnings: list[str] = []
-        self.lr_scale = 1.0
-        self.skipped_steps = 0
-        self.rollbacks = 0
-        self.last_metrics: dict[str, Any] = {}
-
-        resuming = self.run_folder.exists()
-        if resuming:
-            self.run_folder.check_resumable(cfg, TrainConfig)
-        if self.dist.is_main:
-            self.run_folder.create()
-            self.run_folder.save_config(cfg)
-        self.dist.barrier()
-
-        self.amp_dtype = autocast_dtype(self.tcfg.precision, device)
-        self.memory_format = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
-        seed_everything(self.tcfg.seed)
+        resuming = self._open_run(cfg, TrainConfig, device)
         self.data = PairData(
             cfg.data.src,
             cfg.data.dst,
@@ -233,7 +206,6 @@ class Trainer:
             cache=cfg.data.cache,
         )
         self.model = self._build_model()
-        self.param_names = [name for name, _ in self.model.named_parameters()]
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.tcfg.lr,
@@ -244,9 +216,11 @@ class Trainer:
         )
         self.objective = ReconstructionObjective(cfg.loss).to(device)
         self.augmenter = Augmenter(cfg.augment)
+        self.module = self.model
+        self.optimizers = {"model": self.optimizer}
+        self.param_names = {"model": [name for name, _ in self.model.named_parameters()]}
+        self.samples_per_step = 2 * self.tcfg.batch_size * self.tcfg.accumulate * self.dist.world_size
 
-        self.step = 0
-        self.resumed_from: Path | None = None
         if resuming:
             self._resume()
         self.start_step = self.step
@@ -285,46 +259,6 @@ class Trainer:
         torch.manual_seed(self.tcfg.seed)  # the initial weights depend on the seed alone
         model = create_model(self.cfg.model).to(self.device)
         return model.to(memory_format=self.memory_format)
-
-    def _resume(self) -> None:
-        ckpt, warnings = load_latest_good(self.run_folder.checkpoints)
-        self.warnings += warnings
-        if self.dist.is_main:
-            for path in remove_partial(self.run_folder.checkpoints):
-                log.warning("removed a partly written checkpoint left by a killed process: %s", path)
-        if ckpt is None:
-            message = f"{self.run_folder.root} has no usable checkpoint: training starts from step 0"
-            log.warning(message)
-            self.warnings.append(message)
-        else:
-            self._load_checkpoint(ckpt, restore_random=True)
-            self.resumed_from = ckpt.path
-            log.info("resuming %s from %s (step %d)", self.run_folder.root, ckpt.path.name, ckpt.step)
-        if self.dist.is_main:
-            self.run_folder.truncate_metrics(self.step)
-
-    def _load_checkpoint(self, ckpt: Checkpoint, restore_random: bool) -> None:
-        missing, unexpected = self.model.load_state_dict(ckpt.model, strict=False)
-        if missing or unexpected:
-            raise ConfigError(
-                f"{ckpt.path}: the checkpoint does not fit this model "
-                f"(missing {missing[:5]}, unexpected {unexpected[:5]}); was model.* changed?"
-            )
-        self.optimizer.load_state_dict(ckpt.optimizer)
-        # Moments follow their parameter's memory format (channels_last), as freshly created ones do.
-        for group in self.optimizer.param_groups:
-            for param in group["params"]:
-                for key, value in self.optimizer.state.get(param, {}).items():
-                    if torch.is_tensor(value) and value.shape == param.shape:
-                        self.optimizer.state[param][key] = torch.empty_like(param).copy_(value)
-        if restore_random and ckpt.rng:
-            restore_rng(ckpt.state["rng"], ckpt.rng)
-        self.step = ckpt.step
-        self.lr_scale = float(ckpt.state.get("scheduler", {}).get("lr_scale", 1.0))
-        trainer_state = ckpt.state.get("trainer", {})
-        self.skipped_steps = int(trainer_state.get("skipped_steps", 0))
-        self.rollbacks = int(trainer_state.get("rollbacks", 0))
-        self.last_metrics = ckpt.state.get("metrics", {})
 
     # ------------------------------------------------------------ one step
 
@@ -370,8 +304,8 @@ class Trainer:
             sides["dst"],
         )
 
-    def train_step(self) -> tuple[bool, float, dict[str, float]]:
-        """One optimiser step (with accumulation). Returns (applied, loss, components)."""
+    def train_step(self) -> tuple[bool, dict[str, float]]:
+        """One optimiser step (with accumulation). Returns (applied, values: loss, loss/<term>, grad_norm)."""
         step, accumulate = self.step, self.tcfg.accumulate
         lr = learning_rate(step, self.tcfg, self.lr_scale)
         for group in self.optimizer.param_groups:
@@ -395,41 +329,11 @@ class Trainer:
                 torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.tcfg.grad_clip, grad_norm)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        values = {key: float(value) for key, value in components.items()}
-        values["grad_norm"] = float(grad_norm)
-        return finite, float(total), values
+        values = {f"loss/{key}": float(value) for key, value in components.items()}
+        values.update(loss=float(total), grad_norm=float(grad_norm))
+        return finite, values
 
     # ------------------------------------------------------------ outputs
-
-    def _log(self, loss: float, components: dict[str, float], faces_per_s: float, skipped: bool, elapsed: float):
-        keys = sorted(components)
-        reduced = self.dist.reduce_mean([loss, *(components[k] for k in keys)])
-        row: dict[str, Any] = {
-            "step": self.step,
-            "loss": _finite_or_none(reduced[0]),
-            **{(k if k == "grad_norm" else f"loss/{k}"): _finite_or_none(v) for k, v in zip(keys, reduced[1:])},
-            "lr": learning_rate(self.step - 1, self.tcfg, self.lr_scale),
-            "lr_scale": self.lr_scale,
-            "faces_per_s": round(faces_per_s, 3),
-            "epoch": {k: round(v, 4) for k, v in self.data.epochs(self.samples_seen).items()},
-            "time_s": round(elapsed, 3),
-        }
-        if skipped:
-            row["skipped"] = True
-        self.last_metrics = row
-        if not self.dist.is_main:
-            return row
-        self.run_folder.append_metrics(row)
-        if self.tb is not None:
-            for key, value in row.items():
-                if (
-                    isinstance(value, (int, float))
-                    and not isinstance(value, bool)
-                    and key != "step"
-                    and value is not None
-                ):
-                    self.tb.add_scalar(key, value, self.step)
-        return row
 
     @property
     def samples_seen(self) -> int:
@@ -447,175 +351,14 @@ class Trainer:
         self.run_folder.plot_curves()
         return path
 
-    def _checkpoint(self) -> Path | None:
-        path = None
-        if self.dist.is_main:
-            path = save_checkpoint(
-                self.run_folder.checkpoints,
-                self.step,
-                model=self.model,
-                optimizer=self.optimizer,
-                param_names=self.param_names,
-                state={
-                    "scheduler": {
-                        "lr_scale": self.lr_scale,
-                        "schedule": self.tcfg.schedule,
-                        "base_lr": self.tcfg.lr,
-                    },
-                    "trainer": {
-                        "samples_per_side": self.samples_seen,
-                        "epochs": self.data.epochs(self.samples_seen),
-                        "skipped_steps": self.skipped_steps,
-                        "rollbacks": self.rollbacks,
-                        "world_size": self.dist.world_size,
-                    },
-                    "metrics": self.last_metrics,
-                },
-                keep_last=self.tcfg.keep_last,
-                keep_every=self.tcfg.keep_every,
-            )
-        self.dist.barrier()
-        return path
+    def _log_extra(self) -> dict[str, Any]:
+        return {"epoch": {k: round(v, 4) for k, v in self.data.epochs(self.samples_seen).items()}}
 
-    def _rollback(self) -> None:
-        """Go back to the last good checkpoint (or the initial weights) with a lower LR."""
-        new_scale = self.lr_scale * self.tcfg.nan_lr_factor
-        skipped, rollbacks = self.skipped_steps, self.rollbacks
-        ckpt, warnings = load_latest_good(self.run_folder.checkpoints)
-        self.warnings += warnings
-        if ckpt is not None:
-            self._load_checkpoint(ckpt, restore_random=True)
-            where = f"checkpoint {ckpt.path.name}"
-        else:
-            fresh = self._build_model()
-            self.model.load_state_dict(fresh.state_dict())
-            self.optimizer.state.clear()
-            self.step = 0
-            where = "the initial weights (no checkpoint yet)"
-        self.lr_scale = new_scale
-        self.skipped_steps, self.rollbacks = skipped, rollbacks + 1
-        message = (
-            f"{self.tcfg.nan_patience} non-finite steps in a row: restored {where} at step {self.step} "
-            f"and lowered the LR to {self.lr_scale:g} x trainer.lr"
-        )
-        log.warning(message)
-        self.warnings.append(message)
-        if self.dist.is_main:
-            self.run_folder.truncate_metrics(self.step)
-            self.run_folder.append_metrics({"step": self.step, "event": "nan_rollback", "lr_scale": self.lr_scale})
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"samples_per_side": self.samples_seen, "epochs": self.data.epochs(self.samples_seen)}
 
-    # ------------------------------------------------------------ the loop
-
-    def run(self) -> RunResult:
-        tcfg = self.tcfg
-        result = RunResult(
-            run_dir=self.run_folder.root, start_step=self.start_step, step=self.step, stop_reason="steps"
-        )
-        result.resumed_from = self.resumed_from
-        if self.step >= tcfg.steps:
-            log.info(
-                "%s is already at step %d (trainer.steps=%d): nothing to do",
-                self.run_folder.root,
-                self.step,
-                tcfg.steps,
-            )
-            result.stop_reason = "nothing to do"
-            result.metrics = self.last_metrics
-            self._finish(result)
-            return result
-
-        from tqdm import tqdm
-
-        faces_per_step = 2 * tcfg.batch_size * tcfg.accumulate * self.dist.world_size
-        bar = tqdm(
-            total=tcfg.steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (self.dist.is_main and tcfg.progress),
-        )
-        flags: dict[str, Any] = {}
-        bad_in_a_row = 0
-        last_checkpoint_step = self.step if self.resumed_from else -1
-        started = window_start = time.perf_counter()
-        window_steps = 0
-        self.model.train()
-        with stop_on_signals(flags):
-            while self.step < tcfg.steps:
-                applied, loss, components = self.train_step()
-                self.step += 1
-                window_steps += 1
-                bar.update(1)
-                elapsed = time.perf_counter() - started
-                out_of_time = tcfg.time_budget_s > 0 and elapsed >= tcfg.time_budget_s
-                bad, signalled, timed_out = self.dist.reduce_max(
-                    [float(not applied), float(bool(flags.get("signal"))), float(out_of_time)]
-                )
-                if bad:
-                    self.skipped_steps += 1
-                    bad_in_a_row += 1
-                    log.warning("step %d: non-finite loss or gradient (loss=%s): update skipped", self.step, loss)
-                else:
-                    bad_in_a_row = 0
-                if self.step % tcfg.log_every == 0 or bad or self.step == tcfg.steps:
-                    now = time.perf_counter()
-                    rate = faces_per_step * window_steps / max(now - window_start, 1e-9)
-                    row = self._log(loss, components, rate, bool(bad), elapsed)
-                    window_start, window_steps = now, 0
-                    if tcfg.time_budget_s > 0 and self.step > self.start_step:
-                        # With a time budget the step cap is usually far away: show the steps the
-                        # budget will reach, so the bar's ETA is the budget's end, not hours away.
-                        steps_per_s = (self.step - self.start_step) / max(elapsed, 1e-9)
-                        reachable = self.step + int(steps_per_s * max(tcfg.time_budget_s - elapsed, 0.0))
-                        bar.total = max(self.step, min(tcfg.steps, reachable))
-                    bar.set_postfix(
-                        loss=f"{row['loss']:.4f}" if row["loss"] is not None else "nan", faces_s=f"{rate:.1f}"
-                    )
-                if bad and bad_in_a_row >= tcfg.nan_patience:
-                    self._rollback()
-                    bad_in_a_row = 0
-                    bar.reset(total=tcfg.steps)
-                    bar.update(self.step)
-                    continue
-                if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0 and self.step < tcfg.steps:
-                    self._checkpoint()
-                    last_checkpoint_step = self.step
-                    window_start, window_steps = time.perf_counter(), 0  # faces/s counts training only
-                if tcfg.preview_every and self.step % tcfg.preview_every == 0 and self.step < tcfg.steps:
-                    self._preview()
-                    window_start, window_steps = time.perf_counter(), 0
-                if signalled:
-                    result.stop_reason = "signal"
-                    break
-                if timed_out:
-                    result.stop_reason = "time_budget"
-                    log.info("time budget of %gs reached at step %d", tcfg.time_budget_s, self.step)
-                    break
-        bar.close()
-        result.seconds = time.perf_counter() - started
-        steps_done = self.step - self.start_step
-        result.faces_per_s = faces_per_step * steps_done / max(result.seconds, 1e-9)
-        if self.step != last_checkpoint_step:
-            result.checkpoint = self._checkpoint()
-        self._finish(result)
-        return result
-
-    def _finish(self, result: RunResult) -> None:
-        result.step = self.step
-        result.metrics = self.last_metrics
-        result.skipped_steps = self.skipped_steps
-        result.rollbacks = self.rollbacks
-        result.warnings = self.warnings
-        if result.checkpoint is None:
-            found = list_checkpoints(self.run_folder.checkpoints)
-            result.checkpoint = found[-1][1] if found else None
-        if self.dist.is_main:
-            if result.stop_reason != "nothing to do":
-                self._preview()
-            self.run_folder.end_session(end_step=self.step, reason=result.stop_reason)
-            if self.tb is not None:
-                self.tb.close()
-        self.dist.barrier()
+    def _fresh_module(self) -> nn.Module:
+        return self._build_model()
 
 
 def train(cfg: TrainConfig) -> RunResult:
@@ -634,37 +377,18 @@ def train(cfg: TrainConfig) -> RunResult:
 
 
 def build_config(overrides: list[str]) -> TrainConfig:
-    """A ``TrainConfig`` from ``key=value`` strings.
+    """A per-pair ``TrainConfig`` from ``key=value`` strings (``swaplab.train.entry.build_any_config``
+    for any model: ``config=``, ``run_dir=`` of an existing run and the study aliases work here too)."""
+    from swaplab.train.entry import build_any_config
 
-    ``config=path.yaml`` starts from a saved config; ``run_dir=X`` of an existing run starts from
-    that run's ``config.yaml`` (so ``run_dir=X trainer.steps=5000`` extends a run); then the
-    remaining overrides apply in order.
-    """
-    base_path = None
-    rest = []
-    for item in overrides:
-        if item.startswith("config="):
-            base_path = Path(item.split("=", 1)[1])
-        else:
-            rest.append(item)
-    run_dirs = [item.split("=", 1)[1] for item in rest if item.startswith("run_dir=")]
-    if base_path is None and run_dirs and (Path(run_dirs[-1]) / "config.yaml").is_file():
-        base_path = Path(run_dirs[-1]) / "config.yaml"
-    base = load_config(TrainConfig, base_path) if base_path else TrainConfig()
-    return apply_overrides(base, rest)
+    cfg = build_any_config(overrides)
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("these overrides name a one-shot model: build them with swaplab.train.entry.build_any_config")
+    return cfg
 
 
 def main_from_overrides(overrides: list[str]) -> RunResult:
-    """``python -m swaplab.train key=value ...`` (also under ``torchrun``): build the config and train."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = build_config(overrides)
-    result = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
-        loss = result.metrics.get("loss")
-        print(
-            f"{result.run_dir}: step {result.step} ({result.stop_reason}), "
-            f"loss {loss if loss is not None else 'n/a'}, {result.faces_per_s:.1f} faces/s, "
-            f"checkpoint {result.checkpoint}"
-        )
-    return result
+    """``python -m swaplab.train key=value ...``: see ``swaplab.train.entry.main_from_overrides``."""
+    from swaplab.train.entry import main_from_overrides as main
+
+    return main(overrides)
