@@ -50,15 +50,15 @@ if TYPE_CHECKING:
     from swaplab.facesets.sheet import contact_sheet
     from swaplab.facesets.sort import sort_faceset
     from swaplab.provenance import verify
-    from swaplab.swap.pipeline import SwapConfig, swap
     from swaplab.study.report import write_study_report
     from swaplab.study.study import load_study
     from swaplab.study.sweep import run_sweep
+    from swaplab.swap.pipeline import SwapConfig, swap
     from swaplab.train.config import TrainConfig
     from swaplab.train.entry import build_any_config, train_any
+    from swaplab.train.export import export_model, load_exported_model
     from swaplab.train.oneshot import train_oneshot
     from swaplab.train.oneshot_config import OneShotTrainConfig
-    from swaplab.train.export import export_model, load_exported_model
     from swaplab.train.trainer import train
 
 

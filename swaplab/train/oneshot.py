@@ -124,7 +124,11 @@ class OneShotTrainer(TrainingLoop):
             self.generator.parameters(), lr=self.tcfg.lr, betas=self.tcfg.betas, eps=self.tcfg.eps, fused=fused
         )
         self.d_opt = torch.optim.Adam(
-            self.discriminator.parameters(), lr=self.d_lr(self.tcfg.lr), betas=self.tcfg.betas, eps=self.tcfg.eps, fused=fused
+            self.discriminator.parameters(),
+            lr=self.d_lr(self.tcfg.lr),
+            betas=self.tcfg.betas,
+            eps=self.tcfg.eps,
+            fused=fused,
         )
         self.optimizers = {"generator": self.g_opt, "discriminator": self.d_opt}
         self.module = self.pair
