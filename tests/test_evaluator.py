@@ -229,8 +229,10 @@ def test_protocol_pairs_from_another_tool_are_found_by_pair_id(tmp_path, shared_
     for pair in spec.pairs[:2]:  # "swaps" that are the target photos themselves, named <pair id>.jpg
         shutil.copy(shared_data / pair.target, swaps / f"{pair.id}.jpg")
     assert find_swap(swaps, "0001") == swaps / "0001.jpg" and find_swap(swaps, "0002") is None
-    result = evaluate(swaps=swaps, protocol="oneshot_v1", out_dir=tmp_path / "out", data_root=shared_data,
-                      options=EvalOptions(limit=3, reference_limit=4, gallery_limit=3, gallery_images=1, detector_pairs=-1))  # fmt: skip
+    options = EvalOptions(limit=3, reference_limit=4, gallery_limit=3, gallery_images=1, detector_pairs=-1)
+    result = evaluate(
+        swaps=swaps, protocol="oneshot_v1", out_dir=tmp_path / "out", data_root=shared_data, options=options
+    )
     assert result.metrics["samples"]["pairs_scored"] == 2 and result.metrics["samples"]["missing_swaps"] == 1
     assert any("no swap file" in w for w in result.warnings)
     # The gallery: the three pairs' sources (two were swapped) and three other identities.
@@ -253,8 +255,8 @@ def test_identity_loss_on_a_metric_network_is_flagged(tiny_model, tmp_path, shar
     card = json.loads(card_path.read_text())
     card["loss_config"]["identity"]["weight"] = 10.0
     card_path.write_text(json.dumps(card))
-    result = evaluate(model, out_dir=tmp_path / "out", data_root=shared_data,
-                      options=EvalOptions(limit=1, reference_limit=2, gallery_limit=4, gallery_images=1, detector_pairs=-1))  # fmt: skip
+    options = EvalOptions(limit=1, reference_limit=2, gallery_limit=4, gallery_images=1, detector_pairs=-1)
+    result = evaluate(model, out_dir=tmp_path / "out", data_root=shared_data, options=options)
     assert any("identity loss (weight 10)" in w for w in result.warnings)
     assert "identity loss (weight 10)" in (tmp_path / "out" / "report.html").read_text()
     assert result.metrics["warnings"] == result.warnings
