@@ -181,10 +181,13 @@ def main() -> None:
         document = json.loads(metadata_path(weights).read_text(encoding="utf-8"))
         results = (document.get("verification") or {}).get("results") or []
         for result in results:
+            own = result.get("test_accuracy_own_threshold")
             print(
                 f"  {result['encoder']:14s} test accuracy {100 * result['test_accuracy']:6.2f} % at threshold "
-                f"{result['threshold']:.4f} (AUC {result['test_auc']:.4f}), recorded in {metadata_path(weights)}"
+                f"{result['threshold']:.4f} (AUC {result['test_auc']:.4f})"
+                + (f"; at its held-out threshold {result['own_threshold']:.4f}: {100 * own:.2f} %" if own else "")
             )
+        print(f"  (recorded in {metadata_path(weights)})")
         if not results:
             print(f"  none recorded in {metadata_path(weights)}: run with --verify")
         print(

@@ -258,7 +258,8 @@ def test_resume_after_interruption_is_exact(tmp_path: Path, test_chips, monkeypa
     manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
     assert [s["start_step"] for s in manifest["sessions"]] == [0, 3]
     rows = [json.loads(line) for line in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if "val/threshold" in r] == [6]  # held-out people, at the end
     assert (tmp_path / "parts" / "curves.png").is_file()
 
     changed = apply_overrides(parts, ["head.margin=0.1"])
@@ -278,6 +279,10 @@ def test_cache_round_trip_and_user_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert meta["format"] == "swaplab-identity-net" and meta["training"]["steps"] == 6
     assert meta["cache_key"] == cache_key(preset_config("test"))
     assert not net.training and not any(p.requires_grad for p in net.parameters())
+    # the same-person threshold calibrated on the 3 held-out people travels with the weights
+    assert isinstance(net.cosine_threshold, float) and -1.0 <= net.cosine_threshold <= 1.0
+    assert meta["cosine_threshold"] == net.cosine_threshold
+    assert meta["data"]["validation_people"] == 3 and meta["data"]["people"] == 9
 
     chips = torch.rand(5, 3, net.chip_size, net.chip_size)
     with torch.no_grad():
@@ -288,7 +293,9 @@ def test_cache_round_trip_and_user_file(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(training, "train_and_export", lambda *a, **k: pytest.fail("trained again"))
     with torch.no_grad():
         assert torch.equal(IDENTITY_ENCODERS.create("lfw-arcface")(chips), before)
-        assert torch.equal(load_identity_weights(path).eval()(chips), before)
+        reloaded = load_identity_weights(path).eval()
+        assert torch.equal(reloaded(chips), before)
+        assert reloaded.cosine_threshold == net.cosine_threshold
     # a file the user gives, by environment variable (architecture read from the file itself)
     given = tmp_path / "mine" / "weights.safetensors"
     given.parent.mkdir()

@@ -216,6 +216,19 @@ def test_export_keeps_the_generator_and_says_it_is_one_shot(exported: Path) -> N
         model.set_source(np.zeros(5))
 
 
+def test_the_same_weights_exported_twice_mark_alike(exported: Path, trained_run: Path, tmp_path: Path) -> None:
+    """The watermark's model hash is the weights' hash, not the card's (whose paths differ), so
+    evaluating a model copied or exported elsewhere gives the same marked swaps and scores."""
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+    from swaplab.train.export import export_model
+
+    again = tmp_path / "again"
+    export_model(trained_run, again)
+    (again / "model.json").write_text((again / "model.json").read_text().replace(str(trained_run), "/elsewhere"))
+    first, second = (FaceSwapper(m, SwapConfig(precision="fp32")) for m in (exported, again))
+    assert first.model_id == second.model_id and first.model_id.startswith("simswap-")
+
+
 def test_one_shot_model_swaps_two_unseen_test_split_faces_end_to_end(exported: Path, lfw: Path, tmp_path: Path) -> None:
     from swaplab.provenance import verify
     from swaplab.swap.pipeline import SwapConfig, swap

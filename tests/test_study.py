@@ -143,9 +143,13 @@ def test_a_run_that_replaces_a_command_line_setting_says_so():
 
 
 def test_the_shipped_studies_reproduce_and_extend_the_original_study():
+    from swaplab.train.entry import resolve_aliases
+
+    def resolved(study):  # the study's switch names (ablation.*, loss.fm ...) as config keys
+        return {r.name: tuple(resolve_aliases(list(r.own))) for r in study.expand()}
+
     original = load_study(REPO / "studies" / "simswap-original.yaml")
-    own = {r.name: r.own for r in original.expand()}
-    assert own == {
+    assert resolved(original) == {
         "baseline": (),
         "no-encoder": ("model.parts.encoder=none",),
         "no-bottleneck": ("model.parts.bottleneck=none",),
@@ -153,8 +157,7 @@ def test_the_shipped_studies_reproduce_and_extend_the_original_study():
         "l2": ("loss=simswap-l2",),
     }
     extensions = load_study(REPO / "studies" / "simswap-extensions.yaml")
-    own = {r.name: r.own for r in extensions.expand()}
-    assert set(own.values()) == {
+    assert set(resolved(extensions).values()) == {
         (),
         ("loss.identity.weight=0",),
         ("loss.reconstruction.weight=0",),

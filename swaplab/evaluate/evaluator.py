@@ -323,6 +323,7 @@ def load_encoders(names: Sequence[str] = ()) -> tuple[dict[str, nn.Module], list
     An encoder that cannot be built (weights not trained yet, a file missing) is skipped with a
     warning rather than failing the evaluation; ``dlib-resnet`` must load.
     """
+    import swaplab.faces.lfw_identity  # noqa: F401 - registers swaplab's own network, "lfw-arcface"
     from swaplab.faces.identity import IDENTITY_ENCODERS
 
     wanted = list(names) or IDENTITY_ENCODERS.names()

@@ -127,7 +127,7 @@ class CompactFaceNet(nn.Module):
     Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019):
     the fully connected layer sees the whole final map, which keeps where features are on the
     face. A plain residual net rather than MobileFaceNet because depthwise convolutions train
-    2.7-4.7x slower here per image (benchmarks/bench_identity_net.py).
+    2.2-2.7x slower here per 64 px chip in bf16 (benchmarks/bench_identity_net.py).
 
     ``forward`` maps N x 3 x S x S RGB chips in [0, 1] (S = ``chip_size``) to L2-normalised
     N x ``embedding_dim`` embeddings; with ``flip_average`` (default) it averages the raw
@@ -144,6 +144,9 @@ class CompactFaceNet(nn.Module):
         self.embedding_dim = cfg.embedding_dim
         self.feature_dim = cfg.widths[-1]
         self.flip_average = True
+        # Cosine above which two chips show the same person, calibrated on people held out of
+        # training (None when unknown); the evaluator itself needs no threshold.
+        self.cosine_threshold: float | None = None
         stem = cfg.widths[0]
         self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.PReLU(stem))
         blocks, channels = [], stem
@@ -257,14 +260,18 @@ def save_identity_weights(net: CompactFaceNet, path: str | os.PathLike[str], met
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net_json = json.dumps(to_dict(net.config), sort_keys=True)
+    header = {"format": WEIGHTS_FORMAT, "net": json.dumps(to_dict(net.config), sort_keys=True)}
+    if net.cosine_threshold is not None:
+        header["cosine_threshold"] = repr(float(net.cosine_threshold))
     with atomic_path(path) as tmp:
-        save_file(model_tensors(net), str(tmp), metadata={"format": WEIGHTS_FORMAT, "net": net_json})
+        save_file(model_tensors(net), str(tmp), metadata=header)
+        tmp.chmod(0o644)  # safetensors writes owner-only files; a cache is for reading
     document = {
         "format": WEIGHTS_FORMAT,
         "version": WEIGHTS_VERSION,
         "encoder": ENCODER_NAME,
         "net": to_dict(net.config),
+        "cosine_threshold": net.cosine_threshold,
         "weights": path.name,
         "sha256": sha256_file(path),
         **metadata,
@@ -306,6 +313,8 @@ def load_identity_weights(path: str | os.PathLike[str]) -> CompactFaceNet:
         raise ValueError(f"{path}: records no network config (neither in its header nor in {meta_file.name})")
     net = CompactFaceNet(from_dict(IdentityNetConfig, net_dict, prefix="net"))
     net.load_state_dict(tensors, strict=True)
+    threshold = header.get("cosine_threshold", document.get("cosine_threshold"))
+    net.cosine_threshold = None if threshold is None else float(threshold)
     return net
 
 

@@ -144,7 +144,10 @@ class FaceSwapper:
         self.analyzer = FaceAnalyzer(face_cfg, template=self.template, size=self.resolution)
         self.references = self._reference_identities()
         card_text = json.dumps(self.card, sort_keys=True)
-        self.model_id = f"{self.card.get('arch', 'model')}-{hashlib.sha256(card_text.encode()).hexdigest()[:12]}"
+        # The model is its weights: the same weights exported from another folder mark (and so
+        # evaluate) identically; the card's text, with its paths, goes into the metadata only.
+        weights_hash = self.card.get("weights", {}).get("sha256") or hashlib.sha256(card_text.encode()).hexdigest()
+        self.model_id = f"{self.card.get('arch', 'model')}-{weights_hash[:12]}"
         self._card_text = card_text
         self.timer = StageTimer()
         self.one_shot = hasattr(self.model, "set_source")
