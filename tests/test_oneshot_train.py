@@ -151,16 +151,14 @@ def test_a_run_logs_both_players_and_writes_previews(trained_run: Path) -> None:
 
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(
-    lfw_facesets: dict[str, Path], trained_run: Path, tmp_path: Path
+    lfw_facesets: dict[str, Path], tmp_path: Path
 ) -> None:
-    import shutil
-
+    # Both runs train here, under this test's single thread: kernels of another thread count
+    # round differently, and Adam turns the rounding noise of a zero gradient (a bias before an
+    # instance norm) into a full step.
     resumed = tmp_path / "resumed"
-    shutil.copytree(trained_run, resumed)
-    # The copy keeps the original run_dir in its config: resume under the new folder's name.
-    cfg = build_any_config(overrides(lfw_facesets, resumed, "trainer.steps=6"))
-    (resumed / "config.yaml").write_text((resumed / "config.yaml").read_text().replace(str(trained_run), str(resumed)))
-    result = train_any(cfg)
+    assert train_any(build_any_config(overrides(lfw_facesets, resumed, "trainer.steps=4"))).step == 4
+    result = train_any(build_any_config(overrides(lfw_facesets, resumed, "trainer.steps=6")))
     assert (result.start_step, result.step) == (4, 6)
     straight = train_any(build_any_config(overrides(lfw_facesets, tmp_path / "straight", "trainer.steps=6")))
     assert straight.step == 6

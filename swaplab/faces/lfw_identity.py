@@ -353,7 +353,7 @@ def load_lfw_identity(
     the user cache (:func:`user_cache_dir` ``/identity/lfw-arcface-<key>/model.safetensors``),
     where ``<key>`` hashes the training config of ``preset`` (default ``$SWAPLAB_IDNET_PRESET``,
     else ``"default"``). With no cached weights and ``train_if_missing``, the network trains
-    itself first from the LFW data under ``swaplab.data.fetch.data_root()`` (about 25 CPU-minutes
+    itself first from the LFW data under ``swaplab.data.fetch.data_root()`` (about 20 CPU-minutes
     for ``default``, seconds for ``test``; progress shown and logged, resumable after a kill) and
     caches the result. Raises ``FileNotFoundError`` naming ``swaplab data fetch lfw`` when the
     LFW data is missing.
