@@ -233,38 +233,8 @@ def _per_pair(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
         "images": src_photos[-REFERENCE_FACES:],
     }
     out["gallery"] = {"rule": "mean embedding per identity", "identities": gallery}
-    out["detector_train"] = {
-        "rule": (
-            f"{DETECTOR_PAIRS} (source photo, target photo) pairs of different peopleDevTrain.txt people "
-            "(seeded): the model's swaps of these and their real targets train the detectability "
-            "classifier, whose AUC is then measured on the swaps of the pairs above. Swap files of "
-            "another tool: <id>.png."
-        ),
-        "pairs": _detector_pairs(data_root),
-    }
+    out["detector_train"] = _detector_train(data_root)
     return out
-
-
-def _detector_pairs(data_root: Path) -> list[dict[str, Any]]:
-    """Different-person pairs of training-split people for the detectability classifier."""
-    from swaplab.train.oneshot_data import read_people_list
-
-    people = list(read_people_list(data_root / LFW_TRAIN_PEOPLE))
-    rng = np.random.default_rng(SEED + 1)  # its own stream: the scored pairs above do not move
-    pairs = []
-    for index in range(DETECTOR_PAIRS):
-        source, target = rng.choice(len(people), size=2, replace=False).tolist()
-        source_photos, target_photos = _photos(data_root, people[source]), _photos(data_root, people[target])
-        pairs.append(
-            {
-                "id": f"dtrain-{index:04d}",
-                "source_identity": people[source],
-                "source_images": [source_photos[int(rng.integers(len(source_photos)))]],
-                "target": target_photos[int(rng.integers(len(target_photos)))],
-                "target_identity": people[target],
-            }
-        )
-    return pairs
 
 
 def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
@@ -303,24 +273,16 @@ def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
     out["pairs"] = pairs
     out["reference"] = {"rule": "the gallery photos of the source identities", "images": reference}
     out["gallery"] = {"rule": "mean embedding per identity", "identities": gallery}
-    out["detector_train"] = {
-        "rule": (
-            f"{DETECTOR_PAIRS} (source photo, target photo) pairs of different peopleDevTrain.txt people "
-            "(seeded): the model's swaps of these and their real targets train the detectability "
-            "classifier, whose AUC is then measured on the swaps of the pairs above. Swap files of "
-            "another tool: <id>.png."
-        ),
-        "pairs": _detector_pairs(data_root),
-    }
+    out["detector_train"] = _detector_train(data_root)
     return out
 
 
-def _detector_pairs(data_root: Path) -> list[dict[str, Any]]:
+def _detector_train(data_root: Path) -> dict[str, Any]:
     """Different-person pairs of training-split people for the detectability classifier."""
     from swaplab.train.oneshot_data import read_people_list
 
     people = list(read_people_list(data_root / LFW_TRAIN_PEOPLE))
-    rng = np.random.default_rng(SEED + 1)  # its own stream: the scored pairs above do not move
+    rng = np.random.default_rng(SEED + 1)  # its own stream: the scored pairs do not move
     pairs = []
     for index in range(DETECTOR_PAIRS):
         source, target = rng.choice(len(people), size=2, replace=False).tolist()
@@ -334,7 +296,13 @@ def _detector_pairs(data_root: Path) -> list[dict[str, Any]]:
                 "target_identity": people[target],
             }
         )
-    return pairs
+    rule = (
+        f"{DETECTOR_PAIRS} (source photo, target photo) pairs of different peopleDevTrain.txt people "
+        "(seeded): the model's swaps of these and their real targets train the detectability "
+        "classifier, whose AUC is then measured on the swaps of the pairs above. Swap files of "
+        "another tool: <id>.png."
+    )
+    return {"rule": rule, "pairs": pairs}
 
 
 def _video(data_root: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,22 @@ class TrainingLoop:
         self.memory_format = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
         seed_everything(self.tcfg.seed)
         return resuming
+
+    def _start_session(self, cfg: Any, facesets: Callable[[], Any]) -> None:
+        """Rank 0 records the session in ``manifest.json`` (``facesets()``: their hashes, computed
+        there only) and opens TensorBoard, continuing after the resumed step."""
+        self.tb = None
+        if self.dist.is_main:
+            self.run_folder.start_session(
+                cfg,
+                seed=self.tcfg.seed,
+                facesets=facesets(),
+                world_size=self.dist.world_size,
+                start_step=self.step,
+            )
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run_folder.tb), purge_step=self.step + 1 if self.step else None)
 
     def _init_state(self) -> None:
         self.warnings: list[str] = []
@@ -361,3 +378,17 @@ class TrainingLoop:
             if self.tb is not None:
                 self.tb.close()
         self.dist.barrier()
+
+
+def run_session(trainer_cls: type[TrainingLoop], cfg: Any):  # -> RunResult
+    """Join the process group (under torchrun), run ``trainer_cls(cfg, ...)``, leave the group."""
+    import torch.distributed as dist
+
+    from swaplab.train.trainer import init_distributed
+
+    dist_info, device = init_distributed(cfg.trainer.device)
+    try:
+        return trainer_cls(cfg, dist_info, device).run()  # type: ignore[call-arg]
+    finally:
+        if dist_info.owns_group and dist.is_initialized():
+            dist.destroy_process_group()

@@ -34,11 +34,11 @@ from swaplab.losses import LossTerms
 from swaplab.losses.adversarial import SimSwapObjective
 from swaplab.models.simswap import SimSwapGenerator, TemplateChipIdentity, create_discriminator
 from swaplab.train.data import stream_seed
-from swaplab.train.loop import TrainingLoop
+from swaplab.train.loop import TrainingLoop, run_session
 from swaplab.train.oneshot_config import OneShotTrainConfig
 from swaplab.train.oneshot_data import OneShotBatch, OneShotPairs, eval_pairs, train_pairs
 from swaplab.train.preview import compose_grid, save_preview
-from swaplab.train.trainer import Distributed, RunResult, init_distributed, learning_rate
+from swaplab.train.trainer import Distributed, RunResult, learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +143,10 @@ class OneShotTrainer(TrainingLoop):
             self._resume()
         self.start_step = self.step
 
-        self.tb = None
-        if self.dist.is_main:
-            hashes = self.data.content_hashes()
-            self.run_folder.start_session(
-                cfg,
-                seed=self.tcfg.seed,
-                facesets={"train": hashes, "eval": pairs.content_hashes() if cfg.data.eval else []},  # type: ignore[dict-item]
-                world_size=self.dist.world_size,
-                start_step=self.step,
-            )
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run_folder.tb), purge_step=self.step + 1 if self.step else None)
+        self._start_session(
+            cfg,
+            lambda: {"train": self.data.content_hashes(), "eval": pairs.content_hashes() if cfg.data.eval else []},
+        )
 
     # ------------------------------------------------------------ setup helpers
 
@@ -330,12 +321,7 @@ def train_oneshot(cfg: OneShotTrainConfig) -> RunResult:
     ``cfg`` except for ``trainer.steps`` and ``trainer.time_budget_s``. Under ``torchrun`` every
     process calls this; rank 0 alone writes files.
     """
-    dist_info, device = init_distributed(cfg.trainer.device)
-    try:
-        return OneShotTrainer(cfg, dist_info, device).run()
-    finally:
-        if dist_info.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+    return run_session(OneShotTrainer, cfg)
 
 
 def read_eval_pairs(run_dir: str | Path) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from swaplab.system import autocast_dtype, cpu_supports_bf16  # noqa: F401 - re-
 from swaplab.train.augment import Augmenter
 from swaplab.train.config import TrainConfig, TrainerConfig
 from swaplab.train.data import PairData, stream_seed, to_float
-from swaplab.train.loop import TrainingLoop
+from swaplab.train.loop import TrainingLoop, run_session
 from swaplab.train.preview import preview_grid, save_preview
 
 log = logging.getLogger(__name__)
@@ -236,18 +236,7 @@ class Trainer(TrainingLoop):
             forward = self.ddp
         self.forward = torch.compile(forward) if self.tcfg.compile else forward
 
-        self.tb = None
-        if self.dist.is_main:
-            self.run_folder.start_session(
-                cfg,
-                seed=self.tcfg.seed,
-                facesets=self.data.content_hashes(),
-                world_size=self.dist.world_size,
-                start_step=self.step,
-            )
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run_folder.tb), purge_step=self.step + 1 if self.step else None)
+        self._start_session(cfg, self.data.content_hashes)
         self.preview_faces = {
             side: to_float({side: faces}, device, self.tcfg.channels_last)[side]
             for side, faces in self.data.preview_faces(self.tcfg.preview_faces).items()
@@ -368,12 +357,7 @@ def train(cfg: TrainConfig) -> RunResult:
     ``cfg`` except for ``trainer.steps`` and ``trainer.time_budget_s``. Under ``torchrun`` every
     process calls this; rank 0 alone writes files.
     """
-    dist_info, device = init_distributed(cfg.trainer.device)
-    try:
-        return Trainer(cfg, dist_info, device).run()
-    finally:
-        if dist_info.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+    return run_session(Trainer, cfg)
 
 
 def build_config(overrides: list[str]) -> TrainConfig:
