@@ -1,22 +1,26 @@
 """Detectability detector: training and scoring throughput, fp32 against bf16 autocast + channels_last.
 
-    .venv/bin/python benchmarks/bench_detectability.py [--preset default] [--pairs 200] [--steps 30] [--auc]
+    .venv/bin/python benchmarks/bench_detectability.py [--preset default] [--pairs 200] [--steps 30] [--auc] [--smoke]
 
 Inputs (fixed, so numbers can be reproduced): the first photo of the first ``--pairs`` people of
 LFW's ``peopleDevTrain.txt`` (list order), their central 128 px as "real" crops and the same crops
 with the face ellipse blurred (sigma 2 px) and pasted back with a hard seam as "swaps". Training
-cost per step is the time of ``train_detector`` with ``5 + --steps`` steps minus that with 5 steps,
-divided by ``--steps`` (so set-up, first-call costs and the data preparation cancel); scoring is
-``SwapDetector.logits`` on all 2 x ``--pairs`` crops (resizing 128 -> the preset's resolution
+cost per step is the time of ``train_detector`` (the ``swap-detector`` recipe in the one training
+loop) with ``5 + --steps`` steps minus that with 5 steps, divided by ``--steps`` (so set-up, the
+run folder, first-call costs and the data preparation cancel); scoring is ``SwapDetector.logits``
+(in the variant's precision, weights in the variant's memory format; ``logits`` always feeds
+channels_last inputs) on all 2 x ``--pairs`` crops (resizing 128 -> the preset's resolution
 included), the median of 3 runs after a warm-up. ``--auc`` also trains each variant fully
-(``measure_detectability``, 70/30 pair-aware split) to show that bf16 does not change what is
-learned. torch runs on ONE thread: the evaluation preset is sized for it.
+(``holdout_detectability``: ``measure_detectability`` on a 70/30 pair-aware split) to show that
+bf16 does not change what is learned. torch runs on ONE thread: the evaluation preset is sized for it.
+
+``--smoke``: the ``test`` preset cut to 4 steps, 8 pairs, 2 timed steps, one scoring run, and the
+``--auc`` path too: checks the script end to end in seconds (the numbers mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys
@@ -32,8 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import data_root, machine  # noqa: E402
 
-from swaplab.config import config_group  # noqa: E402
-from swaplab.evaluate.detectability import holdout_detectability, train_detector  # noqa: E402
+from swaplab.evaluate.detectability import detector_config, holdout_detectability, train_detector  # noqa: E402
 from swaplab.io.images import read_image  # noqa: E402
 
 #: (label, precision, channels_last)
@@ -75,29 +78,38 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per variant")
     parser.add_argument("--auc", action="store_true", help="also train each variant fully and report its AUC")
+    parser.add_argument("--smoke", action="store_true", help="test preset, 4 steps, 8 pairs: checks the script only")
     args = parser.parse_args()
+    score_repeats = 3
+    if args.smoke:
+        args.preset, args.pairs, args.steps, args.auc, score_repeats = "test", 8, 2, True, 1
     torch.set_num_threads(1)
     lfw = (args.data or data_root()) / "lfw" / "lfw-deepfunneled"
-    base = config_group("detector").create(args.preset)
+    base = detector_config(args.preset)
+    if args.smoke:
+        base = detector_config(base, steps=4)
+    model, trainer = base.model, base.trainer
     print(f"machine: {machine()}")
     print(
-        f"preset {base.name!r}: {base.resolution} px, widths {base.widths}, {base.convs_per_stage} convs per stage, "
-        f"batch {base.batch_size}, {base.steps} steps; one torch thread\n"
+        f"preset {args.preset!r} (model {model.name}): {model.resolution} px, widths {model.widths}, "
+        f"{model.convs_per_stage} convs per stage, batch {trainer.batch_size}, {trainer.steps} steps; "
+        "one torch thread\n"
     )
     real, fake = load_pairs(lfw, args.pairs)
     crops = real + fake
 
     results = {}
     for label, precision, channels_last in VARIANTS:
-        config = dataclasses.replace(base, precision=precision, channels_last=channels_last)
-        short = dataclasses.replace(config, steps=5)
-        long = dataclasses.replace(config, steps=5 + args.steps)
+        config = detector_config(base, precision=precision, channels_last=channels_last)
+        short = detector_config(config, steps=5)
+        long = detector_config(config, steps=5 + args.steps)
         train_detector(real, fake, short)  # warm-up: first-call costs (oneDNN kernels, imports)
         long_s = seconds(lambda c=long: train_detector(real, fake, c))
         step_s = (long_s - seconds(lambda c=short: train_detector(real, fake, c))) / args.steps
-        detector = train_detector(real, fake, short)
-        detector.logits(crops[:32])
-        score_s = seconds(lambda d=detector: d.logits(crops), repeats=3)
+        memory = torch.channels_last if channels_last else torch.contiguous_format
+        detector = train_detector(real, fake, short).to(memory_format=memory)
+        detector.logits(crops[:32], precision)
+        score_s = seconds(lambda d=detector, p=precision: d.logits(crops, p), repeats=score_repeats)
         auc = holdout_detectability(real, fake, config, paired=True)[0].auc if args.auc else float("nan")
         results[label] = (step_s, score_s, auc)
 
@@ -106,8 +118,8 @@ def main() -> None:
     reference_step, reference_score, _ = results[VARIANTS[0][0]]
     for label, (step_s, score_s, auc) in results.items():
         line = (
-            f"{label:30s} {step_s * 1e3:8.1f} ms {base.batch_size / step_s:14.0f} {step_s * base.steps:12.1f} s "
-            f"{len(crops) / score_s:14.0f}"
+            f"{label:30s} {step_s * 1e3:8.1f} ms {trainer.batch_size / step_s:14.0f} "
+            f"{step_s * trainer.steps:12.1f} s {len(crops) / score_s:14.0f}"
         )
         print(line + (f"   {auc:.3f}" if args.auc else ""))
     print("\nspeed-up over fp32 NCHW (time ratio, higher is faster):")

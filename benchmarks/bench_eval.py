@@ -12,7 +12,12 @@ reference pair's first 48 photos, none of them held out by the protocol) is scor
 The per-pair cost of the cold pass (reconstruction, report and network loading left out) is then
 extrapolated to a 1000-pair protocol.
 
-    .venv/bin/python benchmarks/bench_eval.py [--steps 10] [--limit 0] [--threads 1]
+    .venv/bin/python benchmarks/bench_eval.py [--steps 10] [--limit 0] [--threads 1] [--smoke]
+
+``--smoke``: the model trains for 1 step on the first 8 photos of each person, then 1 pair is
+scored against a gallery of 2 identities x 2 photos and 4 reference photos, KID over 2 subsets and
+no detectability classifier (``detector_pairs=-1``): checks the script end to end in seconds (the
+numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -29,23 +34,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import data_root, machine  # noqa: E402
 
-from swaplab.evaluate.evaluator import EvalOptions, FaceCache, evaluate, prepare_cache  # noqa: E402
+from swaplab.evaluate.evaluator import evaluate, prepare_cache  # noqa: E402
+from swaplab.evaluate.faces import FaceCache  # noqa: E402
+from swaplab.evaluate.results import EvalOptions  # noqa: E402
 
 #: Families that are not per-pair work: excluded from the swaps/s figure and extrapolated separately.
 NOT_PER_PAIR = ("reconstruction", "report", "identity networks (load)")
 
 
-def make_model(work: Path, steps: int) -> Path:
+def make_model(work: Path, steps: int, photos: int = 48) -> Path:
     from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.train.entry import build_config
     from swaplab.train.export import export_model
-    from swaplab.train.trainer import build_config, train
+    from swaplab.train.loop import train
 
     lfw = data_root() / "lfw" / "lfw-deepfunneled"
     cfg = ExtractConfig(size=128)
     cfg.faces.max_faces = 1
     facesets = []
     for person in ("George_W_Bush", "Colin_Powell"):
-        extract(sorted((lfw / person).glob("*.jpg"))[:48], work / person, cfg, progress=False)
+        extract(sorted((lfw / person).glob("*.jpg"))[:photos], work / person, cfg, progress=False)
         facesets.append(work / person)
     overrides = ["model=df-cpu", f"data.src={facesets[0]}", f"data.dst={facesets[1]}", "trainer=test"]
     train(build_config([*overrides, f"trainer.steps={steps}", "trainer.precision=auto", f"run_dir={work / 'run'}"]))
@@ -58,16 +66,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training steps of the timing model")
     parser.add_argument("--limit", type=int, default=0, help="pairs of per_pair_v1 to score (0 = all 24)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--smoke", action="store_true", help="1 step, 1 pair, small gallery: checks the script only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
     root = data_root()
     options = EvalOptions(limit=args.limit)
+    photos = 48
+    if args.smoke:
+        args.steps, args.limit, photos = 1, 1, 8
+        options = EvalOptions(
+            limit=1,
+            gallery_limit=1,
+            gallery_images=2,
+            reference_limit=4,
+            kid_subsets=2,
+            grid=1,
+            worst=1,
+            detector_pairs=-1,
+        )
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
-        model = make_model(work, args.steps)
+        model = make_model(work, args.steps, photos)
         print(f"timing model: df-cpu, {args.steps} steps ({time.perf_counter() - started:.0f} s to extract and train)")
 
         cache = FaceCache()

@@ -3,7 +3,9 @@
 Frames per second end to end (decode, detect/track, landmarks, align, identity, JPEG write),
 measured side by side in one run, model loading excluded (a warm-up extraction runs first).
 
-    .venv/bin/python benchmarks/bench_extract.py [--frames 200] [--clip PATH]
+    .venv/bin/python benchmarks/bench_extract.py [--frames 200] [--clip PATH] [--smoke]
+
+``--smoke``: 2 frames per setting (and a 2-frame warm-up), to check the script end to end in seconds.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--clip", type=Path, default=None)
+    parser.add_argument("--smoke", action="store_true", help="2 frames per setting: checks the script, not the speed")
     args = parser.parse_args()
+    if args.smoke:
+        args.frames = 2
     clip = args.clip or data_root() / "videos" / "hdtf_sadtalker" / "WDA_KatieHill_000.mp4"
     print(f"machine: {machine()}")
     print(f"clip: {clip.name}, first {args.frames} frames, crops 256 px, JPEG q95")
-    run(clip, 10, 5)  # warm-up: loads dlib's models and the identity network once
+    run(clip, 2 if args.smoke else 10, 5)  # warm-up: loads dlib's models and the identity network once
     rows = [
         ("detect every frame", 1, True),
         ("track, detect every 5", 5, True),

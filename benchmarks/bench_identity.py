@@ -6,7 +6,9 @@ Prints faces per second at batch 1 and 16 for the port (fp32 NCHW, fp32 channels
 descriptors. Chips come from real LFW photos (deep-funneled), first photos of the people listed
 below, detected with dlib's HOG detector and aligned with dlib.get_face_chip.
 
-    .venv/bin/python benchmarks/bench_identity.py [--data ../shared/data] [--repeats 7] [--threads N]
+    .venv/bin/python benchmarks/bench_identity.py [--data ../shared/data] [--repeats 7] [--threads N] [--smoke]
+
+``--smoke``: one repeat, to check the script end to end in seconds (the numbers mean nothing).
 
 dlib runs on one thread. On a busy 2-core machine torch's two threads wait on each other at every
 layer (batch-1 timings then swing by 10-60x); ``--threads 1`` gives steady numbers there.
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from swaplab.faces.identity import chip_from_landmarks, default_dlib_model_path, load_dlib_identity
+from swaplab.identity import chip_from_landmarks, default_dlib_model_path, load_dlib_identity
 from swaplab.system import cpu_model
 
 PEOPLE = (
@@ -103,7 +105,10 @@ def main() -> None:
         default=0,
         help="torch threads (0: torch's default); 1 is steadier when other processes share the cores",
     )
+    parser.add_argument("--smoke", action="store_true", help="1 repeat: checks the script, not the speed")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = 1
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     lfw = Path(args.data) / "lfw" / "lfw-deepfunneled"

@@ -1,25 +1,34 @@
 """Benchmark: training throughput of swaplab's own identity network, and its LFW View-1 accuracy.
 
-Measures one full training step (augmentation, forward, ArcFace head over the 4,028 DevTrain
-people, backward, SGD) of the default ``CompactFaceNet`` at batch 128 in fp32 NCHW, fp32
-channels-last, bf16 autocast NCHW and bf16 autocast + channels-last (the training default), side
-by side and interleaved, and the same for a MobileFaceNet-style depthwise network of the same
-chip size (the alternative it was chosen over). Then prints the LFW View-1 lines (threshold on
-pairsDevTrain, accuracy on pairsDevTest) of the cached ``lfw-arcface`` weights and of dlib's
-port, recorded in the weights' model.json by ``train --verify``, or measured now with ``--verify``.
+Measures one full training step of the ``identity-net`` recipe (augmentation, forward, ArcFace head
+over the 4,028 DevTrain people, backward, SGD) of the default ``CompactFaceNet`` at batch 128 in
+fp32 NCHW, fp32 channels-last, bf16 autocast NCHW and bf16 autocast + channels-last (the training
+default), side by side and interleaved, and the same for a MobileFaceNet-style depthwise network of
+the same chip size (the alternative it was chosen over). The step is the recipe's ``train_step``
+rebuilt on random chips: its augmentation preset, ``swaplab.losses.margin``'s margin logits and the
+recipe's optimiser (``build_optimizer``, ``apply_gradients``). Then prints the LFW View-1 lines
+(threshold on pairsDevTrain, accuracy on pairsDevTest) of the installed ``lfw-arcface`` network and of
+dlib's port, recorded in its model.json by ``swaplab identity build lfw-arcface --verify`` (or
+``swaplab identity verify``), or measured now with ``--verify``.
 
     .venv/bin/python benchmarks/bench_identity_net.py [--threads 1] [--repeats 5] [--verify [--faceset DIR ...]]
 
 Chips are random (speed does not depend on content). On the busy shared 2-core machine use
 ``--threads 1``: the training run itself uses one thread.
+
+``--smoke``: the ``test`` build's tiny network at its batch (8), one repeat, and, in a temporary
+user cache, the ``test`` build trained and installed so that its card is read back: checks the
+script end to end in seconds (the numbers mean nothing; it never touches the real user cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,15 +40,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from swaplab.faces.lfw_identity import CompactFaceNet, MarginHead, metadata_path  # noqa: E402
-from swaplab.faces.lfw_identity_train import (  # noqa: E402
-    ChipAugmentConfig,
-    augment_chips,
-    lfw_view1,
-    preset_config,
-    weights_path,
-)
+from swaplab.evaluate.lfw_verification import lfw_view1  # noqa: E402
+from swaplab.identity.lfw_arcface import CompactFaceNet, find_weights, metadata_path  # noqa: E402
+from swaplab.losses.margin import MarginHead, margin_logits  # noqa: E402
 from swaplab.system import cpu_supports_bf16  # noqa: E402
+from swaplab.train.augment import Augmenter  # noqa: E402
+from swaplab.train.recipes.identity_net import IdentityTrainConfig, identity_config  # noqa: E402
+from swaplab.train.session import apply_gradients, build_optimizer  # noqa: E402
 
 CLASSES = 4028  # DevTrain people with a face found
 
@@ -105,24 +112,27 @@ class MobileFaceNetLike(nn.Module):
         return self.layers((chips - 0.5) * 2.0)
 
 
-def train_step(net: nn.Module, bf16: bool, channels_last: bool, batch: int, size: int) -> Callable[[], None]:
-    """One optimiser step of ``net`` + an ArcFace head, as the trainer runs it."""
+def train_step(
+    net: nn.Module, cfg: IdentityTrainConfig, bf16: bool, channels_last: bool, batch: int
+) -> Callable[[], None]:
+    """One optimiser step of ``net`` + an ArcFace head, as the ``identity-net`` recipe runs it."""
     memory = torch.channels_last if channels_last else torch.contiguous_format
-    head = MarginHead(128, CLASSES)
+    size = cfg.model.chip_size
+    head = MarginHead(cfg.model.embedding_dim, CLASSES, cfg.head)
     net = net.to(memory_format=memory).train()
-    optimizer = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=0.01, momentum=0.9)
+    optimizer = build_optimizer(cfg.trainer, [*net.parameters(), *head.parameters()], torch.device("cpu"))
     chips = torch.rand(batch, 3, size, size)
     labels = torch.randint(0, CLASSES, (batch,))
-    augment = ChipAugmentConfig()
+    augmenter = Augmenter(cfg.augment)
 
     def step() -> None:
-        x = augment_chips(chips, augment, torch.Generator().manual_seed(0)).contiguous(memory_format=memory)
+        x = augmenter({"image": chips}, torch.Generator().manual_seed(0))["target"].contiguous(memory_format=memory)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             embeddings = net.embedding(x)
-        loss = F.cross_entropy(head(embeddings.float(), labels), labels)
-        optimizer.zero_grad(set_to_none=True)
+        cosine = head.cosine(embeddings)
+        loss = F.cross_entropy(margin_logits(cosine, labels, cfg.head.margin, cfg.head.scale, cfg.head.kind), labels)
         loss.backward()
-        optimizer.step()
+        apply_gradients(optimizer, loss.detach(), cfg.trainer.grad_clip)
 
     return step
 
@@ -140,44 +150,29 @@ def interleaved(contenders: dict[str, Callable[[], None]], repeats: int) -> dict
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--verify", action="store_true", help="measure LFW View 1 now (minutes)")
-    parser.add_argument("--faceset", action="append", default=[], help="facesets of LFW photos (landmarks)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"machine: {machine()}")
-    cfg = preset_config("default")
-    size = cfg.net.chip_size
-    print(f"train step: batch {args.batch}, {size} px chips, ArcFace head over {CLASSES} classes, SGD")
+def training_summary(card: dict) -> str:
+    """Steps and time of the training that made an installed network (its card and run folder)."""
+    training = card.get("training") or {}  # weights cached before training became a recipe
+    steps = training.get("steps", card.get("step"))
+    if training.get("cpu_s") is not None:
+        return f"{steps} steps, {training['cpu_s'] / 60:.1f} CPU-minutes"
+    run_dir = (card.get("trained_from") or {}).get("run_dir")
+    metrics = Path(run_dir) / "metrics.jsonl" if run_dir else None
+    if metrics is not None and metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        times = [row["time_s"] for row in rows if "time_s" in row]
+        if times:
+            return f"{steps} steps, {times[-1] / 60:.1f} wall-minutes (last session)"
+    return f"{steps} steps"
 
-    variants = {"fp32 NCHW": (False, False), "fp32 channels_last": (False, True)}
-    if cpu_supports_bf16():
-        variants |= {"bf16 NCHW": (True, False), "bf16 channels_last": (True, True)}
-    nets = {"CompactFaceNet": lambda: CompactFaceNet(cfg.net), "MobileFaceNet-like": lambda: MobileFaceNetLike(size)}
-    for net_name, build in nets.items():
-        torch.manual_seed(0)
-        params = sum(p.numel() for p in build().parameters()) / 1e6
-        contenders = {v: train_step(build(), bf16, cl, args.batch, size) for v, (bf16, cl) in variants.items()}
-        seconds = interleaved(contenders, args.repeats)
-        reference = seconds["fp32 NCHW"]
-        print(f"\n{net_name} ({params:.2f} M parameters)")
-        for name, value in seconds.items():
-            print(
-                f"  {name:20s} {value * 1000:8.0f} ms/step  {args.batch / value:7.1f} chips/s  "
-                f"x{reference / value:4.2f} vs fp32 NCHW"
-            )
 
+def view1(args: argparse.Namespace) -> None:
     print("\nLFW View 1 (threshold chosen on pairsDevTrain.txt, accuracy on pairsDevTest.txt):")
-    weights = weights_path(cfg)
+    weights = find_weights()
     if args.verify:
         for result in lfw_view1(["lfw-arcface", "dlib-resnet"], facesets=args.faceset):
             print("  " + result.line())
-    elif metadata_path(weights).is_file():
+    elif weights is not None and metadata_path(weights).is_file():
         document = json.loads(metadata_path(weights).read_text(encoding="utf-8"))
         results = (document.get("verification") or {}).get("results") or []
         for result in results:
@@ -190,11 +185,68 @@ def main() -> None:
         print(f"  (recorded in {metadata_path(weights)})")
         if not results:
             print(f"  none recorded in {metadata_path(weights)}: run with --verify")
-        print(
-            f"  training: {document['training']['steps']} steps, {document['training']['cpu_s'] / 60:.1f} CPU-minutes"
-        )
+        print(f"  training: {training_summary(document)}")
     else:
-        print(f"  no cached weights at {weights}: train them (python -m swaplab.faces.lfw_identity_train train)")
+        print("  no installed lfw-arcface network: build it (swaplab identity build lfw-arcface --verify)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=0, help="chips per step (0: the build's, 128)")
+    parser.add_argument("--verify", action="store_true", help="measure LFW View 1 now (minutes)")
+    parser.add_argument("--faceset", action="append", default=[], help="facesets of LFW photos (landmarks)")
+    parser.add_argument("--smoke", action="store_true", help="the test build's tiny net, 1 repeat: checks the script")
+    args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.verify = 1, False
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}")
+    preset = "test" if args.smoke else "default"
+    cfg = identity_config("lfw-arcface", preset)
+    size = cfg.model.chip_size
+    batch = args.batch or cfg.trainer.batch_size
+    print(
+        f"train step ({preset} build, {cfg.model.name}): batch {batch}, {size} px chips, "
+        f"ArcFace head over {CLASSES} classes, {cfg.trainer.optimizer.upper()}"
+    )
+
+    variants = {"fp32 NCHW": (False, False), "fp32 channels_last": (False, True)}
+    if cpu_supports_bf16():
+        variants |= {"bf16 NCHW": (True, False), "bf16 channels_last": (True, True)}
+    dim = cfg.model.embedding_dim
+    nets = {
+        "CompactFaceNet": lambda: CompactFaceNet(cfg.model),
+        "MobileFaceNet-like": lambda: MobileFaceNetLike(size, dim),
+    }
+    for net_name, build in nets.items():
+        torch.manual_seed(0)
+        params = sum(p.numel() for p in build().parameters()) / 1e6
+        contenders = {v: train_step(build(), cfg, bf16, cl, batch) for v, (bf16, cl) in variants.items()}
+        seconds = interleaved(contenders, args.repeats)
+        reference = seconds["fp32 NCHW"]
+        print(f"\n{net_name} ({params:.2f} M parameters)")
+        for name, value in seconds.items():
+            print(
+                f"  {name:20s} {value * 1000:8.0f} ms/step  {batch / value:7.1f} chips/s  "
+                f"x{reference / value:4.2f} vs fp32 NCHW"
+            )
+
+    if not args.smoke:
+        view1(args)
+        return
+    # Smoke: build the test network into a temporary user cache, then read its card back as above.
+    from swaplab.train.recipes.identity_net import build_identity_network
+
+    with tempfile.TemporaryDirectory(prefix="bench-identity-net-") as cache:
+        os.environ["SWAPLAB_CACHE"] = cache
+        os.environ.pop("SWAPLAB_LFW_ARCFACE", None)
+        threads = torch.get_num_threads()
+        build_identity_network("lfw-arcface", "test", progress=False)
+        torch.set_num_threads(threads)
+        view1(args)
 
 
 if __name__ == "__main__":

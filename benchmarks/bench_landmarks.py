@@ -11,6 +11,8 @@ Run: ``.venv/bin/python benchmarks/bench_landmarks.py [--data ../shared/data] [-
    upsample 0 and 1, the 5- and 68-point predictors, one tracking step against one full
    detection + 68 points, and dlib's CNN detector once.
 3. Tracking against per-frame detection on 100 frames of the same clip.
+
+``--smoke``: one repeat and 4 tracked frames, to check the script end to end in seconds.
 """
 
 from __future__ import annotations
@@ -170,13 +172,17 @@ def tracking(data: Path, frames_count: int = 100) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    default_data = os.environ.get("SWAPLAB_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    parser.add_argument("--data", type=Path, default=default_data)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="1 repeat, 4 tracked frames: checks the script only")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = 1
     print(f"machine: {machine()}")
     landmark_accuracy(args.data)
     timings(args.data, args.repeats)
-    tracking(args.data)
+    tracking(args.data, 4 if args.smoke else 100)
 
 
 if __name__ == "__main__":

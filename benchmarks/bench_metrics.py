@@ -1,6 +1,6 @@
 """Cost of every evaluation metric on realistic batches, per item, with side-by-side variants.
 
-    .venv/bin/python benchmarks/bench_metrics.py [--pairs 256] [--landmark-sets 1000] [--repeats 3]
+    .venv/bin/python benchmarks/bench_metrics.py [--pairs 256] [--landmark-sets 1000] [--repeats 3] [--smoke]
 
 Inputs (fixed, so numbers can be reproduced): the first photo of the first ``--pairs`` people (in
 sorted folder order) of LFW deep-funneled; their central 128 px as targets, a Gaussian-blurred
@@ -8,7 +8,8 @@ sorted folder order) of LFW deep-funneled; their central 128 px as targets, a Ga
 chips (roughly aligned: content does not change the cost). Landmarks: dlib's 68 points of 20 of
 those photos, with 1 px noise, tiled to ``--landmark-sets``. Features for FD/KID: Gaussian
 (seed 0), 1000 x 256 like the dlib ResNet's penultimate features. Times are medians of
-``--repeats`` runs after a warm-up.
+``--repeats`` runs after a warm-up. ``--smoke``: 8 pairs, 20 landmark sets, 100 x 256 features,
+2 KID subsets, one repeat: checks the script end to end in seconds (the numbers mean nothing).
 
 torch runs on ONE thread (``torch.set_num_threads(1)``), and so do numpy's and scipy's OpenBLAS
 (``OPENBLAS_NUM_THREADS=1`` etc., set before numpy loads unless already set): the machine's 2 cores
@@ -36,12 +37,14 @@ import scipy.linalg  # noqa: E402
 import torch  # noqa: E402
 from common import data_root, machine  # noqa: E402
 
-from swaplab.evaluate import (  # noqa: E402
+from swaplab.faces.detect import DETECTORS  # noqa: E402
+from swaplab.faces.landmarks import LANDMARKERS  # noqa: E402
+from swaplab.identity import identity_features, load_dlib_identity  # noqa: E402
+from swaplab.metrics import (  # noqa: E402
     expression_error,
     flicker,
     frechet_distance,
     identity_drift,
-    identity_features,
     identity_retrieval,
     identity_similarity,
     kernel_distance,
@@ -53,9 +56,6 @@ from swaplab.evaluate import (  # noqa: E402
     roc_auc,
     sharpness_ratio,
 )
-from swaplab.faces.detect import DETECTORS  # noqa: E402
-from swaplab.faces.identity import load_dlib_identity  # noqa: E402
-from swaplab.faces.landmarks import LANDMARKERS  # noqa: E402
 
 
 def median_s(fn: Callable[[], object], repeats: int) -> float:
@@ -99,7 +99,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--landmark-sets", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny inputs, 1 repeat: checks the script only")
     args = parser.parse_args()
+    features, subsets, frames = 1000, 100, 250
+    if args.smoke:
+        args.pairs, args.landmark_sets, args.repeats = 8, 20, 1
+        features, subsets, frames = 100, 2, 20
     torch.set_num_threads(1)
     lfw = (args.data or data_root()) / "lfw" / "lfw-deepfunneled"
     print(f"machine: {machine()}")
@@ -167,24 +172,30 @@ def main() -> None:
     row("expression_error", sets, median_s(lambda: expression_error(target68, swap68), repeats), count, "pair")
 
     # Distribution distances on 1000 x 256 features.
-    feats_a = rng.normal(size=(1000, 256))
-    feats_b = 1.1 * rng.normal(size=(1000, 256)) + 0.05
+    feats_a = rng.normal(size=(features, 256))
+    feats_b = 1.1 * rng.normal(size=(features, 256)) + 0.05
+    sets = f"{features} x 256 vs {features} x 256"
     fd_s = median_s(lambda: frechet_distance(feats_a, feats_b), repeats)
-    row("frechet_distance (eigh route)", "1000 x 256 vs 1000 x 256", fd_s, 1, "call")
+    row("frechet_distance (eigh route)", sets, fd_s, 1, "call")
     sqrtm_s = median_s(lambda: frechet_sqrtm(feats_a, feats_b), repeats)
-    row("  FD by scipy.linalg.sqrtm", "1000 x 256 vs 1000 x 256", sqrtm_s, 1, "call")
+    row("  FD by scipy.linalg.sqrtm", sets, sqrtm_s, 1, "call")
     print(
         f"  -> sqrtm / eigh time {sqrtm_s / fd_s:.2f}; values {frechet_distance(feats_a, feats_b):.6f} "
         f"vs {frechet_sqrtm(feats_a, feats_b):.6f}"
     )
-    kid_once = median_s(lambda: kernel_distance(feats_a, feats_b), repeats)
-    row("kernel_distance (full sets once)", "1000 x 256, subset_size 1000", kid_once, 1, "call")
+    kid_once = median_s(lambda: kernel_distance(feats_a, feats_b, subset_size=features), repeats)
+    row("kernel_distance (full sets once)", f"{features} x 256, subset_size {features}", kid_once, 1, "call")
     big_a, big_b = np.tile(feats_a, (2, 1)), np.tile(feats_b, (2, 1))
-    kid_sub = median_s(lambda: kernel_distance(big_a, big_b, subsets=100, subset_size=1000), 1)
-    row("kernel_distance (100 subsets)", "2000 x 256, subsets of 1000", kid_sub, 100, "subset")
+    kid_sub = median_s(lambda: kernel_distance(big_a, big_b, subsets=subsets, subset_size=features), 1)
+    row(
+        f"kernel_distance ({subsets} subsets)",
+        f"{2 * features} x 256, subsets of {features}",
+        kid_sub,
+        subsets,
+        "subset",
+    )
 
     # Video.
-    frames = 250
     track = np.repeat(target68[:1], frames, axis=0) + rng.normal(size=(frames, 68, 2))
     row(
         "landmark_jitter (relative)",
@@ -193,29 +204,31 @@ def main() -> None:
         frames,
         "frame",
     )
+    drift = gallery[:frames]
     row(
         "identity_drift",
-        f"T={frames} x 128",
-        median_s(lambda: identity_drift(gallery[:frames]), repeats),
-        frames,
+        f"T={len(drift)} x 128",
+        median_s(lambda: identity_drift(drift), repeats),
+        len(drift),
         "frame",
     )
     clip = targets[:100]
     clip_masks = masks[:100]
     row(
         "flicker (relative)",
-        "T=100 x 3x128x128 + masks",
+        f"T={len(clip)} x 3x128x128 + masks",
         median_s(lambda: flicker(clip, clip_masks, clip), repeats),
-        100,
+        len(clip),
         "frame",
     )
 
-    scores_real, scores_fake = rng.normal(size=10000), rng.normal(size=10000) + 1
+    scores = 1000 if args.smoke else 10000
+    scores_real, scores_fake = rng.normal(size=scores), rng.normal(size=scores) + 1
     row(
         "roc_auc",
-        "10000 real + 10000 fake scores",
+        f"{scores} real + {scores} fake scores",
         median_s(lambda: roc_auc(scores_real, scores_fake), repeats),
-        20000,
+        2 * scores,
         "score",
     )
 

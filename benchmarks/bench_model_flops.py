@@ -6,7 +6,10 @@ backward, Adam) of liae-ud at 128 px with DeepFaceLab's dims in fp32 NCHW eager 
 autocast + channels_last, with faces/s and the fraction of this CPU's measured bf16 matmul peak;
 the same for the CPU presets; and our DSSIM against kornia's. Not a test: numbers vary with load.
 
-    .venv/bin/python benchmarks/bench_model_flops.py [--reps 3] [--reps-cpu 8] [--skip-dfl-step]
+    .venv/bin/python benchmarks/bench_model_flops.py [--reps 3] [--reps-cpu 8] [--skip-dfl-step] [--smoke]
+
+``--smoke``: the CPU presets only, one timed step at batch 2, to check the script end to end in
+seconds (the numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -115,7 +118,10 @@ def main() -> None:
     parser.add_argument("--reps-cpu", type=int, default=8, help="timed steps of the (cheap) CPU presets")
     parser.add_argument("--batch", type=int, default=16, help="faces per identity per step")
     parser.add_argument("--skip-dfl-step", action="store_true", help="skip the 128 px liae-ud step timing")
+    parser.add_argument("--smoke", action="store_true", help="CPU presets, 1 step at batch 2: checks the script only")
     args = parser.parse_args()
+    if args.smoke:
+        args.reps, args.reps_cpu, args.batch, args.skip_dfl_step = 1, 1, 2, True
     print(f"machine: {machine()}\n")
 
     bf16_peak, fp32_peak = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
@@ -124,6 +130,8 @@ def main() -> None:
     print(f"{'preset':<10} {'res':>4} {'params (M)':>10} {'fwd GFLOP/face':>15}")
     # Per-pair presets only: the one-shot (SimSwap) presets have their own benchmark.
     per_pair = [name for name in config_group("model").names() if isinstance(model_preset(name), ModelConfig)]
+    if args.smoke:
+        per_pair = [name for name in per_pair if name.endswith("-cpu")]
     for name in per_pair:
         gflops, params = forward_flops_per_face(name)
         print(f"{name:<10} {model_preset(name).resolution:>4} {params:>10.1f} {gflops:>15.2f}")

@@ -11,7 +11,10 @@ Presets: ``simswap-128`` at batch 8 and ``simswap-paper`` (224 px) at batch 2, p
 ``simswap-tiny`` at batch 8 (the CPU study's model). Random images: throughput does not depend
 on content. Not a test: numbers vary with load.
 
-    .venv/bin/python benchmarks/bench_simswap.py [--reps 2] [--threads N] [--presets simswap-128:8 ...]
+    .venv/bin/python benchmarks/bench_simswap.py [--reps 2] [--threads N] [--presets simswap-128:8 ...] [--smoke]
+
+``--smoke``: ``simswap-tiny`` at batch 2, one timed step per mode, a small matmul for the peak: checks
+the script end to end in seconds (the numbers mean nothing).
 
 On a shared machine (load above 0.5) it runs on one thread unless told otherwise: two OpenMP
 threads spinning against other processes run several times slower than one.
@@ -122,7 +125,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="timed steps per preset and mode")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: 1 if the machine is busy)")
     parser.add_argument("--presets", nargs="*", default=list(DEFAULT_PRESETS), help="preset:batch pairs")
+    parser.add_argument("--smoke", action="store_true", help="simswap-tiny:2, 1 step: checks the script only")
     args = parser.parse_args()
+    if args.smoke:
+        args.reps, args.presets = 1, ["simswap-tiny:2"]
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     threads = args.threads or (1 if load > 0.5 else torch.get_num_threads())
@@ -132,11 +138,12 @@ def main() -> None:
         f"load average {load:.2f} at start; {threads} thread(s)"
         + (" (the machine is shared: one thread avoids OpenMP spinning)" if threads == 1 and load > 0.5 else "")
     )
-    from swaplab.faces.identity import load_dlib_identity
+    from swaplab.identity import load_dlib_identity
 
     identity_net = load_dlib_identity()
-    peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
-    print(f"matmul peak (2048^2, same threads): bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s\n")
+    size = 512 if args.smoke else 2048
+    peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16, size), matmul_peak(torch.float32, size)
+    print(f"matmul peak ({size}^2, same threads): bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s\n")
 
     header = f"{'preset':<15}{'batch':>6}  {'mode':<22}{'s/step best':>12}{'median':>9}{'img/s':>8}"
     header += f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'of bf16 peak':>14}"

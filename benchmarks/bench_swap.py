@@ -7,7 +7,10 @@ In the same run the model alone is timed on the same crops, so the pipeline's ov
 difference. Then the temporal jitter of the pasted face with
 landmark smoothing on and off.
 
-    .venv/bin/python benchmarks/bench_swap.py [--frames 200] [--model liae-ud] [--threads 1]
+    .venv/bin/python benchmarks/bench_swap.py [--frames 200] [--model liae-ud] [--threads 1] [--smoke]
+
+``--smoke``: ``liae-cpu`` trained on 6 frames, 4 frames per pipeline setting, 3 model-only runs and
+jitter over 5 frames: checks the script end to end in seconds (the numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -32,15 +35,15 @@ from swaplab.swap.pipeline import FaceSwapper, SwapConfig, swap  # noqa: E402
 CLIP = Path("videos/hdtf_sadtalker/WDA_KatieHill_000.mp4")
 
 
-def make_model(work: Path, preset: str) -> Path:
+def make_model(work: Path, preset: str, frames: int = 16) -> Path:
     from swaplab.facesets.extract import ExtractConfig, extract
-    from swaplab.train.config import TrainConfig
     from swaplab.train.export import export_model
-    from swaplab.train.trainer import train
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.per_pair import TrainConfig
 
     clip = data_root() / CLIP
     faces = work / "faces"
-    extract(clip, faces, ExtractConfig(size=128, max_frames=16), progress=False)
+    extract(clip, faces, ExtractConfig(size=128, max_frames=frames), progress=False)
     cfg = apply_overrides(
         TrainConfig(),
         [
@@ -59,13 +62,13 @@ def make_model(work: Path, preset: str) -> Path:
     return work / "model"
 
 
-def model_only(model_dir: Path, clip: Path, frames: int) -> float:
+def model_only(model_dir: Path, clip: Path, frames: int, crops_from: int = 16) -> float:
     """Frames/s of the model alone on the clip's own aligned crops (batch 1, as the pipeline runs)."""
     swapper = FaceSwapper(model_dir, SwapConfig())
     from swaplab.io.video import VideoReader
 
     crops = []
-    for frame in VideoReader(clip, stop=16):
+    for frame in VideoReader(clip, stop=crops_from):
         crops.extend(f.crop for f in swapper.analyzer.analyze(frame.image, embed=False)[:1])
     for crop in crops[:3]:
         swapper._run_model(crop[None])
@@ -108,15 +111,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--model", default="liae-ud")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--smoke", action="store_true", help="liae-cpu, 4 frames: checks the script only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    train_frames, model_runs, jitter_frames = 16, 50, 100
+    if args.smoke:
+        args.frames, args.model = 4, "liae-cpu"
+        train_frames, model_runs, jitter_frames = 6, 3, 5
     clip = data_root() / CLIP
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model_dir = make_model(work, args.model)
-        fps_model = model_only(model_dir, clip, 50)
+        model_dir = make_model(work, args.model, train_frames)
+        fps_model = model_only(model_dir, clip, model_runs, min(16, train_frames))
         for batch_frames, colour in ((1, "rct"), (8, "rct"), (8, "none")):
             cfg = SwapConfig(colour=colour, max_frames=args.frames, overwrite=True, batch_frames=batch_frames)
             report = swap(model_dir, clip, work / "out.mp4", cfg, progress=False)
@@ -132,7 +140,7 @@ def main() -> None:
         )
         print(f"pipeline (batch 8, no colour) / model alone at batch 1: {report.fps / fps_model:.2f}")
         for smoothing in ("none", "one_euro", "kalman"):
-            ratio = jitter(clip, model_dir, 100, smoothing)
+            ratio = jitter(clip, model_dir, jitter_frames, smoothing)
             print(f"jitter of the pasted face, smoothing={smoothing}: {ratio:.2f} x the raw landmarks'")
 
 

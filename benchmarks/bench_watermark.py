@@ -12,7 +12,10 @@ the decision threshold. Inputs (no randomness but the fixed sample below):
   * photos: every 4th of the jpg/png files under photos/ (sorted), downscaled to <= 1024 px;
   * LFW: 16 deep-funneled faces (250 px), first photo of every 300th person (sorted).
 
-    .venv/bin/python benchmarks/bench_watermark.py [--data ../shared/data] [--repeats 15]
+    .venv/bin/python benchmarks/bench_watermark.py [--data ../shared/data] [--repeats 15] [--smoke]
+
+``--smoke``: one frame of each clip, two photos and two LFW faces, one repeat: checks the script
+end to end in seconds (the numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -65,18 +68,20 @@ def load_image(path: Path, max_side: int = 1024) -> np.ndarray:
     return pixels
 
 
-def inputs(data: Path) -> dict[str, list[np.ndarray]]:
+def inputs(data: Path, smoke: bool = False) -> dict[str, list[np.ndarray]]:
+    """The fixed sample above; ``smoke``: its first frame of each clip, first two photos and faces."""
     talking = data / "videos" / "hdtf_sadtalker"
-    frames_512 = video_frames(talking / "WDA_KatieHill_000.mp4", 8, 12)
-    frames_512 += video_frames(talking / "WDA_AlexandriaOcasioCortez_000.mp4", 8, 12)
-    frames_1080 = video_frames(data / "videos" / "multiface_crowd" / "facenet_pytorch_video.mp4", 10, 8)
+    per_clip, photos, faces = (1, 2, 2) if smoke else (12, None, 16)
+    frames_512 = video_frames(talking / "WDA_KatieHill_000.mp4", 8, per_clip)
+    frames_512 += video_frames(talking / "WDA_AlexandriaOcasioCortez_000.mp4", 8, per_clip)
+    frames_1080 = video_frames(data / "videos" / "multiface_crowd" / "facenet_pytorch_video.mp4", 10, min(8, per_clip))
     photo_files = sorted(p for p in (data / "photos").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     people = sorted(p for p in (data / "lfw" / "lfw-deepfunneled").iterdir() if p.is_dir())
-    lfw_files = [sorted(person.glob("*.jpg"))[0] for person in people[::300]][:16]
+    lfw_files = [sorted(person.glob("*.jpg"))[0] for person in people[::300]][:faces]
     return {
         "512x512 frames": frames_512,
         "1080p frames": frames_1080,
-        "photos": [load_image(p) for p in photo_files[::4]],
+        "photos": [load_image(p) for p in photo_files[::4][:photos]],
         "lfw 250px": [load_image(p) for p in lfw_files],
     }
 
@@ -185,13 +190,17 @@ def robustness_row(name: str, attacked: list[np.ndarray]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    default_data = os.environ.get("SWAPLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+    parser.add_argument("--data", type=Path, default=default_data)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--smoke", action="store_true", help="a few inputs, 1 repeat: checks the script only")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = 1
 
     versions = f"Python {platform.python_version()}, OpenCV {cv2.__version__}, numpy {np.__version__}"
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; {versions}")
-    sets = inputs(args.data)
+    sets = inputs(args.data, args.smoke)
     print("inputs: " + ", ".join(f"{name}: {len(images)}" for name, images in sets.items()))
 
     print(f"\ncost per frame (median of {args.repeats}; budget at 20 frames/s: {FRAME_BUDGET_MS:.0f} ms)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from swaplab._version import __version__
 
 # The public API is imported lazily: `import swaplab` stays fast and pulls in torch, dlib and
 # OpenCV only for the parts a program actually uses.
@@ -23,17 +23,17 @@ _API = {
     "Faceset": "swaplab.facesets.format",
     "contact_sheet": "swaplab.facesets.sheet",
     "sort_faceset": "swaplab.facesets.sort",
-    "train": "swaplab.train.trainer",
-    "TrainConfig": "swaplab.train.config",
-    "train_oneshot": "swaplab.train.oneshot",
-    "OneShotTrainConfig": "swaplab.train.oneshot_config",
-    "build_any_config": "swaplab.train.entry",
-    "train_any": "swaplab.train.entry",
+    "train": "swaplab.train.loop",
+    "build_config": "swaplab.train.entry",
+    "TrainConfig": "swaplab.train.recipes.per_pair",
+    "OneShotTrainConfig": "swaplab.train.recipes.oneshot_config",
+    "RECIPES": "swaplab.train.recipe",
     "load_study": "swaplab.study.study",
     "run_sweep": "swaplab.study.sweep",
     "write_study_report": "swaplab.study.report",
     "export_model": "swaplab.train.export",
-    "load_exported_model": "swaplab.train.export",
+    "load_swapper": "swaplab.models.swapper",
+    "load_model": "swaplab.models.card",
     "swap": "swaplab.swap.pipeline",
     "SwapConfig": "swaplab.swap.pipeline",
     "verify": "swaplab.provenance",
@@ -49,17 +49,19 @@ if TYPE_CHECKING:
     from swaplab.facesets.format import Faceset
     from swaplab.facesets.sheet import contact_sheet
     from swaplab.facesets.sort import sort_faceset
+    from swaplab.models.card import load_model
+    from swaplab.models.swapper import load_swapper
     from swaplab.provenance import verify
     from swaplab.study.report import write_study_report
     from swaplab.study.study import load_study
     from swaplab.study.sweep import run_sweep
     from swaplab.swap.pipeline import SwapConfig, swap
-    from swaplab.train.config import TrainConfig
-    from swaplab.train.entry import build_any_config, train_any
-    from swaplab.train.export import export_model, load_exported_model
-    from swaplab.train.oneshot import train_oneshot
-    from swaplab.train.oneshot_config import OneShotTrainConfig
-    from swaplab.train.trainer import train
+    from swaplab.train.entry import build_config
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+    from swaplab.train.recipe import RECIPES
+    from swaplab.train.recipes.oneshot_config import OneShotTrainConfig
+    from swaplab.train.recipes.per_pair import TrainConfig
 
 
 def __getattr__(name: str) -> Any:
@@ -74,24 +76,24 @@ __all__ = [
     "ExtractConfig",
     "Faceset",
     "OneShotTrainConfig",
+    "RECIPES",
     "SwapConfig",
     "TrainConfig",
     "__version__",
     "apply_overrides",
-    "build_any_config",
+    "build_config",
     "evaluate",
     "evaluate_many",
     "contact_sheet",
     "export_model",
     "extract",
-    "load_exported_model",
+    "load_model",
+    "load_swapper",
     "load_study",
     "run_sweep",
     "sort_faceset",
     "swap",
     "train",
-    "train_any",
-    "train_oneshot",
     "verify",
     "write_study_report",
 ]

@@ -3,6 +3,11 @@
 Options that belong to a typed config are given as ``key=value`` overrides after the positional
 arguments (``swaplab extract clip.mp4 -o faces size=128 faces.detect_every=3``); ``swaplab config
 extract`` prints every key with its default.
+
+Exit codes, for every command: 0 done; 1 failed (bad input, damaged files, a full disk: one line
+says what, which file, and what to do; ``-v`` adds the traceback); 2 a usage error (an unknown
+option or name, an output that exists without ``--overwrite``); 3 ``verify`` found no mark;
+130 interrupted (finished work is kept and a re-run resumes).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from swaplab import __version__
+from swaplab._version import __version__
 
 
 def _split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -61,14 +66,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_faceset_info(args: argparse.Namespace) -> int:
     from swaplab.facesets.format import Faceset
 
-    faceset = Faceset(args.faceset)
+    faceset = Faceset(args.faceset, allow_damaged=True)
     sources = {r.source for r in faceset}
     print(f"{args.faceset}: {len(faceset)} faces from {len(sources)} sources")
     print(f"template {faceset.header.template}, {faceset.size} px, {faceset.header.image_format}")
     print(f"format version {faceset.header.version}, content hash {faceset.content_hash()}")
-    if faceset.skipped_shards:
-        print(f"warning: {len(faceset.skipped_shards)} damaged shard(s) skipped: {faceset.skipped_shards[:5]}")
-    return 0
+    if not faceset.damaged:
+        return 0
+    print(f"error: {len(faceset.damaged)} damaged shard(s); the faces above are the intact ones", file=sys.stderr)
+    for name, reason in faceset.damaged:
+        print(f"  shards/{name}: {reason}", file=sys.stderr)
+    print("re-run `swaplab extract` with the same inputs and output to rebuild them", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def cmd_faceset_sort(args: argparse.Namespace) -> int:
@@ -83,6 +92,7 @@ def cmd_faceset_sort(args: argparse.Namespace) -> int:
         max_distance=args.max_distance,
         min_blur=args.min_blur,
         max_yaw=args.max_yaw,
+        overwrite=args.overwrite,
     )
     print(f"{report['kept']} of {report['total']} faces written to {args.output}, sorted by {args.by}")
     return 0
@@ -97,14 +107,17 @@ def cmd_faceset_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from swaplab.train.entry import build_any_config, train_any
+    from swaplab.train.entry import build_config
+    from swaplab.train.loop import train
 
-    result = train_any(build_any_config(args.overrides))
-    print(f"run: {result.run_dir}")
-    print(f"stopped at step {result.step} ({result.stop_reason}), {result.faces_per_s:.2f} images/s")
+    result = train(build_config(args.overrides))
+    print(f"run: {result.run_dir} ({result.recipe})")
+    if result.resumed_from is not None:
+        print(f"resumed from step {result.start_step} ({result.resumed_from.name})")
+    print(f"stopped at step {result.step} ({result.stop_reason}), {result.samples_per_s:.2f} samples/s")
     for key, value in sorted(result.metrics.items()):
         if isinstance(value, float):
-            print(f"  {key} {value:.4f}")
+            print(f"  {key} {value:.5g}")
     for warning in result.warnings:
         print(f"warning: {warning}")
     return 0
@@ -113,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from swaplab.train.export import export_model
 
-    card = export_model(args.run, args.output)
+    card = export_model(args.run, args.output, overwrite=args.overwrite)
     print(f"model card: {card}")
     return 0
 
@@ -133,15 +146,23 @@ def cmd_swap(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from swaplab.provenance import verify
 
-    exit_code = 0
+    # Each file is reported and the next one checked: 0 if every file is marked, 3 if one is not,
+    # 1 if one could not be read at all.
+    codes = []
     for path in args.files:
-        report = verify(path)
+        try:
+            report = verify(path)
+        except Exception as err:  # noqa: BLE001 - an unreadable file is reported, and the others still checked
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(json.dumps({"path": str(path), "error": reason}) if args.json else f"{path}: unreadable: {reason}")
+            codes.append(EXIT_FAILED)
+            continue
         if args.json:
             print(json.dumps({"path": str(path), **report.to_dict()}))
         else:
             print(f"{path}: " + report.summary())
-        exit_code = exit_code or (0 if report.synthetic else 3)
-    return exit_code
+        codes.append(0 if report.synthetic else EXIT_NO_MARK)
+    return EXIT_FAILED if EXIT_FAILED in codes else max(codes, default=0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -189,15 +210,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     from swaplab.config import apply_overrides, to_dict
 
     factories = _config_factories()
-    if args.section not in factories:
-        print(f"error: unknown config {args.section!r}; choose from {', '.join(factories)}", file=sys.stderr)
-        return 2
-    if args.section == "train":  # the model named decides the config (per-pair or one-shot)
-        from swaplab.train.entry import build_any_config
+    if args.section == "train":  # the model named decides the recipe, and so the config
+        from swaplab.train.entry import build_config
 
-        cfg = build_any_config(args.overrides)
-    else:
+        cfg = build_config(args.overrides)
+    elif args.section in factories:
         cfg = apply_overrides(factories[args.section](), args.overrides)
+    else:
+        print(f"error: unknown config {args.section!r}; choose from train, {', '.join(factories)}", file=sys.stderr)
+        return 2
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
@@ -213,16 +234,145 @@ def _config_factories() -> dict[str, Callable[[], object]]:
 
         return SwapConfig()
 
-    factories: dict[str, Callable[[], object]] = {"extract": extract_config, "swap": swap_config}
-    try:
-        from swaplab.train.config import TrainConfig
-        from swaplab.train.oneshot_config import OneShotTrainConfig
+    def eval_config() -> object:
+        from swaplab.evaluate.results import EvalOptions
 
-        factories["train"] = TrainConfig
-        factories["train-oneshot"] = OneShotTrainConfig
-    except ImportError:
-        pass
-    return factories
+        return EvalOptions()
+
+    return {"extract": extract_config, "swap": swap_config, "eval": eval_config}
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    from swaplab.identity.registry import IDENTITY_ENCODERS
+
+    if args.identity_command == "list":
+        from swaplab.identity.lfw_arcface import IdentityNetworkMissing
+
+        for name in IDENTITY_ENCODERS.names():
+            try:
+                IDENTITY_ENCODERS.create(name)
+                state = "ready"
+            except IdentityNetworkMissing as err:
+                state = f"not built: {err}"
+            print(f"{name}: {state}")
+        return 0
+    if args.identity_command == "build":
+        from swaplab.train.recipes.identity_net import build_identity_network
+
+        faceset = [f"data.facesets=[{','.join(json.dumps(f) for f in args.faceset)}]"] if args.faceset else []
+        path = build_identity_network(args.name, args.preset, [*faceset, *args.overrides], progress=not args.quiet)
+        print(f"{args.name} installed: {path}")
+        if not args.verify:
+            return 0
+        args.encoders, args.weights = [args.name, "dlib-resnet"], str(path)
+        args.record, args.out, args.lfw = True, None, None
+    return _identity_verify(args)
+
+
+def _identity_verify(args: argparse.Namespace) -> int:
+    import os
+
+    from swaplab.evaluate.lfw_verification import lfw_view1, record_verification
+    from swaplab.identity.lfw_arcface import WEIGHTS_ENV, find_weights, load_lfw_arcface, metadata_path
+    from swaplab.identity.registry import IDENTITY_ENCODERS
+
+    modules, weights = {}, None
+    for name in args.encoders:
+        if name == "lfw-arcface":
+            weights = Path(args.weights or os.environ.get(WEIGHTS_ENV) or find_weights() or "")
+            modules[name] = load_lfw_arcface(weights if str(weights) else None)
+        else:
+            modules[name] = IDENTITY_ENCODERS.create(name).eval()
+    results = lfw_view1(modules, lfw=args.lfw, facesets=args.faceset, progress=not args.quiet)
+    for result in results:
+        print(result.line())
+    if args.record and weights is not None and metadata_path(weights).is_file():
+        record_verification(metadata_path(weights), results)
+    if args.out:
+        import dataclasses
+
+        from swaplab.io.atomic import atomic_write_json
+
+        atomic_write_json(Path(args.out), [dataclasses.asdict(r) for r in results])
+    return 0
+
+
+def _catalog() -> dict[str, Callable[[], object]]:
+    """What ``swaplab list`` can list: each a registry, imported only when asked for."""
+
+    def lazy(module: str, name: str) -> Callable[[], object]:
+        def load() -> object:
+            import importlib
+
+            return getattr(importlib.import_module(module), name)
+
+        return load
+
+    def group(name: str) -> Callable[[], object]:
+        def load() -> object:
+            import swaplab.train.recipe  # noqa: F401 - names the modules that register presets
+            from swaplab.config import config_group
+
+            return config_group(name)
+
+        return load
+
+    return {
+        "recipes": lazy("swaplab.train.recipe", "RECIPES"),
+        "models": group("model"),
+        "trainers": group("trainer"),
+        "losses": group("loss"),
+        "identity": lazy("swaplab.identity.registry", "IDENTITY_ENCODERS"),
+        "swappers": lazy("swaplab.models.swapper", "SWAPPERS"),
+        "masks": lazy("swaplab.swap.masking", "MASK_MODES"),
+        "colour": lazy("swaplab.swap.colour", "COLOUR_TRANSFERS"),
+        "blend": lazy("swaplab.swap.blend", "BLENDERS"),
+        "smoothing": lazy("swaplab.swap.smoothing", "SMOOTHERS"),
+        "detectors": lazy("swaplab.faces.detect", "DETECTORS"),
+        "metrics": lazy("swaplab.metrics.registry", "METRICS"),
+        "datasets": lazy("swaplab.data.catalog", "DATASETS"),
+    }
+
+
+def _one_line(entry: object) -> str:
+    """The first line of what a registered entry says of itself."""
+    doc = getattr(getattr(entry, "func", entry), "__doc__", None)  # a functools.partial: its function
+    return doc.strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+def _preset_summary(factory: Callable[[], object]) -> str:
+    """A preset in one line: the settings where it differs from its config type's defaults."""
+    import dataclasses
+
+    cfg = factory()
+    try:
+        default = type(cfg)()
+    except TypeError:
+        default = None
+    changed = [
+        f"{f.name}={getattr(cfg, f.name)}"
+        for f in dataclasses.fields(cfg)  # type: ignore[arg-type]
+        if f.name != "name"
+        and isinstance(getattr(cfg, f.name), (int, float, str, tuple))
+        and (default is None or getattr(cfg, f.name) != getattr(default, f.name))
+    ]
+    return " ".join(changed[:7]) + (" ..." if len(changed) > 7 else "")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    catalog = _catalog()
+    wanted = [args.what] if args.what else list(catalog)
+    for kind in wanted:
+        if kind not in catalog:
+            print(f"error: nothing called {kind!r} to list; choose from {', '.join(catalog)}", file=sys.stderr)
+            return EXIT_USAGE
+        registry = catalog[kind]()
+        print(f"{kind}:")
+        presets = kind in ("models", "trainers", "losses")
+        for name, entry in registry.items():  # type: ignore[attr-defined]
+            description = _preset_summary(entry) if presets else _one_line(entry)
+            print(f"  {name:22s} {description}".rstrip())
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -286,12 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a per-pair model on two facesets, or a one-shot model (model=simswap-*) on LFW facesets",
+        help="train any model family (the model named picks its training recipe)",
         description="Train (or resume) a run. All options are key=value overrides, e.g. "
         "model=liae-cpu data.src=faces/a data.dst=faces/b run_dir=runs/ab trainer.time_budget_s=1800, or "
         "model=simswap-tiny data.train=[faces/lfw-devtrain] data.eval=faces/lfw-devtest run_dir=runs/simswap "
-        "(see `swaplab config train` and `swaplab config train-oneshot`). Launch with torchrun for several "
-        "processes.",
+        "(see `swaplab config train model=NAME`). Launch with torchrun for several processes.",
     )
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_train, overrides_field="overrides")
@@ -299,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's latest good checkpoint as a model for swapping")
     p.add_argument("run", help="run folder")
     p.add_argument("-o", "--output", required=True, help="model folder (model.safetensors + model.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in that folder")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -316,7 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_swap, overrides_field="overrides")
 
-    p = sub.add_parser("verify", help="check files for swaplab's synthetic-content mark")
+    p = sub.add_parser(
+        "verify",
+        help="check files for swaplab's synthetic-content mark",
+        description="Check images and videos for swaplab's watermark and synthetic-media metadata. Exit code: "
+        "0 every file is marked, 3 a file carries no mark, 1 a file could not be read (each file is reported).",
+    )
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
@@ -343,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-distance", type=float, default=None, help="drop faces farther than this identity distance")
     q.add_argument("--min-blur", type=float, default=None, help="drop faces with sharpness below this")
     q.add_argument("--max-yaw", type=float, default=None, help="drop faces turned more than this (degrees)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output faceset")
     q.set_defaults(func=cmd_faceset_sort)
     q = fs.add_parser("sheet", help="write a contact sheet image of a faceset")
     q.add_argument("faceset")
@@ -363,6 +519,37 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--trust-unverified", action="store_true", help="keep files that have no published checksum")
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("list", help="every registered name: recipes, model presets, masks, colour modes ...")
+    p.add_argument("what", nargs="?", help="recipes, models, trainers, losses, identity, swappers, masks, colour, "
+                   "blend, smoothing, detectors, metrics or datasets (default: all)")  # fmt: skip
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("identity", help="list, build and verify the identity networks")
+    ids = p.add_subparsers(dest="identity_command", required=True)
+    ids.add_parser("list", help="the identity networks and whether each is built here").set_defaults(func=cmd_identity)
+    q = ids.add_parser(
+        "build",
+        help="train an identity network on LFW's peopleDevTrain people and install it (resumable)",
+        description="Train swaplab's own identity network (lfw-arcface: about 20 CPU-minutes) into the user "
+        "cache, where evaluations find it. Re-running resumes a stopped build.",
+    )
+    q.add_argument("name", nargs="?", default="lfw-arcface")
+    q.add_argument("overrides", nargs="*", help="key=value overrides of the training run")
+    q.add_argument("--preset", default="default", help="default, or test (seconds, for tests)")
+    q.add_argument("--faceset", action="append", default=[], help="faceset of LFW photos (landmarks); repeatable")
+    q.add_argument("--verify", action="store_true", help="then measure it on LFW View 1 and record the result")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_identity, overrides_field="overrides")
+    q = ids.add_parser("verify", help="LFW View-1 verification accuracy of identity networks")
+    q.add_argument("--encoders", nargs="+", default=["lfw-arcface", "dlib-resnet"])
+    q.add_argument("--weights", help="an lfw-arcface weights file (default: the installed one)")
+    q.add_argument("--faceset", action="append", default=[], help="faceset of LFW photos (landmarks); repeatable")
+    q.add_argument("--lfw", help="LFW folder (default: <data root>/lfw)")
+    q.add_argument("--out", help="write the results as JSON here")
+    q.add_argument("--record", action="store_true", help="add the results to the installed network's model.json")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_identity)
 
     from swaplab.study.cli import add_report_parser, add_sweep_parser
 
@@ -415,19 +602,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    return run_command(args)
+
+
+#: Exit codes (the module docstring says what each means).
+EXIT_FAILED, EXIT_USAGE, EXIT_NO_MARK, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command; every error becomes one line on stderr and an exit code."""
     from swaplab.config import ConfigError
     from swaplab.facesets.format import FacesetError
     from swaplab.io.images import MediaError
+    from swaplab.train.checkpoint import CheckpointError
+
+    failures = (OSError, ValueError, RuntimeError, LookupError, MediaError, FacesetError, CheckpointError)
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FacesetError, MediaError, KeyError, FileExistsError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept and a re-run resumes", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except (ConfigError, KeyError, FileExistsError) as err:
+        _report(err, args)
+        return EXIT_USAGE
+    except failures as err:
+        _report(err, args)
+        return EXIT_FAILED
+
+
+def _report(err: BaseException, args: argparse.Namespace) -> None:
+    if getattr(args, "verbose", False):
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.errno == 28:
+        message = f"the disk is full ({getattr(err, 'filename', None) or message}); free space and run again"
+    elif isinstance(err, OSError) and err.errno == 13:
+        message = f"permission denied: {err.filename or message}"
+    first = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    rest = len(message.strip().splitlines()) - 1
+    print(f"error: {first}" + (f" (and {rest} more lines; -v shows them)" if rest > 0 else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 A config is a tree of dataclasses. Command-line overrides use dotted keys (``trainer.steps=500``,
 ``model.ae_dims=128``) and are parsed against the field's declared type, so a wrong value fails at
-parse time with the valid choices (``Literal`` fields list them). A field whose type is a
+parse time with the valid choices: ``Literal`` fields list them, and a name field declared with
+``choice_field`` is checked against its registry (the registry is the list, never a copy). A field
+whose type is a
 registered *group* (``model``, ``loss`` ...) can be replaced wholesale by a preset name
 (``model=liae-ud``), after which its own fields accept overrides. The resolved config is saved as
 YAML with every run, and loads back into the same classes.
@@ -30,9 +32,12 @@ C = TypeVar("C")
 CONFIG_GROUPS: dict[str, Registry[Any]] = {}
 
 
-def config_group(name: str) -> Registry[Any]:
-    """The registry of presets for group ``name`` (created on first use)."""
-    return CONFIG_GROUPS.setdefault(name, Registry(f"{name} preset"))
+def config_group(name: str, providers: tuple[str, ...] = ()) -> Registry[Any]:
+    """The registry of presets for group ``name`` (created on first use); ``providers`` are modules
+    whose import registers presets of it (see ``Registry``)."""
+    registry = CONFIG_GROUPS.setdefault(name, Registry(f"{name} preset"))
+    registry.add_providers(*providers)
+    return registry
 
 
 class ConfigError(ValueError):
@@ -145,6 +150,17 @@ def _group_of(tp: Any, field: dataclasses.Field) -> str | None:
     return field.metadata.get("group") if field.metadata else None
 
 
+def _check_choices(value: Any, field: dataclasses.Field, key: str) -> None:
+    """A ``choice_field``'s value (a name, or a list of names) must be registered in its registry."""
+    registry = field.metadata.get("choices") if field.metadata else None
+    if registry is None:
+        return
+    allowed = set(field.metadata.get("also", ()))
+    for name in value if isinstance(value, (list, tuple)) else [value]:
+        if name not in allowed and name not in registry:
+            raise ConfigError(f"{key}: {registry.unknown(name)}")
+
+
 # ---------------------------------------------------------------- dataclass <-> dict
 
 
@@ -166,6 +182,7 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             kwargs[name] = _update(preset, rest, key) if rest else preset
         else:
             kwargs[name] = coerce(value, hints[name], key)
+            _check_choices(kwargs[name], fields[name], key)
     return cls(**kwargs)
 
 
@@ -284,3 +301,13 @@ def config_hash(cfg: Any) -> str:
 def group_field(default_factory: Any, group: str) -> Any:
     """A dataclass field that can be replaced by a preset of ``group`` (``model=liae``)."""
     return dataclasses.field(default_factory=default_factory, metadata={"group": group})
+
+
+def choice_field(default: Any, registry: Registry[Any], *, also: tuple[str, ...] = ()) -> Any:
+    """A name field (``str``, or a list or tuple of names) whose values must be registered in
+    ``registry``; ``also`` lists extra accepted words (such as ``"none"``). Checked whenever a config
+    is built from text (files, ``key=value`` overrides), with the registry's names in the error."""
+    metadata = {"choices": registry, "also": also}
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)

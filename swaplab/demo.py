@@ -37,9 +37,9 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, str]:
     from swaplab.facesets.sheet import contact_sheet
     from swaplab.provenance import verify
     from swaplab.swap.pipeline import SwapConfig, swap
-    from swaplab.train.config import TrainConfig
+    from swaplab.train.entry import build_config
     from swaplab.train.export import export_model
-    from swaplab.train.trainer import train
+    from swaplab.train.loop import train
 
     root = Path(cfg.data) if cfg.data else data_root()
     source, target = root / SOURCE_CLIP, root / TARGET_CLIP
@@ -67,10 +67,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, str]:
 
     say(f"[2/4] training {cfg.model} for {cfg.train_minutes:g} CPU-minutes")
     started = time.perf_counter()
-    from swaplab.config import apply_overrides
-
-    train_cfg = apply_overrides(
-        TrainConfig(),
+    train_cfg = build_config(
         [
             f"model={cfg.model}",
             f"data.src={facesets['src']}",
@@ -85,7 +82,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, str]:
     )
     result = train(train_cfg)
     model_dir = out / "model"
-    export_model(out / "run", model_dir)
+    export_model(out / "run", model_dir, overwrite=True)
     timings["train"] = time.perf_counter() - started
 
     say(f"[3/4] swapping {target.name} (audio kept, every frame marked as synthetic)")

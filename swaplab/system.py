@@ -1,4 +1,4 @@
-"""What machine this is: CPU model, bf16 support, and the autocast choice that follows.
+"""What machine this is: CPU model, bf16 support, the autocast choice that follows, the user cache.
 
 One place for hardware facts, so that training, swapping, manifests and benchmarks agree. It
 never changes global settings (threads, default dtype); callers decide.
@@ -51,6 +51,20 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
 
 
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for ``None`` (fp32)."""
+    device_type = torch.device(device).type
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
+
+
+def full_precision(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``tensor``'s device: for maths that needs fp32 inside a bf16 region
+    (variances, colour statistics, fixed filters)."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def machine_description() -> dict[str, Any]:
     """The facts a run manifest or a benchmark records about where it ran."""
     return {
@@ -65,3 +79,11 @@ def machine_description() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def user_cache_dir() -> Path:
+    """swaplab's user cache: ``$SWAPLAB_CACHE``, else ``$XDG_CACHE_HOME/swaplab``, else ``~/.cache/swaplab``."""
+    env = os.environ.get("SWAPLAB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "swaplab"

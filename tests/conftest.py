@@ -32,6 +32,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """``one_thread`` for a whole module, module-scoped fixtures included: float results depend on
+    the thread count (oneDNN splits its reductions by thread), so numbers compared across a module's
+    fixtures and tests must all come from one setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
@@ -67,10 +80,23 @@ def pair_facesets(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> tuple[
 
 
 @pytest.fixture(scope="session", autouse=True)
-def identity_net_test_preset(tmp_path_factory: pytest.TempPathFactory):
-    """swaplab's own identity network trains its tiny ``test`` preset (seconds) into a temporary cache."""
+def temporary_user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Every test writes swaplab's user cache (identity networks, chips) into a temporary folder."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SWAPLAB_CACHE", str(tmp_path_factory.mktemp("swaplab-cache")))
-        patch.setenv("SWAPLAB_IDNET_PRESET", "test")
         patch.delenv("SWAPLAB_LFW_ARCFACE", raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def lfw_arcface(temporary_user_cache, shared_data: Path) -> Path:
+    """swaplab's own identity network, its tiny ``test`` build (seconds), installed in the temporary cache."""
+    import torch
+
+    from swaplab.train.recipes.identity_net import build_identity_network
+
+    threads = torch.get_num_threads()
+    try:
+        return build_identity_network("lfw-arcface", "test", progress=False)
+    finally:
+        torch.set_num_threads(threads)

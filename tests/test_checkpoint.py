@@ -26,7 +26,8 @@ from swaplab.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from swaplab.train.trainer import build_config, train
+from swaplab.train.entry import build_config
+from swaplab.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +116,7 @@ def test_missing_and_unreadable_files_are_reported(tmp_path):
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
     state_path = tmp_path / "step-0000002" / "state.json"
     state = json.loads(state_path.read_text())
-    from swaplab.train.checkpoint import sha256_file
+    from swaplab.io.atomic import sha256_file
 
     state["files"]["rng.safetensors"] = sha256_file(bad)
     state_path.write_text(json.dumps(state))
@@ -218,3 +219,32 @@ def test_exact_resume_after_sigkill(pair_facesets, tmp_path):
     weights_b = load_file(result_b.checkpoint / "model.safetensors")
     for key, value in weights_a.items():
         torch.testing.assert_close(weights_b[key], value, rtol=1e-6, atol=1e-7)
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_clear_error_and_keeps_the_last_one(
+    pair_facesets, tmp_path, monkeypatch, capsys
+):
+    import safetensors.torch
+
+    from swaplab.cli import main
+    from swaplab.train import checkpoint as checkpoint_module
+
+    run = tmp_path / "run"
+    args = ["train", *train_overrides(pair_facesets, run, "trainer.steps=4", "trainer.checkpoint_every=2")]
+    assert main(args) == 0
+    real_save = safetensors.torch.save_file
+
+    def disk_full(*a, **k):
+        raise checkpoint_module.SafetensorError(
+            "Error while serializing: IoError(No space left on device (os error 28))"
+        )
+
+    monkeypatch.setattr(checkpoint_module, "save_file", disk_full)
+    assert main([*args[:-2], "trainer.steps=6", "trainer.checkpoint_every=2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "the disk is full: checkpoint step 6" in err[0] and "previous checkpoint is intact" in err[0]
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest.json", "step-0000002", "step-0000004"]
+    monkeypatch.setattr(checkpoint_module, "save_file", real_save)
+    assert main([*args[:-2], "trainer.steps=6", "trainer.checkpoint_every=2"]) == 0  # resumes from step 4

@@ -8,7 +8,6 @@ Training uses LFW's peopleDevTrain identities, testing peopleDevTest ones, as th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -21,19 +20,18 @@ from safetensors.torch import load_file
 
 from swaplab.config import ConfigError, config_group
 from swaplab.evaluate.detectability import (
-    CARD_FILE,
-    WEIGHTS_FILE,
     DetectabilityResult,
-    DetectorConfig,
-    SwapDetector,
+    detector_config,
     holdout_detectability,
     measure_detectability,
-    prepare_crops,
     split_groups,
     train_detector,
 )
-from swaplab.evaluate.registry import better, compute, summarize
 from swaplab.io.images import read_image
+from swaplab.metrics import compute, direction
+from swaplab.models.card import load_model
+from swaplab.models.swap_detector import SwapDetector, SwapDetectorConfig, prepare_crops
+from swaplab.train.export import export_model
 
 CROP = 128  # the central 128 px of LFW's 250 px deep-funneled photos: the face and a little around it
 
@@ -73,15 +71,15 @@ def train_faces(lfw: Path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def test_faces(lfw: Path) -> list[np.ndarray]:
+def devtest_faces(lfw: Path) -> list[np.ndarray]:
     return _people(lfw, "peopleDevTest.txt", 200)
 
 
 @pytest.fixture(scope="module")
-def blur_run(train_faces, test_faces, tmp_path_factory) -> tuple[DetectabilityResult, Path, list[np.ndarray]]:
+def blur_run(train_faces, devtest_faces, tmp_path_factory) -> tuple[DetectabilityResult, Path, list[np.ndarray]]:
     """60 DevTrain pairs (face, blurred-seam face) to train, 40 DevTest pairs to test; detector saved."""
     config = config_group("detector").create("test")
-    train_real, test_real = train_faces[:60], test_faces[:40]
+    train_real, test_real = train_faces[:60], devtest_faces[:40]
     folder = tmp_path_factory.mktemp("detector")
     result = measure_detectability(
         train_real,
@@ -102,10 +100,10 @@ def test_a_blurred_face_pasted_with_a_seam_is_detected_on_held_out_identities(bl
     assert result.auc >= 0.95, result
     assert result.train_auc >= 0.95, result
     assert (result.n_train_real, result.n_train_fake, result.n_test_real, result.n_test_fake) == (60, 60, 40, 40)
-    assert result.steps == config_group("detector").create("test").steps
+    assert result.steps == detector_config("test").trainer.steps == 120
     summary = result.summary()
     assert summary["value"] == result.auc and "seconds" not in summary
-    assert json.loads(json.dumps(result.to_json()))["config"]["resolution"] == 48
+    assert json.loads(json.dumps(result.to_json()))["config"]["model"]["resolution"] == 48
 
 
 def test_pair_aware_holdout_detects_the_seam_and_keeps_pairs_together(train_faces):
@@ -138,7 +136,7 @@ def test_default_preset_detects_a_colour_shift_on_held_out_identities(train_face
     assert result.auc >= 0.9, result
 
 
-def test_real_faces_against_other_real_faces_score_chance(train_faces, test_faces):
+def test_real_faces_against_other_real_faces_score_chance(train_faces, devtest_faces):
     """Both "classes" are first photos of different LFW people: nothing to detect, so AUC ~ 0.5.
 
     The detector is fixed before it sees the 100 + 100 test faces (other people than its training
@@ -152,8 +150,8 @@ def test_real_faces_against_other_real_faces_score_chance(train_faces, test_face
     result = measure_detectability(
         train_faces[:60],
         train_faces[60:120],
-        test_faces[:n],
-        test_faces[n : n + m],
+        devtest_faces[:n],
+        devtest_faces[n : n + m],
         config_group("detector").create("test"),
     )
     assert abs(result.auc - 0.5) <= tolerance, (result.auc, tolerance)
@@ -163,38 +161,33 @@ def test_real_faces_against_other_real_faces_score_chance(train_faces, test_face
 def test_same_seed_gives_the_same_scores_and_another_seed_does_not(train_faces, precision, channels_last):
     real = train_faces[:16]
     fake = [_manipulate(c, "blur") for c in real]
-    config = dataclasses.replace(
-        config_group("detector").create("test"), steps=6, precision=precision, channels_last=channels_last
-    )
+    config = detector_config("test", steps=6, precision=precision, channels_last=channels_last)
     torch.manual_seed(123)
     before = torch.rand(3)
-    first = train_detector(real, fake, config).scores(real + fake)
+    first = train_detector(real, fake, config).scores(real + fake, precision)
     torch.manual_seed(123)
-    second = train_detector(real, fake, config).scores(real + fake)
+    second = train_detector(real, fake, config).scores(real + fake, precision)
     assert torch.equal(torch.rand(3), before)  # the caller's global RNG is left as it was
-    other = train_detector(real, fake, dataclasses.replace(config, seed=1)).scores(real + fake)
+    other = train_detector(real, fake, detector_config(config, seed=1)).scores(real + fake, precision)
     assert first.shape == (32,) and first.dtype == np.float64
     assert np.isfinite(first).all() and ((first >= 0) & (first <= 1)).all()
     np.testing.assert_array_equal(first, second)
     assert not np.array_equal(first, other)
 
 
-def test_save_and_load_round_trip_gives_identical_scores(blur_run):
+def test_the_detector_is_a_run_of_the_shared_loop_and_exports_like_any_model(blur_run, tmp_path):
     result, folder, test_real = blur_run
-    assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS_FILE, CARD_FILE])
-    card = json.loads((folder / CARD_FILE).read_text())
-    assert card["format"] == 1 and card["config"]["widths"] == [8, 16, 32]
-    assert "rgb_stem.0.weight" in load_file(folder / WEIGHTS_FILE)  # plain safetensors, no pickle
-    loaded = SwapDetector.load(folder)
-    assert loaded.config == result.config
+    # save_to kept the detector's training run: config with its recipe, curves, a checkpoint
+    assert (folder / "config.yaml").read_text().startswith("recipe: swap-detector\n")
+    assert (folder / "curves.png").is_file() and (folder / "checkpoints" / "step-0000120").is_dir()
+    card = json.loads(export_model(folder, tmp_path / "detector").read_text())
+    assert card["recipe"] == "swap-detector" and card["model"]["widths"] == [8, 16, 32] and card["swapper"] is None
+    assert "rgb_stem.0.weight" in load_file(tmp_path / "detector" / "model.safetensors")  # plain safetensors
+    loaded = load_model(tmp_path / "detector")
+    assert isinstance(loaded, SwapDetector) and loaded.config == result.config.model
     fake = [_manipulate(c, "blur") for c in test_real]
-    scores = loaded.scores(test_real + fake)
-    # the loaded detector reproduces the measured AUC exactly
+    # the exported detector reproduces the measured AUC exactly
     assert compute("roc_auc", scores_real=loaded.logits(test_real), scores_fake=loaded.logits(fake)) == result.auc
-    # and saving the loaded one again writes the same weights
-    again = loaded.save(folder.parent / "again")
-    assert (again / WEIGHTS_FILE).read_bytes() == (folder / WEIGHTS_FILE).read_bytes()
-    np.testing.assert_array_equal(SwapDetector.load(again).scores(test_real + fake), scores)
 
 
 def test_split_keeps_groups_together():
@@ -276,19 +269,30 @@ def test_input_validation_errors(train_faces):
 
 
 def test_config_presets_and_validation():
-    assert config_group("detector").create("default") == DetectorConfig()
-    test = config_group("detector").create("test")
-    assert (test.name, test.precision, test.channels_last) == ("test", "fp32", False)
+    from swaplab.train.entry import build_config
+
+    default = detector_config("default")
+    assert default == build_config(["model=swap-detector"])
+    assert (default.trainer.steps, default.trainer.batch_size, default.augment.jpeg_prob) == (300, 32, 0.5)
+    test = detector_config("test")
+    assert (test.model.name, test.trainer.precision, test.trainer.channels_last) == (
+        "swap-detector-test",
+        "fp32",
+        False,
+    )
     with pytest.raises(ConfigError, match="batch_size must be >= 2"):
-        DetectorConfig(batch_size=1)
+        build_config(["model=swap-detector", "trainer.batch_size=1"])
     with pytest.raises(ConfigError, match="too small for 4 stages"):
-        DetectorConfig(resolution=4)
-    with pytest.raises(ConfigError, match="jpeg_quality"):
-        DetectorConfig(jpeg_quality=(90, 50))
+        SwapDetectorConfig(resolution=4)
+    with pytest.raises(ConfigError, match="detector: unknown detector preset 'nope'"):
+        from swaplab.config import apply_overrides
+        from swaplab.evaluate.results import EvalOptions
+
+        apply_overrides(EvalOptions(), ["detector=nope"])
 
 
 def test_high_pass_branch_ignores_flat_colour_and_stays_fp32_under_bf16():
-    detector = SwapDetector(DetectorConfig())
+    detector = SwapDetector(SwapDetectorConfig())
     flat = torch.full((1, 3, 16, 16), 0.4)
     assert detector.residuals(flat).abs().max() < 1e-5  # zero up to 0.4 * 255 in float32
     noisy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -299,21 +303,5 @@ def test_high_pass_branch_ignores_flat_colour_and_stays_fp32_under_bf16():
     assert under_autocast.shape == (2, 9, 32, 32) and under_autocast.abs().max() <= 1
 
 
-def test_registered_metric_trains_and_reports_numbers(train_faces):
-    real = train_faces[:8]
-    fake = [_manipulate(c, "blur") for c in real]
-    config = dataclasses.replace(config_group("detector").create("test"), steps=3)
-    assert better("detectability_auc") == "lower"
-    numbers = summarize(
-        compute(
-            "detectability_auc",
-            train_real=real[:6],
-            train_fake=fake[:6],
-            test_real=real[6:],
-            test_fake=fake[6:],
-            config=config,
-        )
-    )
-    assert set(numbers) == {"value", "train_auc", "n_train_real", "n_train_fake", "n_test_real", "n_test_fake", "steps"}
-    assert (numbers["n_train_real"], numbers["n_test_fake"], numbers["steps"]) == (6, 2, 3)
-    assert 0 <= numbers["value"] <= 1
+def test_detectability_is_scored_lower_is_better():
+    assert direction("detectability_auc") == "lower"

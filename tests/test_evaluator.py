@@ -13,15 +13,9 @@ import pytest
 import torch
 
 from swaplab.cli import main
-from swaplab.evaluate.evaluator import (
-    EvalOptions,
-    FaceCache,
-    evaluate,
-    evaluate_many,
-    expand_targets,
-    find_swap,
-    identity_loss_warnings,
-)
+from swaplab.evaluate.encoders import identity_loss_warnings
+from swaplab.evaluate.evaluator import EvalOptions, evaluate, evaluate_many, expand_targets
+from swaplab.evaluate.faces import FaceCache
 from swaplab.evaluate.protocol import (
     LFW_IMAGES,
     PROTOCOL_DIR,
@@ -29,6 +23,7 @@ from swaplab.evaluate.protocol import (
     lfw_test_people,
     load_protocol,
 )
+from swaplab.evaluate.targets import find_swap
 from swaplab.provenance import verify
 
 #: Small enough for seconds per evaluation: 3 pairs, 4 real faces, the gallery's first 4 other people.
@@ -49,14 +44,16 @@ IMAGE_KEYS = {
 RECONSTRUCTION_KEYS = {f"{m}/{side}" for m in ("masked_ssim", "masked_psnr", "masked_l1") for side in ("src", "dst")}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Both identity networks measure: dlib's port and swaplab's own (its seconds-long test build).
+pytestmark = pytest.mark.usefixtures("one_thread", "lfw_arcface")
 
 
 @pytest.fixture(scope="module")
 def tiny_model(pair_facesets, tmp_path_factory) -> Path:
     """A df-cpu model trained for 2 steps on the reference pair's first 24 photos, exported."""
+    from swaplab.train.entry import build_config
     from swaplab.train.export import export_model
-    from swaplab.train.trainer import build_config, train
+    from swaplab.train.loop import train
 
     src, dst = pair_facesets
     work = tmp_path_factory.mktemp("tiny")
@@ -72,7 +69,7 @@ def tiny_model(pair_facesets, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scored(tiny_model, tmp_path_factory, shared_data):
+def scored(one_thread_module, tiny_model, tmp_path_factory, shared_data):
     return evaluate(tiny_model, out_dir=tmp_path_factory.mktemp("eval") / "a", data_root=shared_data, options=QUICK)
 
 
@@ -147,6 +144,8 @@ def test_a_tiny_model_writes_every_metric_and_a_report(scored, shared_data):
     assert document["protocol"]["name"] == "per_pair_v1" and document["protocol"]["version"] == 1
     assert "dlib-resnet" in document["networks"]["identity"]
     assert set(document["metrics"]) >= IMAGE_KEYS | RECONSTRUCTION_KEYS
+    assert {"identity_similarity/lfw-arcface", "identity_retrieval/lfw-arcface"} <= set(document["metrics"])
+    assert document["networks"]["identity"] == ["dlib-resnet", "lfw-arcface"]
     for key, entry in document["metrics"].items():
         assert entry["better"] in ("higher", "lower", "one", "reference"), key
         numbers = finite_numbers(entry)
@@ -243,18 +242,22 @@ def test_protocol_pairs_from_another_tool_are_found_by_pair_id(tmp_path, shared_
 
 
 def test_identity_loss_on_a_metric_network_is_flagged(tiny_model, tmp_path, shared_data):
-    card = {"loss_config": {"identity": {"weight": 10.0}}}
-    assert "dlib-resnet" in identity_loss_warnings(card, ["dlib-resnet"])[0]
-    assert identity_loss_warnings({"loss_config": {"identity": {"weight": 0.0}}}, ["dlib-resnet"]) == []
-    assert (
-        identity_loss_warnings({"loss_config": {"identity": {"weight": 1, "network": "other"}}}, ["dlib-resnet"]) == []
-    )
+    def card(weight: float, network: str | None) -> dict:
+        return {"identity": {"loss_network": network}, "loss_config": {"identity": {"weight": weight}}}
+
+    warnings = identity_loss_warnings(card(10.0, "dlib-resnet"), ["dlib-resnet", "lfw-arcface"])
+    assert "on dlib-resnet" in warnings[0] and "read the lfw-arcface numbers instead" in warnings[0]
+    assert identity_loss_warnings(card(0.0, "dlib-resnet"), ["dlib-resnet"]) == []
+    assert identity_loss_warnings(card(1.0, "lfw-arcface"), ["dlib-resnet"]) == []
+    # a version-1 card (no identity section) reads as no identity loss for a per-pair model
+    assert identity_loss_warnings({"loss_config": {"identity": {"weight": 1.0}}}, ["dlib-resnet"]) == []
     model = tmp_path / "with-identity-loss"
     shutil.copytree(tiny_model, model)
     card_path = model / "model.json"
-    card = json.loads(card_path.read_text())
-    card["loss_config"]["identity"]["weight"] = 10.0
-    card_path.write_text(json.dumps(card))
+    edited = json.loads(card_path.read_text())
+    edited["loss_config"]["identity"]["weight"] = 10.0
+    edited["identity"]["loss_network"] = "dlib-resnet"
+    card_path.write_text(json.dumps(edited))
     options = EvalOptions(limit=1, reference_limit=2, gallery_limit=4, gallery_images=1, detector_pairs=-1)
     result = evaluate(model, out_dir=tmp_path / "out", data_root=shared_data, options=options)
     assert any("identity loss (weight 10)" in w for w in result.warnings)
@@ -293,7 +296,19 @@ def test_cli_compares_models_in_one_report(tiny_model, tmp_path, shared_data, ca
     shutil.copytree(tiny_model, other)
     protocol = small_protocol(tmp_path / "tiny.json")
     out = tmp_path / "cmp"
-    args = ["eval", str(tiny_model), str(other), "--out", str(out), "--protocol", str(protocol)]
+    # Detectability is left out (--detector-pairs -1): it trains a classifier per model and is
+    # tested in test_oneshot_train.py; this test is about the comparison.
+    args = [
+        "eval",
+        str(tiny_model),
+        str(other),
+        "--out",
+        str(out),
+        "--protocol",
+        str(protocol),
+        "--detector-pairs",
+        "-1",
+    ]
     assert main([*args, "--data", str(shared_data)]) == 0
     printed = capsys.readouterr().out
     assert "pose_error (-)" in printed and "other-model" in printed and f"report: {out / 'report.html'}" in printed
@@ -310,7 +325,9 @@ def test_cli_compares_models_in_one_report(tiny_model, tmp_path, shared_data, ca
 
 def test_comparison_api_shares_one_face_cache(tiny_model, tmp_path, shared_data):
     protocol = small_protocol(tmp_path / "tiny.json")
-    comparison = evaluate_many([tiny_model], out_dir=tmp_path / "one", protocol=protocol, data_root=shared_data)
+    comparison = evaluate_many(
+        [tiny_model], out_dir=tmp_path / "one", protocol=protocol, data_root=shared_data, detector_pairs=-1
+    )
     assert len(comparison.results) == 1 and comparison.report == tmp_path / "one" / "report.html"
     assert comparison.results[0].metrics["protocol"]["name"] == "per_pair_tiny"
     assert np.isfinite(comparison.results[0].summary["identity_similarity/dlib-resnet"])

@@ -202,6 +202,15 @@ def test_sort_sheet_and_cli(tmp_path: Path, lfw: Path, capsys: pytest.CaptureFix
     sharp = sort_faceset(out, tmp_path / "sharp", by="blur", keep=3)
     blur = [r.blur for r in Faceset(tmp_path / "sharp")]
     assert sharp["kept"] == 3 and blur == sorted(blur, reverse=True)
+    # an existing output is never merged into: refused, or replaced whole when asked
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        sort_faceset(out, tmp_path / "sharp", by="blur", keep=1)
+    assert main(["faceset", "sort", str(out), "-o", str(tmp_path / "sharp"), "--by", "blur", "--keep", "1"]) == 2
+    assert main(["faceset", "sort", str(out), "-o", str(tmp_path / "sharp"), "--keep", "1", "--overwrite"]) == 0
+    assert len(Faceset(tmp_path / "sharp")) == 1
+    # the copy's crops are files of their own: editing one leaves the original alone
+    copied = tmp_path / "sharp" / Faceset(tmp_path / "sharp").records[0].file
+    assert copied.stat().st_nlink == 1
     sheet = contact_sheet(out, tmp_path / "sheet.png", max_faces=4, thumb=32)
     with Image.open(sheet) as img:
         assert img.size[0] >= 64

@@ -11,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from swaplab.faces.dlib_format import DlibFormatError, DlibReader, parse_face_recognition_net
-from swaplab.faces.identity import (
+from swaplab.identity import (
     DLIB_SAME_PERSON_THRESHOLD,
     IDENTITY_ENCODERS,
     DlibResNetIdentity,
@@ -27,6 +26,7 @@ from swaplab.faces.identity import (
     load_dlib_identity,
     same_person,
 )
+from swaplab.identity.dlib_format import DlibFormatError, DlibReader, parse_face_recognition_net
 
 dlib = pytest.importorskip("dlib")
 face_recognition_models = pytest.importorskip("face_recognition_models")

@@ -1,63 +1,65 @@
-"""swaplab's own identity network: shapes, the margin, the verification maths, the cache, the split, resume."""
+"""swaplab's own identity network: shapes, the margin, the verification maths, its recipe, the build, loading.
+
+Loading never trains: an identity network that is not built says which command builds it.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from swaplab.config import apply_overrides
-from swaplab.faces.identity import IDENTITY_ENCODERS
-from swaplab.faces.lfw_identity import (
-    PRESET_ENV,
+from swaplab.data.lfw import SplitError, read_pairs
+from swaplab.evaluate.lfw_verification import lfw_view1
+from swaplab.identity import IDENTITY_ENCODERS, embed_faces
+from swaplab.identity.lfw_arcface import (
     WEIGHTS_ENV,
     CompactFaceNet,
-    MarginHead,
+    IdentityNetConfig,
+    IdentityNetworkMissing,
+    installed_weights,
     load_identity_weights,
-    margin_logits,
-    user_cache_dir,
+    save_identity_weights,
 )
-from swaplab.faces.lfw_identity_train import (
-    ChipAugmentConfig,
-    augment_chips,
-    batch_indices,
-    best_threshold,
-    build_chip_set,
-    cache_key,
-    lfw_view1,
-    pair_scores,
-    preset_config,
-    read_pairs,
-    roc_auc,
-    train_identity_net,
-    verification_accuracy,
-    weights_path,
-)
-from swaplab.train.oneshot_data import SplitError
+from swaplab.losses.margin import MarginHead, margin_logits
+from swaplab.metrics import roc_auc
+from swaplab.metrics.verification import best_threshold, pair_scores, verification_accuracy
+from swaplab.system import user_cache_dir
+from swaplab.train.augment import AugmentConfig, Augmenter
+from swaplab.train.identity_chips import batch_indices, build_chip_set
+from swaplab.train.loop import train
+from swaplab.train.recipes.identity_net import build_identity_network, identity_config
 from swaplab.train.run import RunConfigMismatch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lfw_like(tmp_path: Path, lfw: Path, people: dict[str, int]) -> Path:
-    """A folder shaped like LFW: the real photos (linked), the real evaluation list, our own people list."""
+    """A folder shaped like LFW: the real photos (linked), the real lists, our own people list."""
     root = tmp_path / "lfw"
     root.mkdir()
     (root / "lfw-deepfunneled").symlink_to(lfw)
-    shutil.copy(lfw.parent / "peopleDevTest.txt", root / "peopleDevTest.txt")
+    for name in ("peopleDevTest.txt", "peopleDevTrain.txt"):
+        shutil.copy(lfw.parent / name, root / name)
     lines = [str(len(people))] + [f"{name}\t{count}" for name, count in people.items()]
     (root / "mine.txt").write_text("\n".join(lines) + "\n")
     return root
 
 
+def _test_config(run_dir: Path, *overrides: str):
+    return identity_config("lfw-arcface", "test", [f"run_dir={run_dir}", *overrides])
+
+
 @pytest.fixture(scope="module")
-def test_chips(lfw: Path):
-    cfg = preset_config("test")
-    return build_chip_set(cfg.data, cfg.net, progress=False)
+def preset_chips(lfw: Path):
+    cfg = identity_config("lfw-arcface", "test")
+    return build_chip_set(cfg.data, cfg.model.chip_size, cfg.model.chip_padding, progress=False)
 
 
 # -- the network and the head -----------------------------------------------------------------
@@ -146,10 +148,11 @@ def test_best_threshold_separable_and_against_brute_force() -> None:
         assert verification_accuracy(scores, same, threshold) == pytest.approx(accuracy)
 
 
-def test_roc_auc_known_values() -> None:
-    assert roc_auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0], bool)) == 1.0
-    assert roc_auc(np.array([0.9, 0.1, 0.8, 0.2]), np.array([1, 1, 0, 0], bool)) == 0.5
-    assert roc_auc(np.array([0.5, 0.5]), np.array([1, 0], bool)) == 0.5  # a tie counts one half
+def test_one_roc_auc_serves_verification_and_detection() -> None:
+    # roc_auc(negatives, positives): the chance that a positive (a same-person pair) outscores a negative
+    assert roc_auc([0.1, 0.2], [0.9, 0.8]) == 1.0
+    assert roc_auc([0.8, 0.2], [0.9, 0.1]) == 0.5
+    assert roc_auc([0.5], [0.5]) == 0.5  # a tie counts one half
 
 
 def test_read_pairs_view1(shared_data: Path) -> None:
@@ -160,56 +163,52 @@ def test_read_pairs_view1(shared_data: Path) -> None:
 
 
 # -- data, split and augmentation ----------------------------------------------------------------
-def test_training_refuses_evaluation_split_people(tmp_path: Path, lfw: Path, test_chips) -> None:
+def test_training_refuses_evaluation_split_people_before_writing_anything(tmp_path: Path, lfw: Path) -> None:
     root = _lfw_like(tmp_path, lfw, {"Aaron_Peirsol": 4, "Abdullah_Gul": 19})
-    cfg = apply_overrides(
-        preset_config("test"), [f"data.lfw_dir={root}", "data.people=mine.txt", f"run_dir={tmp_path / 'run'}"]
-    )
+    cfg = _test_config(tmp_path / "run", f"data.lfw_dir={root}", "data.people=mine.txt")
     with pytest.raises(SplitError, match="1 people of peopleDevTest.txt.*Abdullah_Gul"):
-        train_identity_net(cfg)
-    assert not (tmp_path / "run" / "checkpoints").exists()
-    # a prepared chip set is checked too
-    test_chips_with_intruder = test_chips.subset(np.arange(len(test_chips)))
-    test_chips_with_intruder.people[0] = "Abdullah_Gul"
-    with pytest.raises(SplitError, match="Abdullah_Gul"):
-        train_identity_net(preset_config("test"), chips=test_chips_with_intruder)
+        train(cfg)
+    assert not (tmp_path / "run").exists()
 
 
-def test_chip_set_of_the_test_preset(test_chips) -> None:
-    summary = test_chips.summary()
+def test_chip_set_of_the_test_preset(preset_chips) -> None:
+    summary = preset_chips.summary()
     assert summary["people"] == 12 and 40 <= summary["images"] <= 48
-    assert test_chips.chips.shape[1:] == (32, 32, 3) and test_chips.chips.dtype == np.uint8
-    assert test_chips.landmarks.shape == (len(test_chips), 5, 2)
-    assert set(test_chips.labels.tolist()) == set(range(12))
+    assert preset_chips.chips.shape[1:] == (32, 32, 3) and preset_chips.chips.dtype == np.uint8
+    assert preset_chips.landmarks.shape == (len(preset_chips), 5, 2)
+    assert set(preset_chips.labels.tolist()) == set(range(12))
 
 
-def test_training_chips_are_the_evaluators_chips(test_chips, lfw: Path) -> None:
-    from swaplab.evaluate.evaluator import embed_faces
+def test_training_chips_are_the_evaluators_chips(preset_chips, lfw: Path) -> None:
     from swaplab.io.images import read_image
 
     torch.manual_seed(0)
-    net = CompactFaceNet(preset_config("test").net).eval()
+    net = CompactFaceNet(identity_config("lfw-arcface", "test").model).eval()
     rows = [0, 5, 9]
-    images = [read_image(lfw / test_chips.files[r])[0] for r in rows]
-    evaluator = embed_faces(images, [test_chips.landmarks[r] for r in rows], net)
+    images = [read_image(lfw / preset_chips.files[r])[0] for r in rows]
+    evaluator = embed_faces(images, [preset_chips.landmarks[r] for r in rows], net)
     with torch.no_grad():
-        chips = torch.from_numpy(test_chips.chips[rows]).permute(0, 3, 1, 2).float().div(255.0)
+        chips = torch.from_numpy(preset_chips.chips[rows]).permute(0, 3, 1, 2).float().div(255.0)
         ours = net(chips).numpy()
     # the stored chips differ from the evaluator's only by rounding to uint8
     assert np.abs(evaluator - ours).max() < 0.02
     assert (pair_scores(evaluator, ours) > 0.999).all()
 
 
-def test_augmentation_off_is_identity_and_flip_mirrors() -> None:
+def test_chip_augmentation_off_is_identity_and_flip_mirrors() -> None:
     chips = torch.rand(4, 3, 16, 16)
-    off = ChipAugmentConfig(0, 0, 0, 0, 0, 0, 0)
-    assert torch.equal(augment_chips(chips, off, torch.Generator().manual_seed(0)), chips)
-    flip = ChipAugmentConfig(1.0, 0, 0, 0, 0, 0, 0)
-    assert torch.equal(augment_chips(chips, flip, torch.Generator().manual_seed(0)), chips.flip(-1))
-    default = ChipAugmentConfig()
-    first = augment_chips(chips, default, torch.Generator().manual_seed(7))
-    again = augment_chips(chips, default, torch.Generator().manual_seed(7))
-    assert torch.equal(first, again) and not torch.equal(first, chips)
+    preset = identity_config("lfw-arcface").augment
+    off = AugmentConfig(warp=False, rotation_deg=0, scale=0, translation=0, brightness=0, contrast=0,
+                        saturation=0, hue_deg=0, padding="reflection")  # fmt: skip
+    assert torch.allclose(
+        Augmenter(off)({"image": chips}, torch.Generator().manual_seed(0))["target"], chips, atol=1e-6
+    )
+    flip = AugmentConfig(**{**off.__dict__, "flip_prob": 1.0})
+    flipped = Augmenter(flip)({"image": chips}, torch.Generator().manual_seed(0))["target"]
+    assert torch.allclose(flipped, chips.flip(-1), atol=1e-6)
+    first = Augmenter(preset)({"image": chips}, torch.Generator().manual_seed(7))["target"]
+    again = Augmenter(preset)({"image": chips}, torch.Generator().manual_seed(7))["target"]
+    assert torch.equal(first, again) and not torch.allclose(first, chips, atol=1e-3)
     assert first.min() >= 0 and first.max() <= 1
 
 
@@ -222,80 +221,72 @@ def test_batch_indices_walk_whole_epochs() -> None:
     assert not np.array_equal(batch_indices(12, 4, 0, seed=2), batch_indices(12, 4, 0, seed=1))
 
 
-# -- training, resume and the cache -----------------------------------------------------------------
-def _state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in net.state_dict().items()}
-
-
-def test_resume_after_interruption_is_exact(tmp_path: Path, test_chips, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = apply_overrides(preset_config("test"), [f"run_dir={tmp_path / 'whole'}"])
-    straight = train_identity_net(whole, chips=test_chips)
-    assert straight.step == 6 and straight.stop_reason == "steps"
+# -- the recipe on the shared loop: resume, validation, the build and loading -------------------------
+def test_resume_after_interruption_is_exact(tmp_path: Path, preset_chips, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = train(_test_config(tmp_path / "whole"))
+    assert straight.step == 6 and straight.stop_reason == "steps" and straight.recipe == "identity-net"
 
     # kill the run during step 5: the last checkpoint is step 3's, step 4 was logged but is lost
-    import swaplab.faces.lfw_identity_train as training
-
-    parts = apply_overrides(preset_config("test"), [f"run_dir={tmp_path / 'parts'}"])
     calls = {"n": 0}
-    original = training.augment_chips
+    original = Augmenter.__call__
 
-    def dies_at_fifth_batch(*args, **kwargs):
+    def dies_at_fifth_batch(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt("killed")
-        return original(*args, **kwargs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(training, "augment_chips", dies_at_fifth_batch)
+    monkeypatch.setattr(Augmenter, "__call__", dies_at_fifth_batch)
     with pytest.raises(KeyboardInterrupt):
-        train_identity_net(parts, chips=test_chips)
-    monkeypatch.setattr(training, "augment_chips", original)
+        train(_test_config(tmp_path / "parts"))
+    monkeypatch.setattr(Augmenter, "__call__", original)
     assert (tmp_path / "parts" / "checkpoints" / "step-0000003").is_dir()
-    resumed = train_identity_net(parts, chips=test_chips)
+    resumed = train(_test_config(tmp_path / "parts"))
     assert resumed.start_step == 3 and resumed.step == 6
-    a, b = _state(straight.net), _state(resumed.net)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = load_file(tmp_path / "whole" / "checkpoints" / "step-0000006" / "model.safetensors")
+    b = load_file(tmp_path / "parts" / "checkpoints" / "step-0000006" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
     assert [s["start_step"] for s in manifest["sessions"]] == [0, 3]
     rows = [json.loads(line) for line in (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in rows if "val/threshold" in r] == [6]  # held-out people, at the end
     assert (tmp_path / "parts" / "curves.png").is_file()
-
-    changed = apply_overrides(parts, ["head.margin=0.1"])
     with pytest.raises(RunConfigMismatch, match="head.margin"):
-        train_identity_net(changed, chips=test_chips)
+        train(_test_config(tmp_path / "parts", "head.margin=0.1"))
 
 
-def test_cache_round_trip_and_user_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert os.environ.get(PRESET_ENV) == "test", "tests/conftest.py must select the test preset"
+def test_loading_never_trains_and_names_the_build_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    with pytest.raises(IdentityNetworkMissing, match="swaplab identity build lfw-arcface"):
+        IDENTITY_ENCODERS.create("lfw-arcface")
+    assert not (tmp_path / "empty-cache").exists()
+
+
+def test_build_installs_the_network_and_loading_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lfw: Path
+) -> None:
     monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     assert user_cache_dir() == tmp_path / "cache"
-    net = IDENTITY_ENCODERS.create("lfw-arcface")  # no cache: trains the test preset
-    path = weights_path(preset_config("test"))
-    assert path.is_file() and path.parent.name == f"lfw-arcface-{cache_key(preset_config('test'))}"
-    meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["format"] == "swaplab-identity-net" and meta["training"]["steps"] == 6
-    assert meta["cache_key"] == cache_key(preset_config("test"))
+    path = build_identity_network("lfw-arcface", "test", progress=False)
+    assert path == installed_weights() == tmp_path / "cache" / "identity" / "lfw-arcface" / "model.safetensors"
+    card = json.loads(path.with_name("model.json").read_text())
+    assert card["recipe"] == "identity-net" and card["step"] == 6 and card["swapper"] is None
+    net = IDENTITY_ENCODERS.create("lfw-arcface")
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     # the same-person threshold calibrated on the 3 held-out people travels with the weights
     assert isinstance(net.cosine_threshold, float) and -1.0 <= net.cosine_threshold <= 1.0
-    assert meta["cosine_threshold"] == net.cosine_threshold
-    assert meta["data"]["validation_people"] == 3 and meta["data"]["people"] == 9
-
+    assert card["identity_network"]["cosine_threshold"] == net.cosine_threshold
+    assert card["facesets"]["lfw"]["validation_people"] == 3 and card["facesets"]["lfw"]["people"] == 9
     chips = torch.rand(5, 3, net.chip_size, net.chip_size)
     with torch.no_grad():
         before = net(chips)
-    # a second call loads the cached file and must not train
-    import swaplab.faces.lfw_identity_train as training
-
-    monkeypatch.setattr(training, "train_and_export", lambda *a, **k: pytest.fail("trained again"))
-    with torch.no_grad():
-        assert torch.equal(IDENTITY_ENCODERS.create("lfw-arcface")(chips), before)
-        reloaded = load_identity_weights(path).eval()
-        assert torch.equal(reloaded(chips), before)
-        assert reloaded.cosine_threshold == net.cosine_threshold
+        assert torch.equal(load_identity_weights(path).eval()(chips), before)
+    # a second build of a finished run trains nothing and installs the same weights
+    assert build_identity_network("lfw-arcface", "test", progress=False) == path
+    assert json.loads(path.with_name("model.json").read_text())["weights"] == card["weights"]
     # a file the user gives, by environment variable (architecture read from the file itself)
     given = tmp_path / "mine" / "weights.safetensors"
     given.parent.mkdir()
@@ -305,31 +296,38 @@ def test_cache_round_trip_and_user_file(tmp_path: Path, monkeypatch: pytest.Monk
         assert torch.equal(IDENTITY_ENCODERS.create("lfw-arcface")(chips), before)
 
 
-def test_cache_key_ignores_where_data_lives_but_not_what_is_trained() -> None:
-    base = preset_config("default")
-    moved = apply_overrides(base, ["data.lfw_dir=/elsewhere", "data.facesets=[/x]", "trainer.threads=1"])
-    assert cache_key(moved) == cache_key(base)
-    assert cache_key(apply_overrides(base, ["trainer.steps=10"])) != cache_key(base)
-    assert cache_key(apply_overrides(base, ["net.chip_size=80"])) != cache_key(base)
+def test_weights_cached_by_an_older_swaplab_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    torch.manual_seed(1)
+    net = CompactFaceNet(IdentityNetConfig(chip_size=32, widths=(8, 16), blocks=(1, 1), embedding_dim=16)).eval()
+    net.cosine_threshold = 0.25
+    old = tmp_path / "cache" / "identity" / "lfw-arcface-0123456789abcdef" / "model.safetensors"
+    save_identity_weights(net, old, {"config": {"name": "default"}})
+    loaded = IDENTITY_ENCODERS.create("lfw-arcface")
+    chips = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(chips), net(chips)) and loaded.cosine_threshold == 0.25
 
 
 def test_missing_lfw_names_the_fetch_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SWAPLAB_DATA", str(tmp_path / "no-data"))
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match="swaplab data fetch lfw"):
-        IDENTITY_ENCODERS.create("lfw-arcface")
-    with pytest.raises(FileNotFoundError, match="no trained lfw-arcface weights"):
-        IDENTITY_ENCODERS.create("lfw-arcface", train_if_missing=False)
+        build_identity_network("lfw-arcface", "test", progress=False)
 
 
 def test_lfw_view1_on_a_small_pair_list(tmp_path: Path, lfw: Path) -> None:
     root = _lfw_like(tmp_path, lfw, {"Aaron_Peirsol": 4})
-    train = ["3", "Aaron_Peirsol\t1\t2", "Colin_Powell\t1\t2", "Tony_Blair\t1\t2"]
-    train += ["Aaron_Peirsol\t1\tColin_Powell\t1", "Colin_Powell\t2\tTony_Blair\t1", "Tony_Blair\t2\tAaron_Peirsol\t2"]
+    train_pairs = ["3", "Aaron_Peirsol\t1\t2", "Colin_Powell\t1\t2", "Tony_Blair\t1\t2"]
+    train_pairs += [
+        "Aaron_Peirsol\t1\tColin_Powell\t1",
+        "Colin_Powell\t2\tTony_Blair\t1",
+        "Tony_Blair\t2\tAaron_Peirsol\t2",
+    ]
     test = ["2", "George_W_Bush\t1\t2", "Gerhard_Schroeder\t1\t2"]
     test += ["George_W_Bush\t1\tGerhard_Schroeder\t1", "Gerhard_Schroeder\t2\tGeorge_W_Bush\t2"]
-    (root / "train.txt").write_text("\n".join(train) + "\n")
+    (root / "train.txt").write_text("\n".join(train_pairs) + "\n")
     (root / "test.txt").write_text("\n".join(test) + "\n")
     results = lfw_view1(["dlib-resnet"], lfw=root, train_pairs="train.txt", test_pairs="test.txt", progress=False)
     (result,) = results

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from swaplab.config import ConfigError
 from swaplab.io.images import read_image
 from swaplab.train.checkpoint import load_checkpoint, save_checkpoint
-from swaplab.train.config import TrainConfig
-from swaplab.train.entry import build_any_config, resolve_aliases, train_any
-from swaplab.train.oneshot_config import OneShotTrainConfig
+from swaplab.train.entry import build_config, resolve_aliases
+from swaplab.train.loop import train
+from swaplab.train.recipes.oneshot_config import OneShotTrainConfig
+from swaplab.train.recipes.per_pair import TrainConfig
 
 TRAIN_PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")  # peopleDevTrain.txt
 EVAL_PEOPLE = ("Donald_Rumsfeld", "Al_Pacino")  # peopleDevTest.txt
@@ -57,7 +58,7 @@ def overrides(facesets: dict[str, Path], run_dir: Path, *extra: str) -> list[str
 
 
 def test_the_model_chooses_the_trainer_and_study_aliases_resolve() -> None:
-    cfg = build_any_config(
+    cfg = build_config(
         [
             "model=simswap-tiny",
             "ablation.encoder=none-bilinear",
@@ -75,12 +76,12 @@ def test_the_model_chooses_the_trainer_and_study_aliases_resolve() -> None:
     assert cfg.loss.identity.weight == 0
     assert (cfg.model.parts.discriminator, cfg.model.discriminator.scales) == ("projected", 3)
     assert (cfg.trainer.lr, cfg.trainer.betas) == (4e-4, (0.0, 0.99))  # SimSwap's optimiser
-    assert isinstance(build_any_config(["model=liae-cpu"]), TrainConfig)
+    assert isinstance(build_config(["model=liae-cpu"]), TrainConfig)
     assert resolve_aliases(["loss.fm=weak", "trainer.steps=3"]) == ["loss.feature_matching=weak", "trainer.steps=3"]
     with pytest.raises(ConfigError, match="unknown key"):
-        build_any_config(["model=simswap-tiny", "ablation.nothing=none"])
+        build_config(["model=simswap-tiny", "ablation.nothing=none"])
     with pytest.raises(ConfigError, match="gp_every"):
-        build_any_config(["model=simswap-tiny", "gan.gp_every=0"])
+        build_config(["model=simswap-tiny", "gan.gp_every=0"])
 
 
 def test_checkpoints_hold_several_named_optimisers(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ def test_checkpoints_hold_several_named_optimisers(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained_run(lfw_facesets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "simswap"
-    result = train_any(build_any_config(overrides(lfw_facesets, run_dir, "trainer.steps=4")))
+    result = train(build_config(overrides(lfw_facesets, run_dir, "trainer.steps=4")))
     assert (result.step, result.stop_reason) == (4, "steps")
     return run_dir
 
@@ -157,10 +158,10 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(
     # round differently, and Adam turns the rounding noise of a zero gradient (a bias before an
     # instance norm) into a full step.
     resumed = tmp_path / "resumed"
-    assert train_any(build_any_config(overrides(lfw_facesets, resumed, "trainer.steps=4"))).step == 4
-    result = train_any(build_any_config(overrides(lfw_facesets, resumed, "trainer.steps=6")))
+    assert train(build_config(overrides(lfw_facesets, resumed, "trainer.steps=4"))).step == 4
+    result = train(build_config(overrides(lfw_facesets, resumed, "trainer.steps=6")))
     assert (result.start_step, result.step) == (4, 6)
-    straight = train_any(build_any_config(overrides(lfw_facesets, tmp_path / "straight", "trainer.steps=6")))
+    straight = train(build_config(overrides(lfw_facesets, tmp_path / "straight", "trainer.steps=6")))
     assert straight.step == 6
     a = load_file(str(resumed / "checkpoints" / "step-0000006" / "model.safetensors"))
     b = load_file(str(tmp_path / "straight" / "checkpoints" / "step-0000006" / "model.safetensors"))
@@ -170,12 +171,12 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(
 
 
 def test_training_refuses_test_split_people(lfw_facesets: dict[str, Path], tmp_path: Path) -> None:
-    from swaplab.train.oneshot_data import SplitError
+    from swaplab.data.lfw import SplitError
 
     bad = overrides(lfw_facesets, tmp_path / "bad")
     bad[2] = f"data.train=[{lfw_facesets['eval']}]"
     with pytest.raises(SplitError, match="peopleDevTest"):
-        train_any(build_any_config(bad))
+        train(build_config(bad))
 
 
 # ---------------------------------------------------------------- export, swap, evaluate
@@ -190,28 +191,30 @@ def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def test_export_keeps_the_generator_and_says_it_is_one_shot(exported: Path) -> None:
+def test_export_keeps_the_generator_and_names_its_identity_networks(exported: Path) -> None:
     import json
 
-    from swaplab.models.simswap import OneShotSwapModel
-    from swaplab.train.export import load_exported_model
+    from swaplab.models.swapper import IdentitySwapper, load_swapper
 
     card = json.loads((exported / "model.json").read_text())
-    assert card["kind"] == "one-shot face swap" and card["arch"] == "simswap"
+    assert (card["recipe"], card["arch"], card["swapper"]) == ("oneshot", "simswap", "identity-conditioned")
+    assert card["identity"] == {"conditions_on": "dlib-resnet", "loss_network": "dlib-resnet"}
     assert card["loss_config"]["identity"]["network"] == "dlib-resnet"
     assert card["split"]["evaluate_on"] == "peopleDevTest.txt"
     weights = load_file(str(exported / "model.safetensors"))
     assert weights and not any(k.startswith(("discriminator", "generator.")) for k in weights)
-    model = load_exported_model(exported)
-    assert isinstance(model, OneShotSwapModel)
+    assert card["parameters"] == sum(t.numel() for t in weights.values())
+    model = load_swapper(exported)
+    assert isinstance(model, IdentitySwapper) and model.reconstruction_sides == ("self",)
     target = torch.rand(2, 3, 64, 64)
-    with pytest.raises(RuntimeError, match="source"):
+    with pytest.raises(ValueError, match="source=PHOTO"):
         model.swap(target)
-    model.set_source(np.ones(128, np.float32) * 0.05)
-    rgb, mask = model.swap(target)
+    rgb, mask = model.swap(target, torch.full((1, 128), 0.05))
     assert rgb.shape == (2, 3, 64, 64) and bool((mask == 1).all())
-    with pytest.raises(ValueError, match="128"):
-        model.set_source(np.zeros(5))
+    with pytest.raises(ValueError, match="one finite source embedding or one per target"):
+        model.swap(target, torch.zeros(3, 128))
+    self_swap = model.reconstruct(target, "self", torch.full((2, 128), 0.05))
+    assert torch.equal(self_swap.rgb, model.swap(target, torch.full((1, 128), 0.05)).rgb)
 
 
 def test_the_same_weights_exported_twice_mark_alike(exported: Path, trained_run: Path, tmp_path: Path) -> None:
@@ -301,7 +304,7 @@ def test_two_processes_equal_one_with_the_doubled_batch(lfw_facesets: dict[str, 
         "trainer.checkpoint_every=0",
     )
     single = tmp_path / "single"
-    train_any(build_any_config(overrides(lfw_facesets, single, *exact, "trainer.batch_size=4")))
+    train(build_config(overrides(lfw_facesets, single, *exact, "trainer.batch_size=4")))
     ddp = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     args = overrides(lfw_facesets, ddp, *exact, "trainer.batch_size=2")
@@ -329,7 +332,7 @@ def test_two_processes_equal_one_with_the_doubled_batch(lfw_facesets: dict[str, 
 def _average_in_group(rank: int, world_size: int, init_file: str, out_file: str) -> None:
     import torch.distributed as dist
 
-    from swaplab.train.oneshot import average_gradients
+    from swaplab.train.session import average_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:

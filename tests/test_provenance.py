@@ -96,7 +96,7 @@ def photos(shared_data: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def test_images(photos: list[Path], lfw: Path) -> list[np.ndarray]:
+def sample_images(photos: list[Path], lfw: Path) -> list[np.ndarray]:
     """Eight real photos (portraits, groups, up to 1024 px) and two 250 px LFW faces."""
     faces = [lfw / "George_W_Bush" / "George_W_Bush_0010.jpg", lfw / "Colin_Powell" / "Colin_Powell_0010.jpg"]
     return [_load(p) for p in photos[:: len(photos) // 8][:8]] + [_load(p) for p in faces]
@@ -128,9 +128,9 @@ def test_payload_fields_round_trip_and_tag() -> None:
 # ------------------------------------------------------------------ watermark: robustness and invisibility
 
 
-def test_invisible_and_read_back_on_real_images(test_images: list[np.ndarray]) -> None:
+def test_invisible_and_read_back_on_real_images(sample_images: list[np.ndarray]) -> None:
     psnrs = []
-    for image in test_images:
+    for image in sample_images:
         marked = embed(image, PAYLOAD)
         assert marked.shape == image.shape and marked.dtype == np.uint8
         psnrs.append(_psnr(marked, image))
@@ -148,8 +148,8 @@ def test_invisible_and_read_back_on_real_images(test_images: list[np.ndarray]) -
         pytest.param(lambda x: _jpeg(_half(x), 75), id="half-then-jpeg75"),
     ],
 )
-def test_survives_attack(attack: Callable[[np.ndarray], np.ndarray], test_images: list[np.ndarray]) -> None:
-    for image in test_images:
+def test_survives_attack(attack: Callable[[np.ndarray], np.ndarray], sample_images: list[np.ndarray]) -> None:
+    for image in sample_images:
         reading = extract(attack(embed(image, PAYLOAD)))
         assert reading.present and reading.payload == PAYLOAD, (image.shape, reading.confidence)
 
@@ -165,8 +165,8 @@ def test_survives_h264_crf28(video_frames: list[np.ndarray], tmp_path: Path) -> 
     assert not any(extract(frame).present for frame in video_frames)  # the unmarked originals
 
 
-def test_decodes_at_another_size_and_aspect(test_images: list[np.ndarray]) -> None:
-    image = cv2.resize(test_images[0], (1280, 720), interpolation=cv2.INTER_AREA)
+def test_decodes_at_another_size_and_aspect(sample_images: list[np.ndarray]) -> None:
+    image = cv2.resize(sample_images[0], (1280, 720), interpolation=cv2.INTER_AREA)
     marked = embed(image, PAYLOAD)
     for size in [(640, 360), (960, 540), (1920, 1080)]:
         assert extract(cv2.resize(marked, size, interpolation=cv2.INTER_AREA)).payload == PAYLOAD
@@ -234,9 +234,9 @@ def provenance() -> Provenance:
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_marked_image_file_round_trip(
-    suffix: str, provenance: Provenance, test_images: list[np.ndarray], tmp_path: Path
+    suffix: str, provenance: Provenance, sample_images: list[np.ndarray], tmp_path: Path
 ) -> None:
-    path = write_marked_image(tmp_path / f"out{suffix}", test_images[0], provenance)
+    path = write_marked_image(tmp_path / f"out{suffix}", sample_images[0], provenance)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     record = read_metadata(path)
     assert record == provenance.to_dict()
@@ -257,10 +257,10 @@ def test_unmarked_photo_verifies_as_not_synthetic(photos: list[Path]) -> None:
 
 
 def test_write_marked_image_refuses_unknown_formats(
-    provenance: Provenance, test_images: list[np.ndarray], tmp_path: Path
+    provenance: Provenance, sample_images: list[np.ndarray], tmp_path: Path
 ) -> None:
     with pytest.raises(ValueError, match="cannot write provenance metadata into '.bmp'"):
-        write_marked_image(tmp_path / "out.bmp", test_images[0], provenance)
+        write_marked_image(tmp_path / "out.bmp", sample_images[0], provenance)
     assert list(tmp_path.iterdir()) == []
 
 

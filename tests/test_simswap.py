@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from swaplab.config import ConfigError, apply_overrides, config_group, from_dict, to_dict
+from swaplab.data.lfw import SplitError, person_of, read_people_list
 from swaplab.facesets.format import Faceset
 from swaplab.losses import SimSwapLossConfig, SimSwapObjective
 from swaplab.models import (
@@ -23,15 +24,8 @@ from swaplab.models import (
 )
 from swaplab.models.parts import IdentityInjectionBlock
 from swaplab.models.parts.simswap import adaptive_instance_norm
-from swaplab.train.config import TrainConfig
-from swaplab.train.oneshot_data import (
-    OneShotPairs,
-    SplitError,
-    eval_pairs,
-    lfw_identity,
-    read_people_list,
-    train_pairs,
-)
+from swaplab.train.oneshot_data import OneShotPairs, eval_pairs, train_pairs
+from swaplab.train.recipes.oneshot_config import OneShotTrainConfig
 
 SMALL = dict(dims=8, max_dims=32, n_blocks=2)
 TRAIN_PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")  # all in peopleDevTrain.txt
@@ -108,11 +102,12 @@ def test_presets_and_config_overrides_through_the_training_config() -> None:
     assert (mid.resolution, mid.dims, mid.n_blocks) == (128, 64, 9)
     assert tiny.resolution == 64 and tiny.dims < paper.dims
     cfg = apply_overrides(
-        TrainConfig(), ["model=simswap-tiny", "model.parts.decoder=pca", "model.discriminator.scales=3", "loss=simswap"]
+        OneShotTrainConfig(),
+        ["model=simswap-tiny", "model.parts.decoder=pca", "model.discriminator.scales=3", "loss=simswap"],
     )
     assert isinstance(cfg.model, SimSwapConfig) and isinstance(cfg.loss, SimSwapLossConfig)
     assert (cfg.model.parts.decoder, cfg.model.discriminator.scales, cfg.model.resolution) == ("pca", 3, 64)
-    assert to_dict(from_dict(TrainConfig, to_dict(cfg))) == to_dict(cfg)  # a saved run config loads back
+    assert to_dict(from_dict(OneShotTrainConfig, to_dict(cfg))) == to_dict(cfg)  # a saved run config loads back
     with pytest.raises(ConfigError, match="divisible"):
         SimSwapConfig(resolution=100)
 
@@ -159,7 +154,7 @@ def test_sampler_refuses_people_of_the_other_split(facesets: dict[str, Path]) ->
     lists = facesets["lists"]
     pairs = train_pairs(facesets["train"], 64, lists_dir=lists)
     assert pairs.people == sorted(TRAIN_PEOPLE) and len(pairs) == 9
-    with pytest.raises(SplitError, match=rf"peopleDevTest\.txt\), e\.g\. {TEST_PERSON}"):
+    with pytest.raises(SplitError, match=rf"1 people of peopleDevTest\.txt, e\.g\. {TEST_PERSON}"):
         train_pairs([facesets["train"], facesets["test"]], 64, lists_dir=lists)
     with pytest.raises(SplitError, match="George_W_Bush"):
         eval_pairs(facesets["train"], 64, lists_dir=lists)
@@ -173,7 +168,7 @@ def test_sampler_refuses_people_of_the_other_split(facesets: dict[str, Path]) ->
 def test_pairs_have_the_right_people_and_identities(facesets: dict[str, Path]) -> None:
     pairs = train_pairs(facesets["train"], 64, lists_dir=facesets["lists"], seed=3)
     faceset = Faceset(facesets["train"])
-    person = {r.id: lfw_identity(r) for r in faceset.records}
+    person = {r.id: person_of(r.source) for r in faceset.records}
     stored = {r.id: r.identity_array for r in faceset.records}
     seen_same = seen_different = 0
     for step in range(20):

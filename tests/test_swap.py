@@ -16,6 +16,7 @@ from swaplab.config import apply_overrides
 from swaplab.io.atomic import DiskFullError
 from swaplab.io.images import MediaError, read_image
 from swaplab.io.video import VideoReader, VideoWriter, probe_video
+from swaplab.models.swapper import SwapOutput, Swapper
 from swaplab.provenance import verify
 from swaplab.swap.pipeline import FaceSwapper, SwapConfig, swap
 
@@ -25,9 +26,9 @@ CLIP = Path("videos") / "hdtf_sadtalker" / "WDA_KatieHill_000.mp4"
 @pytest.fixture(scope="module")
 def exported_model(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tuple[Path, Path]) -> Path:
     """A real liae-cpu model trained for a few steps on the reference pair, exported for swapping."""
-    from swaplab.train.config import TrainConfig
     from swaplab.train.export import export_model
-    from swaplab.train.trainer import train
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.per_pair import TrainConfig
 
     root = tmp_path_factory.mktemp("model")
     src, dst = pair_facesets
@@ -47,11 +48,15 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tupl
     return root / "model"
 
 
-class ReturnsItsInput(torch.nn.Module):
-    """A stand-in 'model' whose swap is the identity: pasting back must reproduce the frame."""
+class ReturnsItsInput(Swapper):
+    """A stand-in model behind the swapper contract whose swap is the identity: pasting back must
+    reproduce the frame."""
 
-    def swap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, torch.ones_like(x[:, :1])
+    def __init__(self, card: dict) -> None:
+        super().__init__(torch.nn.Identity(), card)
+
+    def swap(self, targets: torch.Tensor, source=None, generator=None) -> SwapOutput:
+        return SwapOutput(targets, torch.ones_like(targets[:, :1]))
 
 
 def _short_clip(shared_data: Path, tmp_path: Path, frames: int, with_audio: bool = True) -> Path:
@@ -73,7 +78,7 @@ def _short_clip(shared_data: Path, tmp_path: Path, frames: int, with_audio: bool
 def test_identity_model_reproduces_the_frame(exported_model: Path, shared_data: Path) -> None:
     cfg = SwapConfig(colour="none", mask="hull", blend="alpha", mask_blur=0, smoothing="none")
     swapper = FaceSwapper(exported_model, cfg)
-    swapper.model = ReturnsItsInput()
+    swapper.model = ReturnsItsInput(swapper.card)
     frame = next(iter(VideoReader(shared_data / CLIP, stop=1))).image
     faces = swapper.analyzer.analyze(frame)
     assert len(faces) == 1
@@ -143,6 +148,16 @@ def test_photo_swap_and_existing_output(exported_model: Path, lfw: Path, tmp_pat
     assert main(["verify", str(out)]) == 0
     assert "SYNTHETIC" in capsys.readouterr().out
     assert main(["verify", str(photo)]) == 3
+    # a photo without a face is written as it was, and not marked: marking it would be false provenance
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(noise)
+    report = swap(exported_model, noise, tmp_path / "noise-out.png", SwapConfig(), progress=False)
+    assert report.faces_swapped == 0 and report.unchanged == [str(tmp_path / "noise-out.png")]
+    assert np.array_equal(read_image(tmp_path / "noise-out.png")[0], read_image(noise)[0])
+    assert not verify(tmp_path / "noise-out.png").synthetic and "no face: unchanged" in "\n".join(report.lines())
+    # a wrong output name is refused before the model loads
+    with pytest.raises(ValueError, match="write photos as .png or .jpg, not swap.mp4"):
+        swap(tmp_path / "no-model-here", photo, tmp_path / "swap.mp4", SwapConfig(), progress=False)
 
 
 def test_folder_swap_reports_bad_files(exported_model: Path, lfw: Path, tmp_path: Path) -> None:

@@ -11,14 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from swaplab.config import load_config
 from swaplab.facesets.format import Faceset
 from swaplab.losses import LossTerms, ReconstructionObjective
-from swaplab.train.config import TrainConfig
-from swaplab.train.export import export_model, load_exported_model
+from swaplab.models.card import load_model
+from swaplab.system import autocast_dtype, cpu_supports_bf16
+from swaplab.train.entry import build_config
+from swaplab.train.export import export_model
+from swaplab.train.loop import train
 from swaplab.train.preview import COLUMNS, HEADER_HEIGHT, preview_grid
-from swaplab.train.run import RunConfigMismatch
-from swaplab.train.trainer import autocast_dtype, build_config, cpu_supports_bf16, learning_rate, train
+from swaplab.train.run import RunConfigMismatch, read_run_config
+from swaplab.train.session import learning_rate
 
 #: A LIAE-ud of about 1 M parameters at 64 px: trains a step in well under a second on one core.
 TINY_MODEL = ["model=liae-cpu", "model.ae_dims=32", "model.e_dims=8", "model.d_dims=8", "model.d_mask_dims=4"]
@@ -53,7 +55,8 @@ def test_loss_decreases_on_real_faces(pair_facesets, tmp_path):
     assert len(losses) == 40 and all(math.isfinite(x) for x in losses)
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.85 * first, (first, last)
-    assert result.faces_per_s > 0
+    # Both sides' faces through forward and backward: 2 x batch 4 per step, over the loop's time.
+    assert result.samples_per_s == pytest.approx(2 * 4 * 40 / result.seconds)
 
 
 def test_run_folder_manifest_config_and_previews(pair_facesets, tmp_path):
@@ -67,7 +70,9 @@ def test_run_folder_manifest_config_and_previews(pair_facesets, tmp_path):
         "step-0000002.png",
         "step-0000004.png",
     ]
-    assert load_config(TrainConfig, run_dir / "config.yaml") == cfg
+    recipe, saved = read_run_config(run_dir)
+    assert recipe.name == "per-pair" and saved == cfg
+    assert (run_dir / "config.yaml").read_text().startswith("recipe: per-pair\n")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     from swaplab.config import config_hash
 
@@ -186,7 +191,7 @@ def test_export_and_reload_reproduce_the_trained_model(pair_facesets, tmp_path):
     assert card["facesets"]["src"]["content_hash"] == Faceset(pair_facesets[0]).content_hash()
     assert "loss" in card["losses_at_export"] and "iBUG 300-W" in card["data_terms"]["landmarks"]
     assert "LFW" in card["data_terms"]["faces"]
-    model = load_exported_model(tmp_path / "export")
+    model = load_model(tmp_path / "export")
     assert not model.training
     from swaplab.models import create_model
 
@@ -288,3 +293,12 @@ def test_sigterm_stops_with_a_checkpoint(pair_facesets, tmp_path):
     assert session["stop_reason"] == "signal" and session["end_step"] >= 2
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == session["end_step"] == read_metrics(run_dir)[-1]["step"]
+
+
+def test_a_time_budget_given_alone_is_the_stop():
+    # the README's recipe: the cpu-quick preset's 2,000 steps must not end a 30-minute budget early
+    budget = build_config(["model=liae-cpu", "trainer=cpu-quick", "trainer.time_budget_s=1800"]).trainer
+    assert budget.time_budget_s == 1800 and budget.steps >= 10**8
+    both = build_config(["trainer=cpu-quick", "trainer.time_budget_s=1800", "trainer.steps=500"]).trainer
+    assert (both.steps, both.time_budget_s) == (500, 1800)
+    assert build_config(["trainer=cpu-quick"]).trainer.steps == 2000

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from swaplab.data.lfw import SPLIT_FILES
+
 __all__ = [
     "LFW_IMAGES",
     "LFW_TEST_PEOPLE",
@@ -43,8 +45,9 @@ PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "protocol"
 PROTOCOL_NAMES = ("per_pair_v1", "oneshot_v1", "video_v1")
 
 LFW_IMAGES = "lfw/lfw-deepfunneled"
-LFW_TEST_PEOPLE = "lfw/peopleDevTest.txt"
-LFW_TRAIN_PEOPLE = "lfw/peopleDevTrain.txt"
+# Relative to the data root; the split's rules are swaplab.data.lfw's.
+LFW_TEST_PEOPLE = f"lfw/{SPLIT_FILES['eval']}"
+LFW_TRAIN_PEOPLE = f"lfw/{SPLIT_FILES['train']}"
 CREATED_WITH = "swaplab.evaluate.protocol.build_protocol (python -m swaplab.evaluate.protocol DATA_ROOT)"
 
 # --- the rules of version 1 (changing any of them means a new protocol version) -------------
@@ -279,7 +282,7 @@ def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
 
 def _detector_train(data_root: Path) -> dict[str, Any]:
     """Different-person pairs of training-split people for the detectability classifier."""
-    from swaplab.train.oneshot_data import read_people_list
+    from swaplab.data.lfw import read_people_list
 
     people = list(read_people_list(data_root / LFW_TRAIN_PEOPLE))
     rng = np.random.default_rng(SEED + 1)  # its own stream: the scored pairs do not move

@@ -22,7 +22,7 @@ from swaplab.io.atomic import atomic_write_text
 from swaplab.io.images import read_image
 
 if TYPE_CHECKING:
-    from swaplab.evaluate.evaluator import EvalResult
+    from swaplab.evaluate.results import EvalResult
 
 __all__ = ["ARROWS", "FAMILIES", "face_tile", "family_of", "summary_lines", "write_comparison", "write_report"]
 
@@ -111,7 +111,7 @@ def bar_charts(rows: dict[str, dict[str, float]], out_dir: Path, stem: str = "me
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from swaplab.evaluate.evaluator import metric_direction
+    from swaplab.metrics import direction as metric_direction
 
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(k for values in rows.values() for k in values))
@@ -211,7 +211,7 @@ def _page(title: str, body: list[str]) -> str:
 
 
 def _metric_table(metrics: dict[str, dict[str, Any]]) -> str:
-    from swaplab.evaluate.evaluator import metric_direction
+    from swaplab.metrics import direction as metric_direction
 
     lines = ["<table><tr><th>metric</th><th>value</th><th>better</th><th>samples and notes</th></tr>"]
     for key, entry in metrics.items():
@@ -299,7 +299,7 @@ def write_report(result: EvalResult) -> Path:
 
 
 def _first(values: dict[str, float]) -> float | None:
-    from swaplab.evaluate.evaluator import METRIC_NETWORK
+    from swaplab.evaluate.results import METRIC_NETWORK
 
     return values.get(METRIC_NETWORK, next(iter(values.values()), None))
 
@@ -328,7 +328,7 @@ def _best(values: list[float], direction: str) -> float | None:
 
 def write_comparison(results: Sequence[EvalResult], out_dir: str | Path) -> Path:
     """``out_dir/report.html``: one row per model, grouped bar charts, swaps side by side; returns the path."""
-    from swaplab.evaluate.evaluator import metric_direction
+    from swaplab.metrics import direction as metric_direction
 
     out = Path(out_dir)
     rows = {r.name: r.summary for r in results}
@@ -385,7 +385,7 @@ def write_comparison(results: Sequence[EvalResult], out_dir: str | Path) -> Path
 
 def summary_lines(results: Sequence[EvalResult]) -> list[str]:
     """A plain-text table for the terminal: one row per metric, one column per model."""
-    from swaplab.evaluate.evaluator import metric_direction
+    from swaplab.metrics import direction as metric_direction
 
     marks = {"higher": "(+)", "lower": "(-)", "one": "(=1)", "reference": "(ref)"}
     columns = list(dict.fromkeys(k for r in results for k in r.summary))

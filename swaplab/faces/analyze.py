@@ -8,25 +8,25 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 
+from swaplab.config import choice_field
 from swaplab.faces.align import TEMPLATES, alignment_matrix, transform_points, warp_face
 from swaplab.faces.detect import DETECTORS, FaceBox
-from swaplab.faces.identity import dlib_chip, load_dlib_identity
 from swaplab.faces.landmarks import LANDMARKERS
 from swaplab.faces.masks import face_hull_polygon
 from swaplab.faces.pose import head_pose
 from swaplab.faces.track import FaceTracker
-from swaplab.facesets.format import FaceRecord
+from swaplab.identity.chips import dlib_chip
+from swaplab.identity.dlib_resnet import load_dlib_identity
 
 
 @dataclass
 class FaceAnalyzerConfig:
-    detector: Literal["dlib-hog", "dlib-cnn", "opencv-haar"] = "dlib-hog"
+    detector: str = choice_field("dlib-hog", DETECTORS)
     # Detector upsampling: 1 finds faces down to ~40 px, 0 (faces from ~80 px) is 4x faster.
     # -1 = auto: 1 for photos up to 1000 px on their long side, 0 for larger photos and for video
     # frames, where the detector runs every frame it is asked to and faces are usually large.
@@ -57,32 +57,6 @@ class AlignedFace:
     pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
     mask_polygon: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     chip: np.ndarray | None = None  # dlib's 150x150 identity chip, kept until embedded
-
-    def to_record(self, face_id: str, file: str, source: str, frame: int, time: float, frame_size) -> FaceRecord:
-        def rounded(a: np.ndarray, digits: int = 3) -> list:
-            return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
-
-        return FaceRecord(
-            id=face_id,
-            file=file,
-            source=source,
-            frame=frame,
-            time=round(time, 6),
-            face_index=self.face_index,
-            track_id=self.track_id,
-            score=round(float(self.box.score), 4),
-            box=rounded([self.box.x0, self.box.y0, self.box.x1, self.box.y1], 2),
-            source_size=[int(frame_size[1]), int(frame_size[0])],
-            matrix=rounded(self.matrix, 8),
-            landmarks=rounded(self.landmarks),
-            landmarks_source=rounded(self.landmarks_source),
-            landmarks5_source=rounded(self.landmarks5_source),
-            identity=rounded(self.identity, 6),
-            mask=rounded(self.mask_polygon, 2),
-            blur=round(float(self.blur), 3),
-            pose=rounded(self.pose, 2),
-            tracked=self.tracked,
-        )
 
 
 class FaceAnalyzer:

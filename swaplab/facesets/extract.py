@@ -102,7 +102,7 @@ def lfw_people_folders(people_list: Path) -> list[Path]:
     The folders sit in ``lfw-deepfunneled/`` (or ``lfw/``) beside the list, as in the official
     download, so ``swaplab extract .../peopleDevTrain.txt`` extracts exactly one split.
     """
-    from swaplab.train.oneshot_data import read_people_list
+    from swaplab.data.lfw import read_people_list
 
     people = read_people_list(people_list)
     for images in ("lfw-deepfunneled", "lfw"):
@@ -135,6 +135,37 @@ def expand_inputs(inputs: Iterable[str | Path], summary: ExtractSummary) -> Iter
             yield path
         else:
             summary.add_problem(path, "no such file or folder")
+
+
+def face_record(
+    face: AlignedFace, face_id: str, file: str, source: str, frame: int, time: float, frame_size: tuple[int, ...]
+) -> FaceRecord:
+    """The faceset record of an aligned face found in ``source`` (``frame_size`` is its frame's shape)."""
+
+    def rounded(a: np.ndarray, digits: int = 3) -> list:
+        return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+
+    return FaceRecord(
+        id=face_id,
+        file=file,
+        source=source,
+        frame=frame,
+        time=round(time, 6),
+        face_index=face.face_index,
+        track_id=face.track_id,
+        score=round(float(face.box.score), 4),
+        box=rounded([face.box.x0, face.box.y0, face.box.x1, face.box.y1], 2),
+        source_size=[int(frame_size[1]), int(frame_size[0])],
+        matrix=rounded(face.matrix, 8),
+        landmarks=rounded(face.landmarks),
+        landmarks_source=rounded(face.landmarks_source),
+        landmarks5_source=rounded(face.landmarks5_source),
+        identity=rounded(face.identity, 6),
+        mask=rounded(face.mask_polygon, 2),
+        blur=round(float(face.blur), 3),
+        pose=rounded(face.pose, 2),
+        tracked=face.tracked,
+    )
 
 
 def extract(
@@ -314,7 +345,7 @@ def _commit_faces(
         tmp.write_bytes(data)
         os.replace(tmp, crop_file)
         records.append(
-            face.to_record(face_id, f"faces/{crop_file.name}", str(path), frame_index, frame_time, frame_shape)
+            face_record(face, face_id, f"faces/{crop_file.name}", str(path), frame_index, frame_time, frame_shape)
         )
     return records
 
@@ -335,7 +366,7 @@ def _reference_identities(paths: list[Path], analyzer: FaceAnalyzer) -> np.ndarr
 
 
 def _created_by() -> str:
-    from swaplab import __version__
+    from swaplab._version import __version__
 
     return f"swaplab {__version__} (torch {torch.__version__}, opencv {cv2.__version__})"
 

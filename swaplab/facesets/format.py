@@ -14,6 +14,7 @@ format; it does not detect or align anything.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -33,6 +34,20 @@ FORMAT_VERSION = 1
 
 class FacesetError(Exception):
     """A faceset folder that is missing, damaged or of an unsupported version."""
+
+
+class FacesetDamaged(FacesetError):
+    """A faceset with shards that cannot be read: its faces would be silently lost."""
+
+    def __init__(self, root: Path, damaged: list[tuple[str, str]], intact: int) -> None:
+        shown = "; ".join(f"shards/{name}: {reason}" for name, reason in damaged[:3])
+        more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+        super().__init__(
+            f"{root}: {len(damaged)} damaged shard(s) ({shown}{more}); {intact} faces are intact. Re-run "
+            "`swaplab extract` with the same inputs and output to rebuild them, or pass data.allow_damaged=true "
+            "to use only the intact faces"
+        )
+        self.root, self.damaged, self.intact = root, damaged, intact
 
 
 @dataclass
@@ -86,8 +101,44 @@ class FaceRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FaceRecord:
-        known = {f for f in cls.__dataclass_fields__}
+        """A record from its JSON form; ``ValueError`` names the first missing or malformed field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a record is a JSON object, got {type(data).__name__}")
+        for spec in dataclasses.fields(cls):
+            required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+            if spec.name not in data:
+                if required:
+                    raise ValueError(f"record {data.get('id', '?')!r} lacks the field {spec.name!r}")
+                continue
+            kinds = _JSON_KINDS.get(spec.type if isinstance(spec.type, str) else "", ())
+            if kinds and not isinstance(data[spec.name], kinds):
+                found = type(data[spec.name]).__name__
+                raise ValueError(f"record {data.get('id', '?')!r}: field {spec.name!r} is a {found}")
+        known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: JSON types a record's fields may hold, by their declared type (annotations are strings here).
+_JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list[float]": (list,),
+    "list[int]": (list,),
+    "list[list[float]]": (list,),
+}
+
+
+def read_shard(path: Path) -> list[FaceRecord]:
+    """The records of one shard; ``ValueError`` says what is wrong with a damaged one."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"not readable JSON ({err.__class__.__name__}: {err})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
+        raise ValueError("no list of records")
+    return [FaceRecord.from_json(r) for r in payload["records"]]
 
 
 def shard_key(source: str | Path, suffix: str = "") -> str:
@@ -123,7 +174,15 @@ class FacesetWriter:
             atomic_write_json(header_path, asdict(header))
 
     def has_shard(self, key: str) -> bool:
-        return (self.root / "shards" / f"{key}.json").exists()
+        """Whether the shard is written and readable: a damaged one counts as not done (and is redone)."""
+        path = self.root / "shards" / f"{key}.json"
+        if not path.exists():
+            return False
+        try:
+            read_shard(path)
+        except ValueError:
+            return False
+        return True
 
     def crop_path(self, face_id: str) -> Path:
         return self.root / "faces" / f"{face_id}.{self.header.image_format}"
@@ -152,27 +211,41 @@ def read_header(root: str | Path) -> FacesetHeader:
             f"{FORMAT_VERSION}. Upgrade swaplab or re-extract."
         )
     known = set(FacesetHeader.__dataclass_fields__)
+    missing = [k for k in ("template", "size") if k not in data]
+    if missing or not isinstance(data.get("size"), int) or not isinstance(data.get("template"), str):
+        raise FacesetError(f"{path} is damaged: its template and size are {'missing' if missing else 'malformed'}")
     return FacesetHeader(**{k: v for k, v in data.items() if k in known})
 
 
 class Faceset:
-    """Read access to a faceset: ``len(fs)``, ``fs.records[i]``, ``fs.image(i)``."""
+    """Read access to a faceset: ``len(fs)``, ``fs.records[i]``, ``fs.image(i)``.
 
-    def __init__(self, root: str | Path) -> None:
+    A faceset with damaged shards raises ``FacesetDamaged`` (naming them and how to rebuild them)
+    unless ``allow_damaged``: then the intact faces are read and ``damaged`` lists the rest, so
+    nothing is lost without the caller knowing.
+    """
+
+    def __init__(self, root: str | Path, *, allow_damaged: bool = False) -> None:
         self.root = Path(root)
         self.header = read_header(self.root)
         self.records: list[FaceRecord] = []
-        self.skipped_shards: list[str] = []
+        self.damaged: list[tuple[str, str]] = []  # (shard file name, what is wrong)
         for shard in sorted((self.root / "shards").glob("*.json")):
             try:
-                payload = json.loads(shard.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                records = read_shard(shard)
+            except (ValueError, TypeError) as err:
                 # Shards are written atomically, so a damaged one was damaged after the fact.
-                self.skipped_shards.append(shard.name)
+                self.damaged.append((shard.name, str(err)))
                 continue
             # Shards are read in name order and records keep their order within a shard, so a
             # sorted faceset (one shard) keeps the order it was sorted in.
-            self.records.extend(FaceRecord.from_json(r) for r in payload.get("records", []))
+            self.records.extend(records)
+        if self.damaged and not allow_damaged:
+            raise FacesetDamaged(self.root, self.damaged, len(self.records))
+
+    @property
+    def skipped_shards(self) -> list[str]:
+        return [name for name, _ in self.damaged]
 
     def __len__(self) -> int:
         return len(self.records)

@@ -1,12 +1,12 @@
 """Sorting and filtering facesets: by identity distance, sharpness or head pose.
 
-The result is a new faceset (crops hard-linked where the file system allows, else copied) whose
-single shard lists the faces in the chosen order; the input is never modified.
+The result is a new faceset (crops copied: a hard link would let an edit of one change both)
+whose single shard lists the faces in the chosen order; the input is never modified, and an
+existing output is replaced only when asked.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -28,16 +28,25 @@ def sort_faceset(
     max_distance: float | None = None,
     min_blur: float | None = None,
     max_yaw: float | None = None,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Write a sorted, filtered copy of ``source`` to ``output``.
 
     ``identity`` sorts by distance to ``reference`` photos (or, without them, to the faceset's
     own median identity: the majority person first, strangers last); ``blur`` sharpest first;
-    ``yaw``/``pitch`` most frontal first.
+    ``yaw``/``pitch`` most frontal first. An existing ``output`` is refused unless ``overwrite``
+    (which replaces it whole: two facesets are never merged).
     """
     fs = Faceset(source)
-    if Path(output).resolve() == fs.root.resolve():
+    output = Path(output)
+    if output.resolve() == fs.root.resolve():
         raise ValueError("output must differ from the input faceset")
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{output} exists and is not empty; pass --overwrite to replace it")
+        if not (output / "faceset.json").is_file():
+            raise FileExistsError(f"{output} is not a faceset: refusing to replace it; choose another output")
+        shutil.rmtree(output)
     distances = identity_distances(fs, reference)
     keys = {
         "identity": distances,
@@ -61,7 +70,8 @@ def sort_faceset(
         kept = kept[:keep]
     writer = FacesetWriter(output, replace(fs.header))
     for rec in kept:
-        _link_or_copy(fs.root / rec.file, Path(output) / rec.file)
+        (output / rec.file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(fs.root / rec.file, output / rec.file)
     writer.write_shard("sorted", kept, {"sorted_by": by, "from": str(fs.root)})
     return {"total": len(fs), "kept": len(kept)}
 
@@ -85,13 +95,3 @@ def identity_distances(fs: Faceset, reference: list[str | Path] | None = None) -
         anchors = np.nanmedian(ids, axis=0, keepdims=True)
     dist = np.linalg.norm(ids[:, None, :] - anchors[None], axis=2).min(axis=1)
     return np.where(np.isnan(dist), np.inf, dist)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then rename.
+"""Atomic file writes (a temporary file in the same folder, fsync, then rename) and file digests.
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one, never a
 torn write, whether the process is killed or the disk fills up mid-write.
@@ -7,6 +7,7 @@ torn write, whether the process is killed or the disk fills up mid-write.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -91,3 +92,12 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

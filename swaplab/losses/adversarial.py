@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from swaplab.config import config_group
-from swaplab.losses.feature_matching import FeatureMatchingLoss, LayerChoice
+from swaplab.losses.feature_matching import LayerChoice
 from swaplab.losses.identity import IdentityEncoder, IdentityLoss
 from swaplab.losses.objective import IdentityTerm, LossTerms, PixelTerm
 from swaplab.losses.pixel import PixelLoss
@@ -225,17 +225,17 @@ class SimSwapObjective(nn.Module):
     def __init__(self, cfg: SimSwapLossConfig, identity_encoder: IdentityEncoder | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.adversarial = AdversarialLoss(cfg.adversarial.kind)
+        self.adversarial = LOSSES.create(cfg.adversarial.kind)
         self.identity: IdentityLoss | None = None
         if cfg.identity.weight:
             if identity_encoder is None:
                 raise ValueError("loss.identity.weight > 0 needs an identity_encoder (faces -> embeddings)")
-            self.identity = IdentityLoss(identity_encoder)
-        self.reconstruction = PixelLoss(cfg.reconstruction.norm) if cfg.reconstruction.weight else None
+            self.identity = LOSSES.create("identity", identity_encoder)
+        self.reconstruction = LOSSES.create("pixel", cfg.reconstruction.norm) if cfg.reconstruction.weight else None
         fm = cfg.feature_matching
-        self.feature_matching = FeatureMatchingLoss(fm.layers, fm.k, fm.norm) if fm.weight else None
+        self.feature_matching = LOSSES.create("feature_matching", fm.layers, fm.k, fm.norm) if fm.weight else None
         gp = cfg.gradient_penalty
-        self.gradient_penalty = GradientPenalty(gp.mode) if gp.weight else None
+        self.gradient_penalty = LOSSES.create("gradient_penalty", gp.mode) if gp.weight else None
 
     @property
     def needs_fake_output(self) -> bool:

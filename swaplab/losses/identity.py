@@ -1,7 +1,7 @@
 """Identity loss: 1 - cosine similarity between identity embeddings of prediction and target.
 
 The identity network is passed in as a callable (for example the dlib ResNet port in
-``swaplab.faces.identity``), so this module depends on no particular network and loads no weights.
+``swaplab.identity.dlib_resnet``), so this module depends on no particular network and loads no weights.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ from torch import nn
 
 from swaplab.config import config_group
 from swaplab.losses.functional import soften_mask
-from swaplab.losses.identity import IdentityEncoder, IdentityLoss
-from swaplab.losses.pixel import MaskLoss, PixelLoss
-from swaplab.losses.ssim import DSSIMLoss, MSDSSIMLoss
+from swaplab.losses.identity import IdentityEncoder
+from swaplab.losses.registry import LOSSES
 
 Tensor = torch.Tensor
 
@@ -121,21 +120,22 @@ class ReconstructionObjective(nn.Module):
         self.cfg = cfg
         self.image_terms = nn.ModuleDict()
         self.weights: dict[str, float] = {}
+        # Every term is looked up by its name in LOSSES: the config's term names are the registry's.
         if cfg.dssim.weight:
-            self.image_terms["dssim"] = DSSIMLoss(two_scale_from=cfg.dssim.two_scale_from)
+            self.image_terms["dssim"] = LOSSES.create("dssim", two_scale_from=cfg.dssim.two_scale_from)
         if cfg.ms_dssim.weight:
-            self.image_terms["ms_dssim"] = MSDSSIMLoss(cfg.ms_dssim.levels, cfg.ms_dssim.window_size)
+            self.image_terms["ms_dssim"] = LOSSES.create("ms_dssim", cfg.ms_dssim.levels, cfg.ms_dssim.window_size)
         if cfg.pixel.weight:
-            self.image_terms["pixel"] = PixelLoss(cfg.pixel.norm)
+            self.image_terms["pixel"] = LOSSES.create("pixel", cfg.pixel.norm)
         for name in self.image_terms:
             self.weights[name] = getattr(cfg, name).weight
-        self.mask_term = MaskLoss(cfg.mask.norm) if cfg.mask.weight else None
-        self.eyes_mouth_term = PixelLoss(cfg.eyes_mouth.norm) if cfg.eyes_mouth.weight else None
-        self.identity_term: IdentityLoss | None = None
+        self.mask_term = LOSSES.create("mask", cfg.mask.norm) if cfg.mask.weight else None
+        self.eyes_mouth_term = LOSSES.create("pixel", cfg.eyes_mouth.norm) if cfg.eyes_mouth.weight else None
+        self.identity_term: nn.Module | None = None
         if cfg.identity.weight:
             if identity_encoder is None:
                 raise ValueError("loss.identity.weight > 0 needs an identity_encoder (faces -> embeddings)")
-            self.identity_term = IdentityLoss(identity_encoder)
+            self.identity_term = LOSSES.create("identity", identity_encoder)
 
     def forward(
         self,

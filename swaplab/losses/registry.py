@@ -9,4 +9,9 @@ from __future__ import annotations
 
 from swaplab.registry import Registry
 
-LOSSES: Registry = Registry("loss")
+LOSSES: Registry = Registry(
+    "loss",
+    providers=tuple(
+        f"swaplab.losses.{name}" for name in ("adversarial", "feature_matching", "identity", "pixel", "ssim")
+    ),
+)

@@ -1,7 +1,9 @@
 """The model registry and ``create_model``: one typed config in, one ``nn.Module`` out.
 
 Every model family registers its class under the value of its config's ``arch`` field
-(``MODELS.register("liae")``); the class is called with the config. Nothing here knows a family.
+(``MODELS.register("liae")``); the class is called with the config, and names that config's type
+as ``config_type`` (so an exported card's ``model`` section rebuilds it). Nothing here knows a
+family; the modules that register are listed once, in ``MODELS``'s providers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from torch import nn
 
 from swaplab.registry import Registry
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry(
+    "model", providers=("swaplab.models.per_pair", "swaplab.models.simswap", "swaplab.models.swap_detector")
+)
 
 
 def create_model(cfg: Any) -> nn.Module:

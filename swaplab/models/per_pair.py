@@ -47,6 +47,7 @@ class PerPairModel(nn.Module):
     """
 
     config: ModelConfig
+    config_type = ModelConfig
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

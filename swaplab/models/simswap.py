@@ -4,9 +4,9 @@
 embedding to the swapped face: ``decoder(bottleneck(encoder(target), identity))``, each part
 built by name from ``config.parts`` (so ``model.parts.bottleneck=none`` is an ablation without
 model code knowing it). ``create_discriminator`` builds ``config.parts.discriminator``.
-``TemplateChipIdentity`` embeds aligned crops with the dlib port through a fixed, differentiable
-warp to dlib's face chip (for the identity loss). ``OneShotSwapModel`` wraps an exported
-generator for the swap stage. No training loop and no losses here.
+``TemplateChipIdentity`` embeds aligned crops with an identity network through a fixed,
+differentiable warp to its face chip (for the identity loss). The swap stage drives an exported
+generator through ``swaplab.models.swapper.IdentitySwapper``. No training loop and no losses here.
 
 Images are (N, 3, R, R) float RGB in [0, 1]; identities are dlib's 128-d descriptors.
 """
@@ -25,6 +25,7 @@ from swaplab.config import ConfigError, config_group
 from swaplab.faces.align import TEMPLATES, AlignmentTemplate
 from swaplab.models.factory import MODELS
 from swaplab.models.parts import BOTTLENECKS, DECODERS, DISCRIMINATORS, ENCODERS
+from swaplab.system import full_precision
 
 Tensor = torch.Tensor
 
@@ -116,6 +117,8 @@ class SimSwapGenerator(nn.Module):
     pose, expression and lighting with the source's identity.
     """
 
+    config_type = SimSwapConfig
+
     def __init__(self, config: SimSwapConfig) -> None:
         super().__init__()
         self.config = config
@@ -180,48 +183,54 @@ def create_discriminator(config: SimSwapConfig) -> nn.Module:
 # ---------------------------------------------------------------- identity of aligned crops
 
 
-def template_chip_matrix(template: str | AlignmentTemplate, resolution: int) -> np.ndarray:
-    """The fixed 2x3 affine (cv2 convention, float64) from an aligned crop to dlib's 150 px face chip.
+def template_chip_matrix(
+    template: str | AlignmentTemplate, resolution: int, chip_size: int = 150, chip_padding: float = 0.25
+) -> np.ndarray:
+    """The fixed 2x3 affine (cv2 convention, float64) from an aligned crop to a dlib-geometry face chip.
 
     Every crop of a faceset aligned to ``template`` at ``resolution`` has its face's 5 landmarks
     (up to the alignment's residual) where the template puts them, so the chip transform is the
     one ``dlib.get_face_chip`` would compute from those template points
-    (``swaplab.faces.identity.face_chip_matrix``): one matrix for all crops, no landmarks needed,
+    (``swaplab.identity.chips.face_chip_matrix``): one matrix for all crops, no landmarks needed,
     and the warp is differentiable. The residual is the per-face misfit of the Umeyama alignment
     (a few pixels); it costs a little identity accuracy against per-face landmarks.
     """
-    from swaplab.faces.identity import face_chip_matrix
+    from swaplab.identity.chips import face_chip_matrix
 
     resolved = TEMPLATES.get(template) if isinstance(template, str) else template
     _, points = resolved.crop_positions(5, resolution)
-    return face_chip_matrix(np.asarray(points, dtype=np.float64)).numpy()[0]
+    return face_chip_matrix(np.asarray(points, dtype=np.float64), chip_size, chip_padding).numpy()[0]
 
 
 class TemplateChipIdentity(nn.Module):
-    """Identity embeddings (N, 128) of aligned crops (N, 3, R, R) in [0, 1], differentiably.
+    """Identity embeddings (N, D) of aligned crops (N, 3, R, R) in [0, 1], differentiably.
 
-    Warps each crop to dlib's 150 px chip with ``template_chip_matrix`` (bilinear, kornia, zero
-    padding) and runs the dlib ResNet port (frozen; gradients reach the crops). ``network``
-    defaults to ``load_dlib_identity()``. Use it as the identity loss' encoder.
+    Warps each crop to the network's face chip (its ``chip_size`` and ``chip_padding``, dlib's
+    geometry) with ``template_chip_matrix`` (bilinear, kornia, zero padding) and runs the frozen
+    network; gradients reach the crops. ``network`` is a module or a name in
+    ``IDENTITY_ENCODERS`` (default ``dlib-resnet``). Use it as an identity loss' encoder.
     """
 
-    def __init__(self, template: str | AlignmentTemplate, resolution: int, network: nn.Module | None = None) -> None:
+    def __init__(
+        self, template: str | AlignmentTemplate, resolution: int, network: nn.Module | str = "dlib-resnet"
+    ) -> None:
         super().__init__()
-        from swaplab.faces.identity import DLIB_CHIP_SIZE, load_dlib_identity
+        from swaplab.identity.registry import IDENTITY_ENCODERS
 
-        self.network = network if network is not None else load_dlib_identity()
+        self.network = IDENTITY_ENCODERS.create(network) if isinstance(network, str) else network
         self.resolution = resolution
-        self.chip_size = DLIB_CHIP_SIZE
-        matrix = torch.from_numpy(template_chip_matrix(template, resolution)).float()
+        self.chip_size = int(getattr(self.network, "chip_size", 150))
+        padding = float(getattr(self.network, "chip_padding", 0.25))
+        matrix = torch.from_numpy(template_chip_matrix(template, resolution, self.chip_size, padding)).float()
         self.register_buffer("matrix", matrix.unsqueeze(0), persistent=False)
 
     def chips(self, faces: Tensor) -> Tensor:
-        """(N, 3, 150, 150) float32 chips of (N, 3, R, R) crops."""
+        """(N, 3, S, S) float32 chips of (N, 3, R, R) crops."""
         from kornia.geometry.transform import warp_affine
 
         if faces.ndim != 4 or faces.shape[1:] != (3, self.resolution, self.resolution):
             raise ValueError(f"expected crops (N, 3, {self.resolution}, {self.resolution}), got {tuple(faces.shape)}")
-        with torch.autocast(device_type=faces.device.type, enabled=False):
+        with full_precision(faces):
             return warp_affine(
                 faces.float().contiguous(),
                 self.matrix.expand(len(faces), 2, 3),
@@ -233,38 +242,3 @@ class TemplateChipIdentity(nn.Module):
 
     def forward(self, faces: Tensor) -> Tensor:
         return self.network(self.chips(faces)).float()
-
-
-class OneShotSwapModel(nn.Module):
-    """An exported one-shot generator behind the swap stage's interface.
-
-    ``set_source(identity)`` fixes whose face to put in (a (128,) dlib descriptor of a photo of
-    the source person, or the mean over several); ``swap(targets)`` then returns ``(rgb, mask)``
-    like a per-pair model. The generator draws no mask, so the mask is all ones and the swap
-    stage's landmark hull decides where the face goes.
-    """
-
-    def __init__(self, generator: SimSwapGenerator) -> None:
-        super().__init__()
-        self.generator = generator
-        self.resolution = generator.resolution
-        self.register_buffer("source_identity", torch.zeros(1, generator.config.identity_dim), persistent=False)
-        self.has_source = False
-
-    def set_source(self, identity: Tensor | np.ndarray) -> None:
-        vector = torch.as_tensor(np.asarray(identity, dtype=np.float32)).reshape(1, -1)
-        if vector.shape[1] != self.source_identity.shape[1] or not torch.isfinite(vector).all():
-            raise ValueError(
-                f"a source identity must be {self.source_identity.shape[1]} finite numbers, got {tuple(vector.shape)}"
-            )
-        self.source_identity = vector.to(self.source_identity.device)
-        self.has_source = True
-
-    def swap(self, targets: Tensor) -> tuple[Tensor, Tensor]:
-        if not self.has_source:
-            raise RuntimeError("a one-shot model needs its source first: set_source(identity) (swap: source=PHOTO)")
-        rgb = self.generator(targets, self.source_identity.expand(len(targets), -1).to(targets.dtype))
-        return rgb, torch.ones_like(rgb[:, :1])
-
-    def forward(self, targets: Tensor) -> tuple[Tensor, Tensor]:
-        return self.swap(targets)

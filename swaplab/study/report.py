@@ -23,7 +23,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from swaplab.evaluate.evaluator import headline_numbers, metric_direction
 from swaplab.evaluate.report import (
     ARROWS,
     CAVEAT,
@@ -37,8 +36,10 @@ from swaplab.evaluate.report import (
     bar_charts,
     family_of,
 )
+from swaplab.evaluate.results import headline_numbers
 from swaplab.io.atomic import atomic_path, atomic_write_text
 from swaplab.io.images import MediaError, read_image
+from swaplab.metrics import direction as metric_direction
 from swaplab.study.study import RESERVED_NAMES, StudyError, load_study
 
 __all__ = [

@@ -132,11 +132,7 @@ def validate_overrides(overrides: Sequence[str]) -> str:
     """Build the run's config as ``python -m swaplab.train`` will and return its config hash; a
     typo'd key or a wrong value raises ``ConfigError`` before anything starts."""
     from swaplab.config import config_hash
-
-    try:  # the entry point that picks the per-pair or the one-shot config by the model named
-        from swaplab.train.entry import build_any_config as build_config
-    except ImportError:
-        from swaplab.train.trainer import build_config
+    from swaplab.train.entry import build_config
 
     return config_hash(build_config(list(overrides)))
 

@@ -26,18 +26,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from swaplab.config import to_dict
+from swaplab.config import choice_field, to_dict
 from swaplab.faces.align import alignment_matrix, invert_affine, transform_points, warp_face
 from swaplab.faces.analyze import AlignedFace, FaceAnalyzer, FaceAnalyzerConfig
-from swaplab.faces.masks import landmark_mask
-from swaplab.io.atomic import DiskFullError, atomic_write_json
+from swaplab.io.atomic import DiskFullError, atomic_write_json, sha256_file
 from swaplab.io.images import MediaError, is_image_path, is_video_path, read_image
 from swaplab.io.video import VideoReader, VideoWriter
 from swaplab.provenance import Provenance, mark_image, video_metadata_tags, write_marked_image
 from swaplab.swap.blend import BLENDERS, sharpen
 from swaplab.swap.colour import COLOUR_TRANSFERS
+from swaplab.swap.masking import MASK_MODES, finish_mask
 from swaplab.swap.smoothing import SMOOTHERS
-from swaplab.system import autocast_dtype
+from swaplab.system import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,17 @@ class SwapConfig:
     # are averaged. Per-pair models learned their source and ignore it.
     source: list[Path] = field(default_factory=list)
     max_identity_distance: float = 0.6
-    mask: Literal["learned", "hull", "intersection", "union"] = "intersection"
+    mask: str = choice_field("intersection", MASK_MODES)  # learned, hull, intersection, union
     mask_erode: int = 0  # pixels at model resolution; negative dilates
     mask_blur: int = -1  # feather in pixels at model resolution; -1: resolution / 16
-    colour: str = "rct"  # none, rct, lct, mkl, idt, sot, hist
-    blend: str = "alpha"  # alpha, poisson, laplacian
+    colour: str = choice_field("rct", COLOUR_TRANSFERS)  # none, rct, lct, mkl, idt, sot, hist
+    blend: str = choice_field("alpha", BLENDERS)  # alpha, poisson, laplacian
     sharpen: float = 0.0  # unsharp-mask amount on the swapped face (0 = off)
-    smoothing: Literal["one_euro", "kalman", "none"] = "one_euro"
+    smoothing: str = choice_field("one_euro", SMOOTHERS)  # one_euro, kalman, none
     smoothing_strength: float = 0.5
+    # Settings of iterative models (a sampler and its steps: options={sampler: ddim, steps: 25});
+    # a model without any refuses them.
+    options: dict[str, str] = field(default_factory=dict)
     preview: int = 0  # > 0: process only this many frames and write a target | swap strip
     preview_every: int = 1  # with preview: take every Kth frame
     max_frames: int = 0  # stop a video after this many frames (0 = all)
@@ -80,11 +83,6 @@ class SwapConfig:
     def __post_init__(self) -> None:
         from swaplab.config import ConfigError
 
-        for key, registry in (("colour", COLOUR_TRANSFERS), ("blend", BLENDERS)):
-            try:
-                registry.get(getattr(self, key))
-            except KeyError as err:
-                raise ConfigError(f"{key}: {err.args[0]}") from None
         if self.preview < 0 or self.preview_every < 1 or self.max_frames < 0:
             raise ConfigError("preview and max_frames must be >= 0, preview_every >= 1")
 
@@ -103,6 +101,7 @@ class SwapReport:
     problems: list[str] = field(default_factory=list)
     marked: bool = True
     outputs: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # photos written as they were (no face: not marked)
 
     @property
     def fps(self) -> float:
@@ -117,6 +116,9 @@ class SwapReport:
         busy = {k: v for k, v in self.stage_seconds.items() if v > 0}
         if busy and self.frames:
             out.append("ms per frame: " + ", ".join(f"{k} {1000 * v / self.frames:.1f}" for k, v in busy.items()))
+        out.extend(f"no face: unchanged and not marked: {p}" for p in self.unchanged[:10])
+        if len(self.unchanged) > 10:
+            out.append(f"... and {len(self.unchanged) - 10} more photos without a face")
         out.extend(f"problem: {p}" for p in self.problems)
         if not self.marked:
             out.append("WARNING: provenance marking was turned off (mark=false); outputs are not marked")
@@ -124,19 +126,24 @@ class SwapReport:
 
 
 class FaceSwapper:
-    """A loaded model plus everything needed to swap faces in frames; reusable across files."""
+    """A loaded model plus everything needed to swap faces in frames; reusable across files.
+
+    The model is driven through the swapper contract (``swaplab.models.swapper``) alone: its card
+    says the resolution and alignment template, and which identity network, if any, embeds the
+    source person's photos.
+    """
 
     def __init__(self, model_path: str | Path, config: SwapConfig | None = None, device: str = "cpu") -> None:
-        from swaplab.train.export import load_exported_model, read_card
+        from swaplab.models.swapper import load_swapper
 
         self.config = cfg = config or SwapConfig()
-        self.card, _ = read_card(model_path)
         # Channels-last weights as well as inputs: 1.3x on this CPU's convolutions (bf16 or fp32).
-        self.model = load_exported_model(model_path, device=device).to(memory_format=torch.channels_last)
+        self.model = load_swapper(model_path, device=device).to(memory_format=torch.channels_last)
+        self.model.configure(**cfg.options)
+        self.card = self.model.card
         self.model_path = Path(model_path)
-        self.resolution = int(self.card["resolution"])
-        alignment = self.card.get("alignment", {})
-        self.template = alignment.get("template", "whole_face")
+        self.resolution = self.model.resolution
+        self.template = self.model.template
         self.device = torch.device(device)
         self.autocast = autocast_dtype(cfg.precision, self.device)
         # Identity descriptors cost ~10 ms a face and matter only when choosing faces by identity.
@@ -150,35 +157,49 @@ class FaceSwapper:
         self.model_id = f"{self.card.get('arch', 'model')}-{weights_hash[:12]}"
         self._card_text = card_text
         self.timer = StageTimer()
-        self.one_shot = hasattr(self.model, "set_source")
-        if self.one_shot and cfg.source:
+        self.source: torch.Tensor | None = None
+        if self.needs_source and cfg.source:
             self.set_source_photos(cfg.source)
-        elif self.one_shot:
-            log.info("one-shot model: give the source person's photo (source=PHOTO) before swapping")
+        elif self.needs_source:
+            log.info("this model swaps in any person: give the source person's photo (source=PHOTO)")
 
     # ------------------------------------------------------------------ public
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether the model takes a source person (an embedding by ``model.conditions_on``)."""
+        return self.model.conditions_on is not None
 
     def provenance(self, content: bytes | str) -> Provenance:
         return Provenance.create(self.model_id, model_card=self._card_text, content=content)
 
-    def set_source_identity(self, identity: np.ndarray) -> None:
-        """One-shot models: swap in the person of this dlib descriptor (128,) from now on."""
-        if not self.one_shot:
+    def set_source_identity(self, identity: np.ndarray | torch.Tensor) -> None:
+        """Swap in the person of this embedding (by ``model.conditions_on``, shape (D,)) from now on."""
+        if not self.needs_source:
             raise ValueError(f"{self.model_path} is a per-pair model: its source identity is fixed by training")
-        self.model.set_source(identity)
+        vector = torch.as_tensor(np.asarray(identity, dtype=np.float32)).reshape(1, -1)
+        if not torch.isfinite(vector).all():
+            raise ValueError("the source identity holds non-finite numbers")
+        self.source = vector.to(self.device)
 
     def set_source_photos(self, photos: list[Path] | list[str]) -> np.ndarray:
-        """One-shot models: swap in the person of these photos (the mean descriptor of each photo's
-        largest face). Returns that descriptor."""
-        # Frames need no descriptors, so the frame analyser computes none; source photos do.
-        analyzer = FaceAnalyzer(dataclasses.replace(self.config.faces, embed=True), self.template, self.resolution)
-        found = []
+        """Swap in the person of these photos: the mean embedding of each photo's largest face, by
+        the identity network the model conditions on. Returns that embedding."""
+        from swaplab.identity.embed import embed_faces
+        from swaplab.identity.registry import IDENTITY_ENCODERS
+
+        network = IDENTITY_ENCODERS.create(self.model.conditions_on)
+        # Frames need no descriptors, so the frame analyser computes none; source photos find faces only.
+        analyzer = FaceAnalyzer(dataclasses.replace(self.config.faces, embed=False), self.template, self.resolution)
+        images, points = [], []
         for path in photos:
-            faces = analyzer.analyze(read_image(path)[0], embed=True)
+            image = read_image(path)[0]
+            faces = analyzer.analyze(image, embed=False)
             if not faces:
                 raise MediaError(path, "no face found in the source photo")
-            found.append(max(faces, key=lambda f: f.box.area).identity)
-        identity = np.mean(np.stack(found), axis=0)
+            images.append(image)
+            points.append(max(faces, key=lambda f: f.box.area).landmarks5_source)
+        identity = embed_faces(images, points, network).mean(axis=0)
         self.set_source_identity(identity)
         return identity
 
@@ -236,41 +257,20 @@ class FaceSwapper:
         """(N, R, R, 3) uint8 crops -> swapped (N, R, R, 3) uint8 and learned masks (N, R, R) float."""
         batch = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         batch = batch.contiguous(memory_format=torch.channels_last)
+        if self.needs_source and self.source is None:
+            raise ValueError("this model swaps in any person: name the source person's photo(s) with source=PHOTO")
         with torch.inference_mode():
-            with _maybe_autocast(self.device, self.autocast):
-                rgb, mask = self.model.swap(batch)
+            with autocast(self.device, self.autocast):
+                rgb, mask = self.model.swap(batch, self.source)
             rgb = rgb.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
             mask = mask.float()[:, 0].clamp(0, 1)
             return rgb.cpu().numpy(), mask.cpu().numpy()
 
     def _mask(self, face: AlignedFace, learned: np.ndarray) -> np.ndarray:
         """The blend mask in crop space (R x R float in [0, 1])."""
-        cfg = self.config
-        size = self.resolution
-        hull = None
-        if cfg.mask != "learned":
-            hull = landmark_mask(face.landmarks, (size, size), region="face")
-        if cfg.mask == "learned":
-            mask = learned
-        elif cfg.mask == "hull":
-            mask = hull
-        elif cfg.mask == "intersection":
-            mask = np.minimum(learned, hull)
-        else:
-            mask = np.maximum(learned, hull)
-        mask = mask.astype(np.float32)
-        if cfg.mask_erode:
-            k = abs(cfg.mask_erode) * 2 + 1
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-            mask = cv2.erode(mask, kernel) if cfg.mask_erode > 0 else cv2.dilate(mask, kernel)
-        blur = cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16)
-        if blur:
-            # Feathering inward (erode by the blur radius first) keeps the seam inside the face.
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (blur + 1, blur + 1))
-            mask = cv2.erode(mask, kernel)
-            k = blur * 2 + 1
-            mask = cv2.GaussianBlur(mask, (k, k), 0)
-        return np.clip(mask, 0.0, 1.0)
+        cfg, size = self.config, self.resolution
+        mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size)
+        return finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
 
     def _match_colour(self, face_rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.config.colour == "none":
@@ -341,9 +341,10 @@ def swap(
         raise MediaError(source, "no such file or folder")
     if output.exists() and not cfg.overwrite and not cfg.preview:
         raise FileExistsError(f"{output} exists; pass overwrite=true to replace it")
+    _check_output(source, output, cfg)  # before the model loads: a wrong name costs nothing
     swapper = FaceSwapper(model, cfg, device=device)
-    if swapper.one_shot and not cfg.source:
-        raise ValueError(f"{model} is a one-shot model: name the source person's photo(s) with source=PHOTO")
+    if swapper.needs_source and not cfg.source:
+        raise ValueError(f"{model} swaps in any person: name the source person's photo(s) with source=PHOTO")
     report = SwapReport(output=str(output), marked=cfg.mark)
     started = time.perf_counter()
     if source.is_dir():
@@ -360,8 +361,26 @@ def swap(
     return report
 
 
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".m4v")
+
+
+def _check_output(source: Path, output: Path, cfg: SwapConfig) -> None:
+    """The output's kind must fit the input's: a photo for a photo, a video (or a preview image) for a video."""
+    suffix = output.suffix.lower()
+    if source.is_dir():
+        if output.exists() and not output.is_dir():
+            raise ValueError(f"{output} is a file: a folder of photos is written to a folder")
+    elif is_video_path(source) and not cfg.preview and suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"write videos as {', '.join(VIDEO_SUFFIXES)}, not {output.name}")
+    elif is_image_path(source) and suffix not in PHOTO_SUFFIXES:
+        raise ValueError(f"write photos as .png or .jpg, not {output.name}")
+    if output.exists() and output.is_dir() and not source.is_dir() and not cfg.preview:
+        raise ValueError(f"{output} is a folder: name the output file")
+
+
 def _swap_photo(swapper: FaceSwapper, source: Path, output: Path, report: SwapReport) -> None:
-    if not is_image_path(output) or output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+    if output.suffix.lower() not in PHOTO_SUFFIXES:
         raise ValueError(f"write photos as .png or .jpg, not {output.name}")
     timer = swapper.timer
     with timer("decode"):
@@ -377,7 +396,10 @@ def _swap_photo(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
     swapped, count = swapper.swap_frame(frame, faces)
     _count(report, count)
     with timer("encode"):
-        _write_photo(swapper, output, swapped, source)
+        # A photo without a swapped face is the real photo: marking it would be false provenance.
+        _write_photo(swapper, output, swapped, source, mark=swapper.config.mark and count > 0)
+    if not count:
+        report.unchanged.append(str(output))
     report.outputs.append(str(output))
 
 
@@ -407,9 +429,9 @@ def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
         _preview_video(swapper, reader, output, report, progress)
         return
     info = reader.info
-    if output.suffix.lower() not in (".mp4", ".mov", ".mkv", ".avi", ".m4v"):
-        raise ValueError(f"write videos as .mp4, .mov, .mkv or .avi, not {output.name}")
-    provenance = swapper.provenance(_file_digest(source))
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"write videos as {', '.join(VIDEO_SUFFIXES)}, not {output.name}")
+    provenance = swapper.provenance(sha256_file(source))
     width, height = info.width - info.width % 2, info.height - info.height % 2
     metadata = video_metadata_tags(provenance) if cfg.mark else {}
     writer = VideoWriter(output, info.fps, (width, height), crf=cfg.crf, audio_from=source, metadata=metadata)
@@ -576,21 +598,13 @@ def _timed_frames(reader: VideoReader, timer: StageTimer) -> Iterator[Any]:
         yield frame
 
 
-def _write_photo(swapper: FaceSwapper, path: Path, image: np.ndarray, source: Path) -> None:
-    if swapper.config.mark:
-        write_marked_image(path, image, swapper.provenance(_file_digest(source)))
+def _write_photo(swapper: FaceSwapper, path: Path, image: np.ndarray, source: Path, mark: bool = True) -> None:
+    if swapper.config.mark and mark:
+        write_marked_image(path, image, swapper.provenance(sha256_file(source)))
     else:
         from swaplab.io.images import write_image
 
         write_image(path, image)
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_sidecar(swapper: FaceSwapper, source: Path, output: Path, report: SwapReport) -> None:
@@ -626,12 +640,3 @@ class StageTimer:
 
     def seconds(self) -> dict[str, float]:
         return dict(self._seconds)
-
-
-@contextmanager
-def _maybe_autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
-    if dtype is None:
-        yield
-    else:
-        with torch.autocast(device.type, dtype=dtype):
-            yield

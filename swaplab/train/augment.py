@@ -1,10 +1,12 @@
-"""Batched training augmentation for face autoencoders: random warp, affine jitter, flip, colour.
+"""Batched training augmentation, one ``Augmenter`` for every recipe: random warp, affine jitter,
+flip, colour, greyscale and JPEG re-encoding.
 
 Everything runs on whole batches of tensors (N, C, H, W), RGB in [0, 1], square faces, with a
 constant number of Python steps per batch, and draws every random number from the caller's
-``torch.Generator`` (so a seed reproduces a run). The model sees the *warped* face and learns to
-produce the unwarped *target*; geometry (affine jitter, flip) and colour changes are applied to
-both alike, so they vary the data without asking the model to undo them. No file I/O here.
+``torch.Generator`` (so a seed reproduces a run). An autoencoder sees the *warped* face and learns
+to produce the unwarped *target*; geometry (affine jitter, flip) and colour changes are applied to
+both alike, so they vary the data without asking the model to undo them. Classifiers (identity
+networks, swap detectors) use the target alone. No file I/O here.
 """
 
 from __future__ import annotations
@@ -117,6 +119,36 @@ def apply_color_jitter(images: Tensor, matrix: Tensor, brightness: Tensor, contr
     return out.clamp(0.0, 1.0)
 
 
+def shift_whole_pixels(images: Tensor, shifts: list[list[int]], pad: int) -> Tensor:
+    """Each image (N, C, H, W) moved by its (dy, dx) whole pixels, with reflected borders."""
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    height, width = images.shape[-2:]
+    return torch.stack(
+        [padded[i, :, pad - dy : pad - dy + height, pad - dx : pad - dx + width] for i, (dy, dx) in enumerate(shifts)]
+    )
+
+
+def jpeg_roundtrip(images: Tensor, which: Tensor, quality: Tensor) -> Tensor:
+    """``images`` (N, 3, H, W) in [0, 1] with the rows in ``which`` encoded and decoded as JPEG at
+    ``quality`` (per row), through 8 bits as a saved photo would be."""
+    import cv2
+    import numpy as np
+
+    rows = which.nonzero().flatten().tolist()
+    if not rows:
+        return images
+    out = images.clone()
+    for row in rows:
+        rgb = (images[row].detach().float().clamp(0, 1).permute(1, 2, 0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality[row])]
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), params)  # libjpeg wants BGR
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].copy()
+        out[row] = torch.from_numpy(decoded).permute(2, 0, 1).to(images) / 255.0
+    return out
+
+
 def _lab_stats(lab: Tensor, mask: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
     weight = torch.ones_like(lab[:, :1]) if mask is None else mask.to(lab.dtype)
     area = weight.sum(dim=(2, 3), keepdim=True) + eps
@@ -168,6 +200,15 @@ class AugmentConfig:
     hue_deg: float = 5.0
     color_transfer: Literal["none", "rct"] = "none"
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    padding: Literal["border", "reflection", "zeros"] = "border"  # what geometry pulls in at the edges
+    grayscale_prob: float = 0.0  # share of faces turned grey (after the colour jitter)
+    # Share of faces re-encoded as JPEG (first, at a quality drawn from ``jpeg_quality``): a
+    # classifier must not learn "has JPEG blocks" in place of what it is asked to see.
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (60, 95)
+    # Whole-pixel shifts of up to this many pixels, reflected at the edges: alignment jitter that
+    # keeps pixel-level texture intact (a sub-pixel ``translation`` resamples, which blurs it).
+    shift_pixels: int = 0
 
 
 class Augmenter:
@@ -218,6 +259,18 @@ class Augmenter:
             generator=generator,
             device=gen_device,
         ).to(image.device)
+        # Drawn after the rest, so that turning them on leaves every earlier draw as it was.
+        grey = (torch.rand(n, generator=generator, device=gen_device) < cfg.grayscale_prob).to(image.device)
+        jpeg = torch.rand(n, generator=generator, device=gen_device) < cfg.jpeg_prob
+        quality = torch.randint(
+            cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (n,), generator=generator, device=gen_device
+        )
+        pixel_shift = torch.randint(
+            -cfg.shift_pixels, cfg.shift_pixels + 1, (n, 2), generator=generator, device=gen_device
+        )
+
+        if cfg.jpeg_prob:
+            image = jpeg_roundtrip(image, jpeg.cpu(), quality.cpu())
 
         if cfg.color_transfer == "rct":
             if reference is None:
@@ -226,19 +279,25 @@ class Augmenter:
             image = rct_transfer(image, reference[ref_index], batch.get("mask"), ref_mask)
         if cfg.brightness or cfg.contrast or cfg.saturation or cfg.hue_deg:
             image = apply_color_jitter(image, color_jitter_matrix(hue, saturation), brightness, contrast)
+        if cfg.grayscale_prob:
+            luma = (image * _RGB_TO_YIQ[0].to(image).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            image = torch.where(grey.view(-1, 1, 1, 1), luma.expand_as(image), image)
 
         theta = affine_theta(rotation, 1.0 + scale, shift_x, shift_y, flip).to(image.dtype)
         grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
         out = {key: value for key, value in batch.items() if key != "image"}
-        out["target"] = self._sample(image, grid, "border")
+        out["target"] = self._sample(image, grid, cfg.padding)
         warped_grid = grid + field.to(grid.dtype) if cfg.warp else grid
-        out["warped"] = self._sample(image, warped_grid, "border") if cfg.warp else out["target"]
+        out["warped"] = self._sample(image, warped_grid, cfg.padding) if cfg.warp else out["target"]
         for key, value in batch.items():
             if key != "image" and torch.is_tensor(value) and value.ndim == 4 and value.shape[0] == n:
                 if value.shape[-2:] == (height, width):
                     out[key] = F.grid_sample(
                         value.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False
                     ).to(value.dtype)
+        if cfg.shift_pixels:
+            for key in ("target", "warped"):
+                out[key] = shift_whole_pixels(out[key], pixel_shift.cpu().tolist(), cfg.shift_pixels)
         return out
 
     def _sample(self, image: Tensor, grid: Tensor, padding: str) -> Tensor:

@@ -12,7 +12,6 @@ checkpoint intact. Nothing is ever pickled. This module knows nothing about mode
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from swaplab.io.atomic import atomic_write_json
+from swaplab.io.atomic import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +62,6 @@ class Checkpoint:
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:07d}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- optimiser state <-> tensors
@@ -205,6 +196,17 @@ def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in _unwrap(model).state_dict().items()}
 
 
+def write_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file atomically (contiguous CPU copies of ``tensors``)."""
+    from swaplab.io.atomic import atomic_path
+
+    path = Path(path)
+    plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(plain, str(tmp), metadata=metadata)
+    return path
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -273,12 +275,28 @@ def save_checkpoint(
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(tmp, final)
         _fsync(root)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(err):
+            from swaplab.io.atomic import DiskFullError
+
+            need = sum(t.numel() * t.element_size() for part in (weights, opt_tensors) for t in part.values())
+            raise DiskFullError(
+                28,
+                f"the disk is full: checkpoint step {step} (about {need / 2**20:.0f} MiB) could not be written to "
+                f"{root}; the previous checkpoint is intact. Free space and run again to resume",
+            ) from None
         raise
     atomic_write_json(root / "latest.json", {"step": step, "path": final.name})
     rotate_checkpoints(root, keep_last=keep_last, keep_every=keep_every)
     return final
+
+
+def _disk_full(err: BaseException) -> bool:
+    """An out-of-space error, from the OS or from safetensors (which reports it as text)."""
+    if isinstance(err, OSError) and err.errno == 28:
+        return True
+    return isinstance(err, SafetensorError) and ("No space left" in str(err) or "os error 28" in str(err))
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:

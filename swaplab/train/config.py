@@ -1,33 +1,20 @@
-"""The typed config of a per-pair training run, composed from groups.
+"""The optimisation settings every training recipe shares (``TrainerConfig``) and their presets.
 
-``TrainConfig`` = ``model`` (a ``model`` preset: ``model=liae-cpu``), ``data`` (the two facesets
-and the held-out split), ``loss`` (a ``loss`` preset), ``augment``, ``trainer`` (a ``trainer``
-preset: ``trainer=cpu-quick``) and ``run_dir``. Every field is a ``key=value`` override on the
-command line. Defaults live here and nowhere else; this module builds no tensors.
+A run's config (a recipe's own dataclass: ``model``, ``data``, ``loss`` ..., ``trainer``,
+``run_dir``) holds one ``TrainerConfig``: steps, batch, optimiser, schedule, precision, budgets,
+logging and checkpoints, each a ``key=value`` override (``trainer.steps=500``) or a preset
+(``trainer=cpu-quick``). The ``augment`` presets live here too. This module builds no tensors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
-from swaplab.config import ConfigError, config_group, group_field
-from swaplab.losses import LossConfig
-from swaplab.models import ModelConfig
+from swaplab.config import ConfigError, config_group
 from swaplab.train.augment import AugmentConfig
-
-
-@dataclass
-class DataConfig:
-    """The two facesets of a pair and how they are split and held."""
-
-    src: str = ""  # faceset folder of the source identity (the face that will appear)
-    dst: str = ""  # faceset folder of the destination (the face that gets replaced)
-    holdout: float = 4  # faces per side kept out for previews/evaluation: >= 1 a count, < 1 a fraction
-    seed: int = 0  # seeds the held-out split and the sample order
-    cache: bool = True  # decode every crop once into memory (uint8); False decodes per batch
 
 
 @dataclass
@@ -38,9 +25,11 @@ class TrainerConfig:
     steps: int = 100_000  # optimiser steps to reach (a resumed run continues to this)
     batch_size: int = 8  # faces per side per process and micro-step
     accumulate: int = 1  # micro-steps per optimiser step (gradient accumulation)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 5e-5  # DeepFaceLab's SAEHD learning rate
     betas: tuple[float, float] = (0.5, 0.999)  # SAEHD's Adam betas
     eps: float = 1e-8  # Adam's epsilon (a larger one damps the updates of near-zero gradients)
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warmup from 0 to ``lr``
     schedule: Literal["constant", "cosine"] = "constant"
@@ -60,6 +49,7 @@ class TrainerConfig:
     nan_lr_factor: float = 0.5  # LR multiplier applied at each such restore
     seed: int = 0  # model initialisation and augmentation
     device: str = "auto"  # auto: cuda:<local rank> when available, else cpu
+    threads: int = 0  # torch intra-op threads for this run (0 = leave torch's choice)
     progress: bool = True  # tqdm bar on rank 0
 
     def __post_init__(self) -> None:
@@ -83,38 +73,39 @@ class TrainerConfig:
             raise ConfigError(f"trainer.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
 
 
-config_group("trainer").register("default")(TrainerConfig)
+TRAINER_PRESETS = config_group("trainer")
+TRAINER_PRESETS.register("default")(TrainerConfig)
+
+#: What every test preset shares: fp32 so numbers are bit-stable on any CPU, every step logged, no
+#: previews, every checkpoint kept, no progress bar.
+TEST_SETTINGS: dict[str, object] = dict(
+    precision="fp32", channels_last=False, log_every=1, preview_every=0, keep_last=0, progress=False
+)
+
+
+def register_trainer(name: str, *, like: str | None = None, **fields: object) -> None:
+    """Register the trainer preset ``name``: preset ``like``'s settings (else the defaults) with ``fields``."""
+
+    def build() -> TrainerConfig:
+        base = TRAINER_PRESETS.create(like) if like else TrainerConfig()
+        return dataclasses.replace(base, name=name, **fields)  # type: ignore[arg-type]
+
+    TRAINER_PRESETS.register(name)(build)
+
+
 #: A few minutes on a 2-core CPU with ``model=liae-cpu``: enough to see faces form in the previews.
-config_group("trainer").register("cpu-quick")(
-    functools.partial(
-        TrainerConfig,
-        name="cpu-quick",
-        steps=2000,
-        batch_size=8,
-        lr=1e-4,
-        warmup_steps=50,
-        log_every=10,
-        preview_every=250,
-        checkpoint_every=500,
-    )
+register_trainer(
+    "cpu-quick",
+    steps=2000,
+    batch_size=8,
+    lr=1e-4,
+    warmup_steps=50,
+    log_every=10,
+    preview_every=250,
+    checkpoint_every=500,
 )
-#: For tests: tiny budgets, fp32 so numbers are bit-stable, no progress bar.
-config_group("trainer").register("test")(
-    functools.partial(
-        TrainerConfig,
-        name="test",
-        steps=8,
-        batch_size=4,
-        lr=2e-4,
-        precision="fp32",
-        channels_last=False,
-        log_every=1,
-        preview_every=0,
-        checkpoint_every=4,
-        keep_last=0,
-        progress=False,
-    )
-)
+#: For tests: tiny budgets.
+register_trainer("test", steps=8, batch_size=4, lr=2e-4, checkpoint_every=4, **TEST_SETTINGS)
 
 
 config_group("augment").register("default")(AugmentConfig)
@@ -133,27 +124,3 @@ config_group("augment").register("off")(
         hue_deg=0.0,
     )
 )
-
-
-def _default_model() -> ModelConfig:
-    return config_group("model").create("liae-cpu")
-
-
-def _default_loss() -> LossConfig:
-    return config_group("loss").create("dfl")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a per-pair training run depends on; saved as the run's ``config.yaml``."""
-
-    model: ModelConfig = group_field(_default_model, "model")
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = group_field(_default_loss, "loss")
-    augment: AugmentConfig = group_field(AugmentConfig, "augment")
-    trainer: TrainerConfig = group_field(TrainerConfig, "trainer")
-    run_dir: str = "runs/default"
-
-    @property
-    def run_path(self) -> Path:
-        return Path(self.run_dir)

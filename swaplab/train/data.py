@@ -169,12 +169,24 @@ class PairData:
         holdout: float = 4,
         seed: int = 0,
         cache: bool = True,
+        allow_damaged: bool = False,
     ) -> None:
         self.resolution = resolution
         self.seed = seed
         self.cache = cache
         self.roots = {"src": Path(src), "dst": Path(dst)}
-        self.facesets = {side: Faceset(root) for side, root in self.roots.items()}
+        self.facesets = {side: Faceset(root, allow_damaged=allow_damaged) for side, root in self.roots.items()}
+        for side, faceset in self.facesets.items():
+            if faceset.damaged:
+                log.warning(
+                    "data.%s: training on the %d intact faces of %s; %d damaged shard(s) left out (data.allow_damaged)",
+                    side,
+                    len(faceset),
+                    faceset.root,
+                    len(faceset.damaged),
+                )
+        if self.roots["src"].resolve() == self.roots["dst"].resolve():
+            log.warning("data.src and data.dst are the same faceset (%s): the model learns one face", src)
         self.train_index: dict[str, list[int]] = {}
         self.holdout_index: dict[str, list[int]] = {}
         self.faces: dict[str, FaceTensors] = {}
@@ -184,6 +196,11 @@ class PairData:
             n = len(self.facesets[side])
             if n == 0:
                 raise ValueError(f"data.{side}: faceset {self.roots[side]} has no faces")
+            if holdout_count(n, 0) == 0 and holdout >= n:
+                raise ValueError(
+                    f"data.{side}: faceset {self.roots[side]} has {n} face(s) and data.holdout={holdout:g} keeps "
+                    f"that many out of training: lower data.holdout (data.holdout=0 keeps none)"
+                )
             train, held = split_holdout(n, holdout, seed, side)
             self.train_index[side], self.holdout_index[side] = train, held
             if cache:

@@ -1,14 +1,16 @@
-"""One entry point for every trainer: ``key=value`` words -> the right config -> the right loop.
+"""One entry point for every recipe: ``key=value`` words -> the right run config -> the one loop.
 
-The model decides the loop: a SimSwap preset (``model=simswap-tiny``, arch ``simswap``) trains a
-one-shot GAN swapper (``swaplab.train.oneshot``), anything else a per-pair autoencoder
-(``swaplab.train.trainer``). The study's switch names are accepted as aliases of the config's
-own keys (``ablation.encoder=none`` is ``model.parts.encoder=none``, ``loss.fm.layers=full`` is
-``loss.feature_matching.layers=full``), so study files read like the study. No training here.
+``model=NAME`` picks the recipe (the one whose run config's ``model`` field has the type of the
+``model`` preset ``NAME``); ``config=FILE`` or ``run_dir=`` of an existing run starts from a saved
+config (whose ``recipe`` key names its recipe). Study switch names are accepted as aliases of the
+config's own keys (``ablation.encoder=none`` is ``model.parts.encoder=none``, ``loss.fm.layers=full``
+is ``loss.feature_matching.layers=full``), so study files read like the study. Nothing here names
+a model family.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -17,7 +19,9 @@ from typing import Any
 
 import yaml
 
-from swaplab.config import ConfigError, apply_overrides, config_group, load_config
+from swaplab.config import ConfigError, apply_overrides, config_group, from_dict
+from swaplab.train.loop import RunResult, train
+from swaplab.train.recipe import RECIPES, Recipe, recipe_for_model, recipe_for_tree
 
 #: Study switch names -> config keys (prefix rewrites, longest first).
 ALIASES: dict[str, str] = {
@@ -32,6 +36,10 @@ ALIASES: dict[str, str] = {
     "loss.gp": "loss.gradient_penalty",
 }
 _NAME = re.compile(r"^[A-Za-z][\w-]*$")
+#: The recipe of ``swaplab train`` without a model: per-pair autoencoders, swaplab's first family.
+DEFAULT_RECIPE = "per-pair"
+#: ``trainer.steps`` when a time budget is given without a step count: the budget ends the run.
+UNBOUNDED_STEPS = 100_000_000
 
 
 def resolve_aliases(overrides: list[str]) -> list[str]:
@@ -63,72 +71,70 @@ def _split_base(overrides: list[str]) -> tuple[Path | None, list[str]]:
     return base_path, rest
 
 
-def saved_arch(config_path: str | Path) -> str:
-    """The ``model.arch`` of a saved training config (``config.yaml``)."""
-    tree = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-    return str((tree.get("model") or {}).get("arch", ""))
+def _read_tree(path: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"config={path}: not a readable YAML file ({err})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config={path}: not a mapping of settings")
+    return tree
 
 
-def is_oneshot_arch(arch: str) -> bool:
-    return arch == "simswap"
-
-
-def config_class(overrides: list[str]) -> type:
-    """``OneShotTrainConfig`` when the (last) model named is a one-shot swapper, else ``TrainConfig``."""
-    from swaplab.train.config import TrainConfig
-    from swaplab.train.oneshot_config import OneShotTrainConfig
-
+def choose_recipe(overrides: list[str]) -> tuple[type[Recipe], dict[str, Any] | None, list[str]]:
+    """(recipe, saved config tree or None, the remaining overrides) for ``key=value`` words."""
     base_path, rest = _split_base(overrides)
-    arch = saved_arch(base_path) if base_path else ""
+    tree = _read_tree(base_path) if base_path else None
+    recipe = None
+    if tree is not None:
+        try:
+            recipe = recipe_for_tree(tree)
+        except (KeyError, LookupError) as err:
+            raise ConfigError(f"{base_path}: {err.args[0] if err.args else err}") from None
     for item in rest:
         key, _, value = item.partition("=")
         if key.strip().lstrip("+") == "model" and not value.strip().startswith("{"):
             try:
-                arch = str(getattr(config_group("model").create(value.strip()), "arch", ""))
+                preset = config_group("model").create(value.strip())
             except KeyError as err:
                 raise ConfigError(f"model: {err.args[0]}") from None
-        elif key.strip() == "model.arch":
-            arch = value.strip()
-    return OneShotTrainConfig if is_oneshot_arch(arch) else TrainConfig
+            recipe = recipe_for_model(preset)
+    if tree is not None and recipe is not recipe_for_tree(tree):
+        tree = None  # a model of another family: start from its recipe's defaults
+    return recipe or RECIPES.get(DEFAULT_RECIPE), tree, rest
 
 
-def build_any_config(overrides: list[str]) -> Any:
-    """A ``TrainConfig`` or ``OneShotTrainConfig`` from ``key=value`` strings.
+def build_config(overrides: list[str] | tuple[str, ...]) -> Any:
+    """The run config of ``key=value`` strings, of the recipe they name.
 
     ``config=path.yaml`` starts from a saved config; ``run_dir=X`` of an existing run starts from
     that run's ``config.yaml`` (so ``run_dir=X trainer.steps=5000`` extends a run); then the
-    remaining overrides (aliases resolved) apply in order.
+    remaining overrides (aliases resolved) apply in order. ``trainer.time_budget_s`` given without
+    ``trainer.steps`` makes the budget the stop (a preset's step count would otherwise end it first).
     """
-    overrides = resolve_aliases(list(overrides))
-    cls = config_class(overrides)
-    base_path, rest = _split_base(overrides)
-    base = load_config(cls, base_path) if base_path else cls()
-    return apply_overrides(base, rest)
+    recipe, tree, rest = choose_recipe(resolve_aliases(list(overrides)))
+    if tree is not None:
+        base = from_dict(recipe.config_type, {k: v for k, v in tree.items() if k != "recipe"})
+    else:
+        base = recipe.config_type()
+    cfg = apply_overrides(base, rest)
+    given = {item.partition("=")[0].strip().lstrip("+") for item in rest}
+    if "trainer.time_budget_s" in given and "trainer.steps" not in given and cfg.trainer.time_budget_s > 0:
+        # A time budget the user gives is the stop: a preset's step count must not end the run first.
+        cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, steps=UNBOUNDED_STEPS))
+    return cfg
 
 
-def train_any(cfg: Any):  # -> RunResult
-    """Run the loop ``cfg``'s type belongs to."""
-    from swaplab.train.oneshot_config import OneShotTrainConfig
-
-    if isinstance(cfg, OneShotTrainConfig):
-        from swaplab.train.oneshot import train_oneshot
-
-        return train_oneshot(cfg)
-    from swaplab.train.trainer import train
-
-    return train(cfg)
-
-
-def main_from_overrides(overrides: list[str]):  # -> RunResult
+def main_from_overrides(overrides: list[str]) -> RunResult:
     """``python -m swaplab.train key=value ...`` (also under ``torchrun``): build the config and train."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = train_any(build_any_config(overrides))
+    result = train(build_config(overrides))
     if int(os.environ.get("RANK", "0")) == 0:
         loss = result.metrics.get("loss")
         print(
             f"{result.run_dir}: step {result.step} ({result.stop_reason}), "
-            f"loss {loss if loss is not None else 'n/a'}, {result.faces_per_s:.1f} images/s, "
+            f"loss {loss if loss is not None else 'n/a'}, {result.samples_per_s:.1f} samples/s, "
             f"checkpoint {result.checkpoint}"
         )
     return result

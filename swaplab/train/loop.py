@@ -1,11 +1,13 @@
-"""The loop every swaplab trainer shares: budgets, logging, checkpoints, resume, rollbacks.
+"""The one training loop: a recipe's steps inside budgets, logs, checkpoints, resume and rollbacks.
 
-``TrainingLoop.run()`` calls the subclass's ``train_step()`` until ``trainer.steps`` or the time
-budget, a signal or repeated non-finite steps intervene; around it: a tqdm bar, logged rows
+``train(cfg)`` finds ``cfg``'s recipe, joins the process group under ``torchrun``, and runs
+``TrainingLoop``: it opens the run folder (rank 0 saves the resolved config with its recipe's
+name), seeds everything, has the recipe build its module and optimisers, resumes exactly from the
+latest good checkpoint, then calls ``recipe.train_step`` until ``trainer.steps``, the time budget,
+a signal or repeated non-finite steps intervene; around it a tqdm bar, logged rows
 (``metrics.jsonl`` and TensorBoard, averaged over ranks), periodic previews and atomic
-checkpoints, exact resume and rollback to the last good checkpoint with a lower LR. A subclass
-(the per-pair ``Trainer``, the one-shot ``OneShotTrainer``) owns its models, data, losses and
-pictures; this module owns the order in which things happen and builds no model.
+checkpoints, and rollback to the last good checkpoint with a lower LR. Models, data, losses and
+pictures belong to the recipes; this module owns the order in which things happen.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from swaplab.config import ConfigError
+from swaplab.system import autocast_dtype
 from swaplab.train.checkpoint import (
     Checkpoint,
     list_checkpoints,
@@ -29,97 +32,116 @@ from swaplab.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from swaplab.train.config import TrainerConfig
+from swaplab.train.recipe import Recipe, Session, recipe_for_config
+from swaplab.train.run import RunFolder
+from swaplab.train.session import (
+    Distributed,
+    build_optimizer,
+    init_distributed,
+    learning_rate,
+    seed_everything,
+    set_learning_rate,
+    stop_on_signals,
+)
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class RunResult:
+    """What one training session did."""
+
+    run_dir: Path
+    start_step: int  # step the session started from (0, or the resumed checkpoint's)
+    step: int  # optimiser steps completed at the end
+    stop_reason: str  # "steps" | "time_budget" | "signal" | "nothing to do"
+    recipe: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last logged row
+    checkpoint: Path | None = None  # the final checkpoint
+    resumed_from: Path | None = None
+    seconds: float = 0.0  # wall time of the training loop
+    samples_per_s: float = 0.0  # samples through forward and backward, all ranks
+    skipped_steps: int = 0  # non-finite steps skipped
+    rollbacks: int = 0  # restores of the last checkpoint after repeated non-finite steps
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def faces_per_s(self) -> float:  # the name per-pair runs have always reported
+        return self.samples_per_s
+
+
 class TrainingLoop:
-    """Shared session logic. A subclass sets, before ``run()``:
+    """One session of one run: ``TrainingLoop(recipe_cls, cfg, dist, device).run()``."""
 
-    - ``tcfg`` (``TrainerConfig``), ``dist`` (``Distributed``), ``run_folder`` (``RunFolder``),
-      ``tb`` (a SummaryWriter on rank 0, else None);
-    - ``module``: the ``nn.Module`` whose state dict is checkpointed (and put in train mode);
-    - ``optimizers``: ``{name: optimizer}``; ``param_names``: ``{name: [parameter names]}``
-      (a single optimizer is stored as such, keeping the one-optimizer checkpoint format);
-    - ``samples_per_step`` and ``rate_key`` (the throughput's unit in the logs);
-    and implements ``train_step()``, ``_preview()``, ``_fresh_module()`` and, optionally,
-    ``_log_extra()`` and ``_trainer_state()``. ``_open_run()`` opens the run folder.
-    """
-
-    tcfg: TrainerConfig
-    module: nn.Module
-    optimizers: dict[str, torch.optim.Optimizer]
-    param_names: dict[str, list[str]]
-    samples_per_step: int
-    rate_key: str = "faces_per_s"
-
-    def _open_run(self, cfg: Any, cls: type, device: torch.device) -> bool:
-        """Open ``cfg.run_dir`` (rank 0 creates it and saves the config), set the counters, the
-        autocast dtype and memory format, seed everything. Returns whether a run is resumed
-        (its saved config must equal ``cfg`` up to the budgets)."""
-        from swaplab.system import autocast_dtype
-        from swaplab.train.run import RunFolder
-        from swaplab.train.trainer import seed_everything
-
+    def __init__(self, recipe_cls: type[Recipe], cfg: Any, dist: Distributed, device: torch.device) -> None:
+        self.cfg, self.tcfg, self.dist, self.device = cfg, cfg.trainer, dist, device
+        self.recipe_cls = recipe_cls
+        if self.tcfg.threads:
+            torch.set_num_threads(self.tcfg.threads)
         self.run_folder = RunFolder(cfg.run_dir)
-        self._init_state()
+        self.warnings: list[str] = []
+        self.lr_scale, self.skipped_steps, self.rollbacks, self.step = 1.0, 0, 0, 0
+        self.cpu_seconds = 0.0  # CPU time of this session's steps
+        self.last_metrics: dict[str, Any] = {}
+        self.resumed_from: Path | None = None
         resuming = self.run_folder.exists()
         if resuming:
-            self.run_folder.check_resumable(cfg, cls)
-        if self.dist.is_main:
-            self.run_folder.create()
-            self.run_folder.save_config(cfg)
-        self.dist.barrier()
-        self.amp_dtype = autocast_dtype(self.tcfg.precision, device)
-        self.memory_format = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
+            self.run_folder.check_resumable(cfg, recipe_cls)
+        session = Session(
+            trainer=self.tcfg,
+            dist=dist,
+            device=device,
+            amp_dtype=autocast_dtype(self.tcfg.precision, device),
+            memory_format=torch.channels_last if self.tcfg.channels_last else torch.contiguous_format,
+            run_dir=self.run_folder.root,
+        )
         seed_everything(self.tcfg.seed)
-        return resuming
+        self.recipe = recipe_cls(cfg, session)
+        # Checked before anything is written, so a command that cannot start leaves no run folder.
+        if dist.is_main:
+            self.run_folder.create()
+            self.run_folder.save_config(cfg, recipe_cls.name)
+        dist.barrier()
+        self.module = self._fresh_module()
+        groups = self.recipe.param_groups(self.module)
+        # A group's ``lr_scale`` is the recipe's to set and stays out of checkpoints: the schedule
+        # applies it at every step, so a checkpoint written before a scale changed resumes right.
+        self.lr_scales = {name: [g.pop("lr_scale", 1.0) for g in group_list] for name, group_list in groups.items()}
+        self.optimizers = {name: build_optimizer(self.tcfg, group_list, device) for name, group_list in groups.items()}
+        self.param_names = self._param_names()
+        self.recipe.module, self.recipe.optimizers = self.module, self.optimizers
+        if resuming:
+            self._resume()
+        self.start_step = self.step
+        self.recipe.start()
+        self._start_session()
 
-    def _start_session(self, cfg: Any, facesets: Callable[[], Any]) -> None:
-        """Rank 0 records the session in ``manifest.json`` (``facesets()``: their hashes, computed
-        there only) and opens TensorBoard, continuing after the resumed step."""
+    def _fresh_module(self) -> nn.Module:
+        torch.manual_seed(self.tcfg.seed)  # the initial weights depend on the seed alone
+        module = self.recipe.build()
+        return module.to(self.device).to(memory_format=self.recipe.session.memory_format)
+
+    def _param_names(self) -> dict[str, list[str]]:
+        names = {id(p): n for n, p in self.module.named_parameters()}
+        return {
+            key: [names[id(p)] for group in opt.param_groups for p in group["params"]]
+            for key, opt in self.optimizers.items()
+        }
+
+    def _start_session(self) -> None:
+        """Rank 0 records the session in ``manifest.json`` and opens TensorBoard after the resumed step."""
         self.tb = None
         if self.dist.is_main:
             self.run_folder.start_session(
-                cfg,
+                self.cfg,
                 seed=self.tcfg.seed,
-                facesets=facesets(),
+                facesets=self.recipe.data_hashes(),
                 world_size=self.dist.world_size,
                 start_step=self.step,
             )
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.run_folder.tb), purge_step=self.step + 1 if self.step else None)
-
-    def _init_state(self) -> None:
-        self.warnings: list[str] = []
-        self.lr_scale = 1.0
-        self.skipped_steps = 0
-        self.rollbacks = 0
-        self.last_metrics: dict[str, Any] = {}
-        self.step = 0
-        self.resumed_from: Path | None = None
-        self.start_step = 0
-
-    # ------------------------------------------------------------ what a subclass provides
-
-    def train_step(self) -> tuple[bool, dict[str, float]]:
-        """One optimiser step; returns (applied, values to log: ``loss``, ``loss/<term>``, ...)."""
-        raise NotImplementedError
-
-    def _preview(self) -> Path | None:
-        raise NotImplementedError
-
-    def _fresh_module(self) -> nn.Module:
-        """The module as initialised (same seed), for a rollback before any checkpoint."""
-        raise NotImplementedError
-
-    def _log_extra(self) -> dict[str, Any]:
-        return {}
-
-    def _trainer_state(self) -> dict[str, Any]:
-        return {}
 
     # ------------------------------------------------------------ checkpoints
 
@@ -154,7 +176,7 @@ class TrainingLoop:
         states = {next(iter(self.optimizers)): ckpt.optimizer} if self._single_optimizer else ckpt.optimizer
         if set(states) != set(self.optimizers):
             raise ConfigError(
-                f"{ckpt.path}: holds optimisers {sorted(states)}, this trainer has {sorted(self.optimizers)}"
+                f"{ckpt.path}: holds optimisers {sorted(states)}, this recipe has {sorted(self.optimizers)}"
             )
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(states[name])
@@ -187,7 +209,8 @@ class TrainingLoop:
                 state={
                     "scheduler": {"lr_scale": self.lr_scale, "schedule": self.tcfg.schedule, "base_lr": self.tcfg.lr},
                     "trainer": {
-                        **self._trainer_state(),
+                        **self.recipe.trainer_state(self.step),
+                        "recipe": self.recipe_cls.name,
                         "skipped_steps": self.skipped_steps,
                         "rollbacks": self.rollbacks,
                         "world_size": self.dist.world_size,
@@ -230,8 +253,6 @@ class TrainingLoop:
     # ------------------------------------------------------------ logs
 
     def _log(self, values: dict[str, float], rate: float, skipped: bool, elapsed: float) -> dict[str, Any]:
-        from swaplab.train.trainer import learning_rate
-
         keys = sorted(values)
         reduced = self.dist.reduce_mean([values[k] for k in keys])
         row: dict[str, Any] = {"step": self.step}
@@ -240,8 +261,8 @@ class TrainingLoop:
             {
                 "lr": learning_rate(self.step - 1, self.tcfg, self.lr_scale),
                 "lr_scale": self.lr_scale,
-                self.rate_key: round(rate, 3),
-                **self._log_extra(),
+                self.recipe.rate_key: round(rate, 3),
+                **self.recipe.log_extra(self.step),
                 "time_s": round(elapsed, 3),
             }
         )
@@ -264,16 +285,41 @@ class TrainingLoop:
                 out[key] = f"{row[key]:.4f}" if row[key] is not None else "nan"
         return out
 
+    def _preview(self) -> None:
+        if self.dist.is_main:
+            self.module.eval()
+            try:
+                self.recipe.preview(self.step)
+            finally:
+                self.module.train()
+            self.run_folder.plot_curves()
+
+    def _validate(self) -> None:
+        """The recipe's held-out numbers, logged as a row of their own and kept for the checkpoint."""
+        if not self.dist.is_main:
+            return
+        self.module.eval()
+        try:
+            values = self.recipe.validate(self.step)
+        finally:
+            self.module.train()
+        if values:
+            log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+            self.run_folder.append_metrics({"step": self.step, **values})
+            self.last_metrics = {**self.last_metrics, **values}
+
     # ------------------------------------------------------------ the loop
 
-    def run(self):  # -> RunResult
+    def run(self) -> RunResult:
         from tqdm import tqdm
-
-        from swaplab.train.trainer import RunResult, stop_on_signals
 
         tcfg = self.tcfg
         result = RunResult(
-            run_dir=self.run_folder.root, start_step=self.start_step, step=self.step, stop_reason="steps"
+            run_dir=self.run_folder.root,
+            start_step=self.start_step,
+            step=self.step,
+            stop_reason="steps",
+            recipe=self.recipe_cls.name,
         )
         result.resumed_from = self.resumed_from
         if self.step >= tcfg.steps:
@@ -298,29 +344,35 @@ class TrainingLoop:
         bad_in_a_row = 0
         last_checkpoint_step = self.step if self.resumed_from else -1
         started = window_start = time.perf_counter()
+        cpu_started = time.process_time()
         window_steps = 0
+        rate_label = self.recipe.rate_key.removesuffix("_per_s") + "_s"
         self.module.train()
         with stop_on_signals(flags):
             while self.step < tcfg.steps:
-                applied, values = self.train_step()
+                lr = learning_rate(self.step, tcfg, self.lr_scale)
+                for name, optimizer in self.optimizers.items():
+                    set_learning_rate(optimizer, lr, self.lr_scales[name])
+                outcome = self.recipe.train_step(self.step)
                 self.step += 1
                 window_steps += 1
                 bar.update(1)
                 elapsed = time.perf_counter() - started
                 out_of_time = tcfg.time_budget_s > 0 and elapsed >= tcfg.time_budget_s
                 bad, signalled, timed_out = self.dist.reduce_max(
-                    [float(not applied), float(bool(flags.get("signal"))), float(out_of_time)]
+                    [float(not outcome.applied), float(bool(flags.get("signal"))), float(out_of_time)]
                 )
                 if bad:
                     self.skipped_steps += 1
                     bad_in_a_row += 1
-                    log.warning("step %d: non-finite loss or gradient (%s): update skipped", self.step, values)
+                    log.warning("step %d: non-finite loss or gradient (%s): update skipped", self.step, outcome.values)
                 else:
                     bad_in_a_row = 0
-                if self.step % tcfg.log_every == 0 or bad or self.step == tcfg.steps:
+                stopping = bool(signalled or timed_out)  # the last step of a session is always logged
+                if self.step % tcfg.log_every == 0 or bad or self.step == tcfg.steps or stopping:
                     now = time.perf_counter()
-                    rate = self.samples_per_step * window_steps / max(now - window_start, 1e-9)
-                    row = self._log(values, rate, bool(bad), elapsed)
+                    rate = self.recipe.samples_per_step * window_steps / max(now - window_start, 1e-9)
+                    row = self._log(outcome.values, rate, bool(bad), elapsed)
                     window_start, window_steps = now, 0
                     if tcfg.time_budget_s > 0 and self.step > self.start_step:
                         # With a time budget the step cap is usually far away: show the steps the
@@ -328,9 +380,7 @@ class TrainingLoop:
                         steps_per_s = (self.step - self.start_step) / max(elapsed, 1e-9)
                         reachable = self.step + int(steps_per_s * max(tcfg.time_budget_s - elapsed, 0.0))
                         bar.total = max(self.step, min(tcfg.steps, reachable))
-                    bar.set_postfix(
-                        **self._postfix(row), **{self.rate_key.removesuffix("_per_s") + "_s": f"{rate:.1f}"}
-                    )
+                    bar.set_postfix(**self._postfix(row), **{rate_label: f"{rate:.1f}"})
                 if bad and bad_in_a_row >= tcfg.nan_patience:
                     self._rollback()
                     bad_in_a_row = 0
@@ -342,6 +392,7 @@ class TrainingLoop:
                     last_checkpoint_step = self.step
                     window_start, window_steps = time.perf_counter(), 0  # throughput counts training only
                 if tcfg.preview_every and self.step % tcfg.preview_every == 0 and self.step < tcfg.steps:
+                    self._validate()
                     self._preview()
                     window_start, window_steps = time.perf_counter(), 0
                 if signalled:
@@ -353,16 +404,15 @@ class TrainingLoop:
                     break
         bar.close()
         result.seconds = time.perf_counter() - started
-        result.faces_per_s = self.samples_per_step * (self.step - self.start_step) / max(result.seconds, 1e-9)
+        self.cpu_seconds = time.process_time() - cpu_started
+        result.samples_per_s = self.recipe.samples_per_step * (self.step - self.start_step) / max(result.seconds, 1e-9)
         if self.step != last_checkpoint_step:
+            self._validate()  # before the final checkpoint, which keeps the numbers
             result.checkpoint = self._checkpoint()
         self._finish(result)
         return result
 
-    def _wants_final_preview(self, result: Any) -> bool:
-        return result.stop_reason != "nothing to do"
-
-    def _finish(self, result: Any) -> None:
+    def _finish(self, result: RunResult) -> None:
         result.step = self.step
         result.metrics = self.last_metrics
         result.skipped_steps = self.skipped_steps
@@ -372,23 +422,32 @@ class TrainingLoop:
             found = list_checkpoints(self.run_folder.checkpoints)
             result.checkpoint = found[-1][1] if found else None
         if self.dist.is_main:
-            if self._wants_final_preview(result):
+            if self.recipe.wants_final_preview(result.stop_reason):
                 self._preview()
-            self.run_folder.end_session(end_step=self.step, reason=result.stop_reason)
+            self.run_folder.end_session(
+                end_step=self.step,
+                reason=result.stop_reason,
+                seconds=result.seconds,
+                cpu_seconds=self.cpu_seconds,
+            )
             if self.tb is not None:
                 self.tb.close()
         self.dist.barrier()
 
 
-def run_session(trainer_cls: type[TrainingLoop], cfg: Any):  # -> RunResult
-    """Join the process group (under torchrun), run ``trainer_cls(cfg, ...)``, leave the group."""
+def train(cfg: Any) -> RunResult:
+    """Train (or resume) the run ``cfg`` describes in ``cfg.run_dir``, with the recipe of its type.
+
+    An existing run folder resumes from its latest good checkpoint; its saved config must match
+    ``cfg`` except for ``trainer.steps`` and ``trainer.time_budget_s``. Under ``torchrun`` every
+    process calls this; rank 0 alone writes files.
+    """
     import torch.distributed as dist
 
-    from swaplab.train.trainer import init_distributed
-
+    recipe_cls = recipe_for_config(cfg)
     dist_info, device = init_distributed(cfg.trainer.device)
     try:
-        return trainer_cls(cfg, dist_info, device).run()  # type: ignore[call-arg]
+        return TrainingLoop(recipe_cls, cfg, dist_info, device).run()
     finally:
         if dist_info.owns_group and dist.is_initialized():
             dist.destroy_process_group()

@@ -21,57 +21,18 @@ import cv2
 import numpy as np
 import torch
 
-from swaplab.facesets.format import FaceRecord, Faceset
+from swaplab.data.lfw import SPLIT_FILES, Role, check_split, person_of
+from swaplab.facesets.format import Faceset
 from swaplab.train.data import EpochStream, stream_seed
 
 log = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
-Role = Literal["train", "eval"]
 Schedule = Literal["per_sample", "alternate"]
-
-#: The official LFW people lists: training uses the first, evaluation the second (disjoint).
-SPLIT_FILES: dict[str, str] = {"train": "peopleDevTrain.txt", "eval": "peopleDevTest.txt"}
 
 #: SimSwap's released train.py gives every other step a same-identity source (a second image of
 #: the target's person) for the whole batch: half of all pairs.
 SIMSWAP_SAME_IDENTITY_RATIO = 0.5
-
-
-class SplitError(ValueError):
-    """A faceset holds people outside the LFW split the role (train or eval) may use."""
-
-
-def read_people_list(path: str | Path) -> dict[str, int]:
-    """An LFW ``people*.txt`` list: its first line is the count, then ``Name<TAB>images`` per line."""
-    path = Path(path)
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as err:
-        raise FileNotFoundError(f"cannot read the LFW people list {path}: {err}") from None
-    if not lines or not lines[0].isdigit():
-        raise ValueError(f"{path}: not an LFW people list (the first line must be the number of people)")
-    people: dict[str, int] = {}
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise ValueError(f"{path}, line {number}: expected 'Name<TAB>count', got {line!r}")
-        people[fields[0]] = int(fields[1])
-    if len(people) != int(lines[0]):
-        raise ValueError(f"{path}: announces {lines[0]} people but lists {len(people)}")
-    return people
-
-
-def lfw_identity(record: FaceRecord) -> str:
-    """The person of a face extracted from LFW: the name of its source image's folder."""
-    return Path(record.source).parent.name
-
-
-def default_lists_dir() -> Path:
-    """``<data root>/lfw`` (see ``swaplab.data.fetch.locate_data_root``)."""
-    from swaplab.data.fetch import data_root
-
-    return data_root() / "lfw"
 
 
 def decode_crop(faceset: Faceset, index: int, resolution: int) -> np.ndarray:
@@ -157,13 +118,14 @@ class OneShotPairs:
         if not self.faces:
             raise ValueError(f"the facesets {[str(fs.root) for fs in self.facesets]} hold no faces")
         records = [self.facesets[f].records[i] for f, i in self.faces]
-        self._check_split([lfw_identity(r) for r in records], Path(lists_dir) if lists_dir else default_lists_dir())
+        roots = ", ".join(str(fs.root) for fs in self.facesets)
+        check_split([person_of(r.source) for r in records], role, lists_dir, what=f"one-shot {role} data ({roots})")
         missing = [r.id for r in records if len(r.identity) == 0]
         if missing:
             raise ValueError(
                 f"{len(missing)} faces have no stored identity embedding (e.g. {missing[:3]}): re-extract them"
             )
-        names = [lfw_identity(r) for r in records]
+        names = [person_of(r.source) for r in records]
         self.people: list[str] = sorted(set(names))
         person_index = {name: k for k, name in enumerate(self.people)}
         self.person_of = np.array([person_index[name] for name in names], dtype=np.int64)
@@ -177,26 +139,6 @@ class OneShotPairs:
         log.info(
             "one-shot %s data: %d faces of %d people at %d px", role, len(self.faces), len(self.people), resolution
         )
-
-    def _check_split(self, names: list[str], lists_dir: Path) -> None:
-        other = "eval" if self.role == "train" else "train"
-        allowed = read_people_list(lists_dir / SPLIT_FILES[self.role])
-        forbidden = read_people_list(lists_dir / SPLIT_FILES[other])
-        wrong_split = sorted({n for n in names if n in forbidden and n not in allowed})
-        unknown = sorted({n for n in names if n not in allowed and n not in forbidden})
-        problems = []
-        if wrong_split:
-            examples = ", ".join(wrong_split[:5])
-            problems.append(f"{len(wrong_split)} people of the {other} split ({SPLIT_FILES[other]}), e.g. {examples}")
-        if unknown:
-            problems.append(f"{len(unknown)} people in neither LFW list, e.g. {', '.join(unknown[:5])}")
-        if problems:
-            roots = ", ".join(str(fs.root) for fs in self.facesets)
-            raise SplitError(
-                f"one-shot {self.role} data may only hold people of {SPLIT_FILES[self.role]}; {roots} holds "
-                + " and ".join(problems)
-                + ". Extract the faces of the right split into a separate faceset."
-            )
 
     def __len__(self) -> int:
         return len(self.faces)

@@ -18,7 +18,7 @@ COLUMNS = ("src", "src recon", "dst", "dst recon", "swap", "src mask", "dst mask
 HEADER_HEIGHT = 28
 
 
-def _to_hwc(images: torch.Tensor) -> np.ndarray:
+def to_hwc(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) float [0, 1] -> (N, H, W, 3) uint8 (one channel is repeated)."""
     images = images.detach().float().clamp(0, 1)
     if images.shape[1] == 1:
@@ -37,7 +37,7 @@ def render_columns(model: torch.nn.Module, src: torch.Tensor, dst: torch.Tensor)
         swap_rgb, swap_mask = model.swap(dst)
     finally:
         model.train(was_training)
-    return [_to_hwc(t) for t in (src, src_rgb, dst, dst_rgb, swap_rgb, src_mask, dst_mask, swap_mask)]
+    return [to_hwc(t) for t in (src, src_rgb, dst, dst_rgb, swap_rgb, src_mask, dst_mask, swap_mask)]
 
 
 def compose_grid(columns: list[np.ndarray], names: tuple[str, ...] = COLUMNS, title: str = "") -> np.ndarray:

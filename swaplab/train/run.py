@@ -2,7 +2,7 @@
 
 Layout::
 
-    config.yaml        the resolved TrainConfig (reloads with ``load_config(TrainConfig, ...)``)
+    config.yaml        the resolved run config, with the name of its recipe (``read_run_config``)
     manifest.json      code revision, config hash, seed, faceset hashes, versions, machine, sessions
     checkpoints/       see swaplab.train.checkpoint
     previews/          step-0000123.png grids (swaplab.train.preview) and latest.png
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from swaplab.config import config_hash, save_config, to_dict
-from swaplab.io.atomic import atomic_path, atomic_write_json
+from swaplab.config import ConfigError, config_hash, from_dict, to_dict
+from swaplab.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from swaplab.system import machine_description
 
 #: Config keys that may change between sessions of one run (the budgets); anything else refuses.
@@ -48,11 +48,36 @@ def config_differences(saved: Any, current: Any) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def read_run_config(run_dir: str | Path) -> tuple[Any, Any]:
+    """(recipe class, run config) of a run folder's ``config.yaml``.
+
+    Runs saved before recipes were named on disk have no ``recipe`` key: the one recipe whose
+    config type reads the file is theirs.
+    """
+    import yaml
+
+    from swaplab.train.recipe import recipe_for_tree
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not a readable run config ({err})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: not a run config (a mapping of settings)")
+    try:
+        recipe = recipe_for_tree(tree)
+    except (KeyError, LookupError) as err:
+        raise ConfigError(f"{path}: {err.args[0] if err.args else err}") from None
+    body = {k: v for k, v in tree.items() if k != "recipe"}
+    return recipe, from_dict(recipe.config_type, body)
+
+
 def code_revision() -> dict[str, Any]:
     """``git rev-parse HEAD`` of the swaplab checkout (and whether it is dirty), else the version."""
-    import swaplab
+    from swaplab._version import __version__
 
-    repo = Path(swaplab.__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # the checkout holding swaplab/
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
@@ -67,7 +92,7 @@ def code_revision() -> dict[str, Any]:
         ).stdout
         return {"revision": head, "dirty": bool(status.strip()), "source": "git"}
     except (OSError, subprocess.SubprocessError):
-        return {"revision": f"swaplab {swaplab.__version__}", "dirty": None, "source": "package version"}
+        return {"revision": f"swaplab {__version__}", "dirty": None, "source": "package version"}
 
 
 def now_iso() -> str:
@@ -96,22 +121,40 @@ class RunFolder:
 
     # ------------------------------------------------------------ config
 
-    def check_resumable(self, cfg: Any, cls: type) -> None:
-        """Raise ``RunConfigMismatch`` unless ``cfg`` equals the saved config up to the budgets."""
-        from swaplab.config import load_config
+    def check_resumable(self, cfg: Any, recipe: Any) -> None:
+        """Raise ``RunConfigMismatch`` unless ``cfg`` equals the saved config up to the budgets.
 
-        saved = load_config(cls, self.config_path)
-        diffs = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE_CHANGES}
-        if diffs:
-            lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in diffs.items())
-            raise RunConfigMismatch(
-                f"{self.root} holds a run with a different config; resuming may change only "
-                f"{', '.join(RESUMABLE_CHANGES)}. Differences:\n{lines}\n"
-                "Use a new run_dir, or repeat the saved settings (see config.yaml there)."
+        A folder without any checkpoint holds no training to resume (a run that failed before its
+        first checkpoint): its config is simply replaced, so fixing a command and running it again
+        works.
+        """
+        saved_recipe, saved = read_run_config(self.root)
+        if saved_recipe is not recipe:
+            diffs = {"recipe": (saved_recipe.name, recipe.name)}
+        else:
+            diffs = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE_CHANGES}
+        if not diffs:
+            return
+        if not any(self.checkpoints.glob("step-*")):
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s has no checkpoint yet: its saved config is replaced by this one", self.root
             )
+            return
+        lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in diffs.items())
+        raise RunConfigMismatch(
+            f"{self.root} holds a run with a different config; resuming may change only "
+            f"{', '.join(RESUMABLE_CHANGES)}. Differences:\n{lines}\n"
+            "Use a new run_dir, or repeat the saved settings (see config.yaml there)."
+        )
 
-    def save_config(self, cfg: Any) -> None:
-        save_config(cfg, self.config_path)
+    def save_config(self, cfg: Any, recipe: str) -> None:
+        """Write ``config.yaml``: the recipe's name, then the resolved config."""
+        import yaml
+
+        text = yaml.safe_dump({"recipe": recipe, **to_dict(cfg)}, sort_keys=False, allow_unicode=True)
+        atomic_write_text(self.config_path, text)
 
     # ------------------------------------------------------------ manifest
 
@@ -143,12 +186,22 @@ class RunFolder:
         atomic_write_json(self.manifest_path, manifest)
         return manifest
 
-    def end_session(self, *, end_step: int, reason: str) -> None:
+    def end_session(self, *, end_step: int, reason: str, seconds: float = 0.0, cpu_seconds: float = 0.0) -> None:
+        """Close the session: its end, step and reason, and the wall and CPU seconds its training took."""
         manifest = self.read_manifest()
         if not manifest or not manifest.get("sessions"):
             return
-        manifest["sessions"][-1].update(end=now_iso(), end_step=end_step, stop_reason=reason)
+        manifest["sessions"][-1].update(
+            end=now_iso(),
+            end_step=end_step,
+            stop_reason=reason,
+            train_seconds=round(seconds, 3),
+            train_cpu_seconds=round(cpu_seconds, 3),
+        )
+        sessions = manifest["sessions"]
         manifest["final_step"] = end_step
+        manifest["train_seconds"] = round(sum(s.get("train_seconds") or 0.0 for s in sessions), 3)
+        manifest["train_cpu_seconds"] = round(sum(s.get("train_cpu_seconds") or 0.0 for s in sessions), 3)
         atomic_write_json(self.manifest_path, manifest)
 
     def read_manifest(self) -> dict[str, Any] | None:

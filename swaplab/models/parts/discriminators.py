@@ -162,7 +162,7 @@ class ProjectedDiscriminator(nn.Module):
     """A projected discriminator (after Sauer et al., "Projected GANs Converge Faster", 2021).
 
     The frozen feature network is the stem and first three residual stages of our dlib ResNet
-    port (``swaplab.faces.identity``): the image is resized to the port's 150 px input, and the
+    port (``swaplab.identity.dlib_resnet``): the image is resized to the port's 150 px input, and the
     heads sit on the last ``scales`` (1-3) of those stages' outputs (64 ch at 17 px, 128 ch at
     8 px for 2 heads; 32 ch at 35 px added for 3). Each head's feature list starts with the frozen
     level itself (so "early" feature matching compares the frozen network's features), followed
@@ -186,7 +186,7 @@ class ProjectedDiscriminator(nn.Module):
         model_path: str | None = None,
     ) -> None:
         super().__init__()
-        from swaplab.faces.identity import load_dlib_identity  # loads weights: only when built
+        from swaplab.identity.dlib_resnet import load_dlib_identity  # loads weights: only when built
 
         if in_channels != 3:
             raise ValueError(f"the projected discriminator's frozen network takes RGB, got {in_channels} channels")

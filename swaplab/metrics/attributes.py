@@ -11,11 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from swaplab.evaluate.identity import as_float_array
-from swaplab.evaluate.registry import PerItem, per_item, register_metric
 from swaplab.faces import pose as head_pose_model
 from swaplab.faces.align import umeyama
 from swaplab.faces.landmarks import LANDMARKS_68, inter_ocular_distance
+from swaplab.metrics.registry import PerItem, as_float_array, per_item, register_metric
 
 __all__ = ["EXPRESSION_ALIGN_68", "EXPRESSION_POINTS_68", "expression_error", "pose_error"]
 

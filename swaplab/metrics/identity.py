@@ -1,35 +1,20 @@
 """Identity metrics: how much a swap looks like its source (similarity, retrieval), and the features.
 
-Pure functions of embeddings (numpy or torch, N x D), plus ``identity_features``, the one place that
-runs an identity network for the evaluator. It must not detect faces or train anything.
-The default network is dlib's face-recognition ResNet (``swaplab.faces.identity``): its 128-d
-descriptors for similarity and retrieval, its 256-d penultimate features for distribution distances.
+Pure functions of embeddings (numpy or torch, N x D); the networks that make the embeddings run in
+``swaplab.identity.embed``. It must not detect faces, run networks or train anything.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
-from swaplab.evaluate.registry import PerItem, per_item, register_metric
-from swaplab.faces.identity import DLIB_CHIP_SIZE, chip_from_landmarks, load_dlib_identity
+from swaplab.metrics.registry import PerItem, as_float_array, per_item, register_metric
 
-__all__ = ["as_float_array", "identity_features", "identity_retrieval", "identity_similarity"]
-
-
-def as_float_array(values: np.ndarray | torch.Tensor | Sequence, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """``values`` as a float64 numpy array of ``ndim`` dimensions (tensors are detached, moved to CPU)."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().to("cpu", torch.float64).numpy()
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
-        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {array.shape}")
-    return array
+__all__ = ["identity_retrieval", "identity_similarity"]
 
 
 def _unit_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -115,66 +100,3 @@ def identity_retrieval(
     # 0-based rank of the true identity: how many other identities are at least as close.
     rank = (closeness >= true_closeness[:, None]).sum(1) - 1
     return {f"top{kk}": float((rank < kk).mean()) for kk in k}
-
-
-@functools.cache
-def _default_encoder() -> nn.Module:
-    return load_dlib_identity()
-
-
-def identity_features(
-    images_or_chips: np.ndarray | torch.Tensor,
-    landmarks5: np.ndarray | torch.Tensor | None = None,
-    encoder: nn.Module | None = None,
-    layer: Literal["features", "embedding"] = "features",
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Identity features of faces, (N, 256) float32 (``layer="features"``) or (N, 128) descriptors.
-
-    ``images_or_chips``: uint8 RGB numpy arrays N x H x W x 3, or float tensors N x 3 x H x W in
-    [0, 1]. With ``landmarks5`` ((N, 5, 2) dlib 5-point landmarks in those images' pixels) the
-    150 x 150 identity chips are cut here (``chip_from_landmarks``); without, the inputs must
-    already be such chips. ``encoder`` defaults to dlib's ResNet (loaded once per process);
-    ``layer="features"`` gives its 256-d pooled penultimate features, the ones swaplab's distribution
-    distances use (an FID analogue on a face-recognition network instead of Inception), and
-    ``"embedding"`` the 128-d descriptors for similarity and retrieval. Runs without autograd, in
-    batches of ``batch_size`` (on one CPU thread batch 16 and 64 both cost about 7 ms per face:
-    benchmarks/bench_metrics.py).
-    """
-    if layer not in ("features", "embedding"):
-        raise ValueError(f"layer must be 'features' or 'embedding', got {layer!r}")
-    net = encoder if encoder is not None else _default_encoder()
-    images = _as_nchw(images_or_chips)
-    if landmarks5 is None and tuple(images.shape[2:]) != (DLIB_CHIP_SIZE, DLIB_CHIP_SIZE):
-        raise ValueError(
-            f"inputs of {tuple(images.shape[2:])} px are not {DLIB_CHIP_SIZE} px identity chips: "
-            "pass landmarks5 to cut chips from them"
-        )
-    points = None if landmarks5 is None else torch.as_tensor(np.asarray(landmarks5, dtype=np.float64))
-    if points is not None and points.shape != (len(images), 5, 2):
-        raise ValueError(f"expected ({len(images)}, 5, 2) landmarks, got {tuple(points.shape)}")
-    parameter = next(net.parameters())
-    run = net.features if layer == "features" else net.forward
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].to(parameter.device)
-            batch = (batch.float() / 255.0 if batch.dtype == torch.uint8 else batch).to(parameter.dtype)
-            if points is not None:
-                batch = chip_from_landmarks(batch, points[start : start + batch_size])
-            outputs.append(run(batch.contiguous()).float().cpu())
-    if not outputs:
-        width = getattr(net, "feature_dim" if layer == "features" else "embedding_dim", 0)
-        return np.zeros((0, width), np.float32)
-    return torch.cat(outputs).numpy()
-
-
-def _as_nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 N x H x W x 3 arrays -> a uint8 N x 3 x H x W view; N x 3 x H x W tensors pass through."""
-    if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"numpy input must be uint8 N x H x W x 3 RGB, got {images.dtype} {images.shape}")
-        return torch.from_numpy(images).permute(0, 3, 1, 2)
-    if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3:
-        return images
-    raise ValueError("expected uint8 N x H x W x 3 RGB arrays or float N x 3 x H x W tensors in [0, 1]")

@@ -3,21 +3,21 @@
 ``OneShotTrainConfig`` = ``model`` (a SimSwap preset: ``model=simswap-tiny``), ``data`` (aligned
 LFW facesets: ``peopleDevTrain`` people to train on, ``peopleDevTest`` people for the fixed
 preview/evaluation pairs), ``loss`` (``loss=simswap`` or ``simswap-l2``), ``gan`` (what only a
-two-player loop needs), ``trainer`` (the per-pair trainer's loop settings, with one-shot presets
+two-player loop needs), ``trainer`` (the shared loop settings, with one-shot presets
 ``trainer=oneshot-tiny``) and ``run_dir``. Defaults live here; this module builds no tensors.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from swaplab.config import ConfigError, config_group, group_field
+from swaplab.config import ConfigError, choice_field, config_group, group_field
+from swaplab.identity.registry import IDENTITY_ENCODERS
 from swaplab.losses.adversarial import SimSwapLossConfig
 from swaplab.models.simswap import SimSwapConfig
-from swaplab.train.config import TrainerConfig
+from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
 
 
 @dataclass
@@ -49,7 +49,9 @@ class GanConfig:
     # Lazy regularisation (Karras et al. 2020): the gradient penalty, a second backward through D,
     # runs every ``gp_every`` discriminator steps with its weight multiplied by ``gp_every``.
     gp_every: int = 4
-    identity_network: Literal["dlib-resnet"] = "dlib-resnet"  # the identity loss' frozen encoder
+    # The identity loss' frozen network. The generator is conditioned on the dlib descriptors the
+    # faceset stored; a loss on another network keeps the evaluator's dlib numbers honest.
+    identity_network: str = choice_field("dlib-resnet", IDENTITY_ENCODERS)
 
     def __post_init__(self) -> None:
         if self.d_lr < 0:
@@ -58,36 +60,15 @@ class GanConfig:
             raise ConfigError(f"gan.gp_every must be >= 1, got {self.gp_every}")
 
 
-def _oneshot_trainer(name: str, **fields: object):
-    # SimSwap's optimiser for both players: Adam, lr 4e-4, betas (0, 0.99).
-    defaults: dict[str, object] = dict(lr=4e-4, betas=(0.0, 0.99), warmup_steps=0, keep_last=2)
-    return functools.partial(TrainerConfig, name=name, **{**defaults, **fields})
-
-
+# SimSwap's optimiser for both players: Adam (AdamW without decay), lr 4e-4, betas (0, 0.99).
+register_trainer("oneshot", lr=4e-4, betas=(0.0, 0.99), warmup_steps=0, keep_last=2)
 #: SimSwap's schedule for GPU runs (its released code: batch 16 (we use 8 per GPU), 640k steps).
-config_group("trainer").register("oneshot-paper")(
-    _oneshot_trainer("oneshot-paper", steps=640_000, batch_size=8, preview_every=1000, checkpoint_every=5000)
-)
+register_trainer("oneshot-paper", like="oneshot", steps=640_000, preview_every=1000, checkpoint_every=5000)
 #: The CPU ablation study: with ``model=simswap-tiny`` about 0.5 s a step on one core, so
 #: 500 steps is a few minutes per run; each study run is capped by its time budget as well.
-config_group("trainer").register("oneshot-tiny")(
-    _oneshot_trainer("oneshot-tiny", steps=600, batch_size=8, log_every=10, preview_every=100, checkpoint_every=100)
-)
-#: For tests: a handful of fp32 steps, no progress bar.
-config_group("trainer").register("oneshot-test")(
-    _oneshot_trainer(
-        "oneshot-test",
-        steps=4,
-        batch_size=4,
-        precision="fp32",
-        channels_last=False,
-        log_every=1,
-        preview_every=0,
-        checkpoint_every=2,
-        keep_last=0,
-        progress=False,
-    )
-)
+register_trainer("oneshot-tiny", like="oneshot", steps=600, log_every=10, preview_every=100, checkpoint_every=100)
+#: For tests: a handful of steps.
+register_trainer("oneshot-test", like="oneshot", steps=4, batch_size=4, checkpoint_every=2, **TEST_SETTINGS)
 
 
 def _default_model() -> SimSwapConfig:

@@ -1,7 +1,7 @@
 """Distribution distances between two sets of face features: Frechet distance and kernel distance.
 
 Pure numpy functions of (N, D) feature matrices. swaplab's features are the 256-d penultimate
-features of dlib's face-recognition ResNet (``swaplab.evaluate.identity.identity_features``), so
+features of dlib's face-recognition ResNet (``swaplab.identity.embed.identity_features``), so
 these are FID and KID computed on a face network instead of Inception: compare them only with
 numbers from the same features and the same sample sizes. They run no network themselves.
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from swaplab.evaluate.identity import as_float_array
-from swaplab.evaluate.registry import KernelDistance, register_metric
+from swaplab.metrics.registry import KernelDistance, as_float_array, register_metric
 
 __all__ = ["frechet_distance", "kernel_distance", "polynomial_mmd2"]
 

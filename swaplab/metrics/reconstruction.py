@@ -12,7 +12,7 @@ import torch
 from kornia.metrics import ssim as kornia_ssim
 from torch.nn import functional as F
 
-from swaplab.evaluate.registry import PerItem, per_item, register_metric
+from swaplab.metrics.registry import PerItem, per_item, register_metric
 
 __all__ = [
     "SSIM_WINDOW",

@@ -1,67 +1,70 @@
 """swaplab's own identity network: a compact ResNet trained with an ArcFace margin on LFW's training split.
 
-The second, independent identity encoder of the evaluator (``IDENTITY_ENCODERS["lfw-arcface"]``),
+The second, independent identity network of the evaluator (``IDENTITY_ENCODERS["lfw-arcface"]``),
 so that an identity loss on dlib's network and an identity metric never share one network
-unnoticed. This module holds the network, the margin head, the weights file format and the user
-cache; training and the LFW verification protocol live in ``swaplab.faces.lfw_identity_train``.
+unnoticed. This module holds the network, its weights file and where built weights are installed.
+Loading never trains: without weights it raises ``IdentityNetworkMissing``, whose message names
+the command that builds them (the ``identity-net`` training recipe, ``swaplab identity build``).
 It must not detect faces (callers pass chips) and never ships or downloads weights.
 
 Conventions: chips are float32 N x 3 x S x S, RGB, values in [0, 1], cut like ``dlib.get_face_chip``
-at the 5 dlib landmarks (``chip_from_landmarks``) with the network's ``chip_size`` and
+at the 5 dlib landmarks (``swaplab.identity.chips``) with the network's ``chip_size`` and
 ``chip_padding``; embeddings are L2-normalised rows compared by cosine similarity.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from swaplab.config import ConfigError, from_dict, to_dict
-from swaplab.faces.identity import IDENTITY_ENCODERS
+from swaplab.identity.registry import IDENTITY_ENCODERS
+from swaplab.system import user_cache_dir
 
 __all__ = [
     "ENCODER_NAME",
-    "PRESET_ENV",
     "WEIGHTS_ENV",
     "WEIGHTS_FORMAT",
     "BasicBlock",
     "CompactFaceNet",
     "IdentityNetConfig",
-    "MarginConfig",
-    "MarginHead",
+    "IdentityNetworkMissing",
+    "find_weights",
+    "installed_weights",
     "load_identity_weights",
-    "load_lfw_identity",
-    "margin_logits",
+    "load_lfw_arcface",
     "save_identity_weights",
-    "user_cache_dir",
 ]
 
 log = logging.getLogger(__name__)
 
 ENCODER_NAME = "lfw-arcface"
-#: A weights file to use instead of the cached, self-trained one.
+#: A weights file to use instead of the installed one.
 WEIGHTS_ENV = "SWAPLAB_LFW_ARCFACE"
-#: The training preset whose weights the registered factory loads (or trains): tests set ``test``.
-PRESET_ENV = "SWAPLAB_IDNET_PRESET"
 WEIGHTS_FORMAT = "swaplab-identity-net"
 WEIGHTS_VERSION = 1
+#: What building the default network costs on the project's 2-core CPU (docs/evaluation.md).
+BUILD_COST = "about 20 CPU-minutes"
+
+
+class IdentityNetworkMissing(FileNotFoundError):
+    """An identity network whose weights have not been built (or given) on this machine."""
 
 
 # -- configuration --------------------------------------------------------------------------
 @dataclass
 class IdentityNetConfig:
     """The network's shape and the chip it reads (everything needed to rebuild it from weights)."""
+
+    name: str = "lfw-arcface"
 
     chip_size: int = 64  # side of the dlib-geometry face chip, pixels
     chip_padding: float = 0.2  # dlib's chip padding (0.25 in dlib's own net): context around the face
@@ -81,20 +84,6 @@ class IdentityNetConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"net.dropout must be in [0, 1), got {self.dropout}")
-
-
-@dataclass
-class MarginConfig:
-    """The additive margin of the classification head (ArcFace or CosFace)."""
-
-    kind: Literal["arcface", "cosface"] = "arcface"
-    margin: float = 0.5  # ArcFace: added to the angle (radians); CosFace: subtracted from the cosine
-    scale: float = 32.0  # logits = scale * (margined) cosine
-    warmup_steps: int = 0  # the margin grows linearly from 0 over these steps (eases training from scratch)
-
-    def __post_init__(self) -> None:
-        if self.scale <= 0 or self.margin < 0 or self.warmup_steps < 0:
-            raise ConfigError("head.scale must be positive, head.margin and head.warmup_steps non-negative")
 
 
 # -- the network ----------------------------------------------------------------------------
@@ -189,62 +178,35 @@ class CompactFaceNet(nn.Module):
         return F.normalize(raw.float(), dim=1)
 
 
-# -- the margin head ------------------------------------------------------------------------
-def margin_logits(
-    cosine: torch.Tensor,
-    labels: torch.Tensor,
-    margin: float,
-    scale: float,
-    kind: Literal["arcface", "cosface"] = "arcface",
-) -> torch.Tensor:
-    """Scaled logits with an additive margin on each row's true class.
-
-    ``cosine`` is N x C (cosines between embeddings and class centres), ``labels`` N class indices.
-    ArcFace replaces the true class's cos(theta) by cos(theta + margin), with theta + margin capped
-    at pi so the logit keeps falling as the angle grows; CosFace by cos(theta) - margin. Every
-    logit is multiplied by ``scale``. Computed in float32 whatever the input's dtype.
-    """
-    cosine = cosine.float()
-    target = cosine.gather(1, labels.view(-1, 1))
-    if kind == "arcface":
-        # acos has an infinite slope at +-1: keep the angle a hair inside.
-        theta = torch.acos(target.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
-        margined = torch.cos(torch.clamp(theta + margin, max=math.pi))
-    elif kind == "cosface":
-        margined = target - margin
-    else:
-        raise ValueError(f"unknown margin kind {kind!r}: 'arcface' or 'cosface'")
-    return cosine.scatter(1, labels.view(-1, 1), margined) * scale
+# -- weights files and where built weights live -----------------------------------------------
+def installed_weights(name: str = ENCODER_NAME) -> Path:
+    """``<user cache>/identity/<name>/model.safetensors``: where ``swaplab identity build`` installs."""
+    return user_cache_dir() / "identity" / name / "model.safetensors"
 
 
-class MarginHead(nn.Module):
-    """Class centres on the unit sphere and the margin logits of embeddings against them."""
-
-    def __init__(self, embedding_dim: int, num_classes: int, config: MarginConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or MarginConfig()
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.normal_(self.weight, std=0.01)
-
-    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """N x C cosines between the embeddings and every class centre (float32)."""
-        return F.normalize(embeddings.float(), dim=1) @ F.normalize(self.weight.float(), dim=1).t()
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None) -> torch.Tensor:
-        """Margin logits N x C; ``margin`` overrides the configured one (for a margin warm-up)."""
-        cfg = self.config
-        return margin_logits(
-            self.cosine(embeddings), labels, cfg.margin if margin is None else margin, cfg.scale, cfg.kind
-        )
+def _legacy_weights() -> Path | None:
+    """Weights cached by swaplab before training became a recipe (``identity/lfw-arcface-<key>/``):
+    the ``default`` preset's, when one is there."""
+    for card in sorted((user_cache_dir() / "identity").glob(f"{ENCODER_NAME}-*/model.json")):
+        try:
+            document = json.loads(card.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (document.get("config") or {}).get("name") == "default" and card.with_suffix(".safetensors").is_file():
+            return card.with_suffix(".safetensors")
+    return None
 
 
-# -- weights files and the cache --------------------------------------------------------------
-def user_cache_dir() -> Path:
-    """swaplab's user cache: ``$SWAPLAB_CACHE``, else ``$XDG_CACHE_HOME/swaplab``, else ``~/.cache/swaplab``."""
-    env = os.environ.get("SWAPLAB_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "swaplab"
+def find_weights() -> Path | None:
+    """The weights ``load_lfw_arcface`` would use: ``$SWAPLAB_LFW_ARCFACE``, the installed ones, or an
+    older cache's; None when there are none."""
+    given = os.environ.get(WEIGHTS_ENV)
+    if given:
+        return Path(given).expanduser()
+    installed = installed_weights()
+    if metadata_path(installed).is_file():
+        return installed
+    return _legacy_weights()
 
 
 def save_identity_weights(net: CompactFaceNet, path: str | os.PathLike[str], metadata: dict[str, Any]) -> Path:
@@ -255,8 +217,7 @@ def save_identity_weights(net: CompactFaceNet, path: str | os.PathLike[str], met
     """
     from safetensors.torch import save_file
 
-    from swaplab.io.atomic import atomic_path, atomic_write_json
-    from swaplab.train.checkpoint import model_tensors, sha256_file
+    from swaplab.io.atomic import atomic_path, atomic_write_json, sha256_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +225,8 @@ def save_identity_weights(net: CompactFaceNet, path: str | os.PathLike[str], met
     if net.cosine_threshold is not None:
         header["cosine_threshold"] = repr(float(net.cosine_threshold))
     with atomic_path(path) as tmp:
-        save_file(model_tensors(net), str(tmp), metadata=header)
+        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
+        save_file(tensors, str(tmp), metadata=header)
         tmp.chmod(0o644)  # safetensors writes owner-only files; a cache is for reading
     document = {
         "format": WEIGHTS_FORMAT,
@@ -285,22 +247,24 @@ def metadata_path(weights: str | os.PathLike[str]) -> Path:
 
 
 def load_identity_weights(path: str | os.PathLike[str]) -> CompactFaceNet:
-    """Rebuild a :class:`CompactFaceNet` from a weights file written by :func:`save_identity_weights`.
+    """Rebuild a :class:`CompactFaceNet` from its weights file: one exported by the ``identity-net``
+    recipe (a model folder's ``model.safetensors``) or written by :func:`save_identity_weights`.
 
     The architecture comes from the safetensors header (or, failing that, the JSON beside it);
     the load is strict, so a file of another shape fails with the names of the mismatched tensors.
-    The sha256 recorded in the JSON, when there is one, is checked.
+    The sha256 recorded in the JSON beside it, when there is one, is checked.
     """
     from safetensors import SafetensorError, safe_open
 
-    from swaplab.train.checkpoint import sha256_file
+    from swaplab.io.atomic import sha256_file
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such identity-network weights file")
     meta_file = metadata_path(path)
     document = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
-    if document.get("sha256") and document["sha256"] != sha256_file(path):
+    recorded = document.get("sha256") or (document.get("weights") or {}).get("sha256")
+    if recorded and recorded != sha256_file(path):
         raise ValueError(f"{path}: sha256 differs from {meta_file.name}'s: a damaged or replaced weights file")
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -308,7 +272,10 @@ def load_identity_weights(path: str | os.PathLike[str]) -> CompactFaceNet:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
-    net_dict = json.loads(header["net"]) if "net" in header else document.get("net")
+    if WEIGHTS_FORMAT in header:  # exported by the identity-net recipe: one key, a JSON document
+        described = json.loads(header[WEIGHTS_FORMAT])
+        header = {"net": json.dumps(described["net"]), "cosine_threshold": described.get("cosine_threshold")}
+    net_dict = json.loads(header["net"]) if "net" in header else document.get("net") or document.get("model")
     if net_dict is None:
         raise ValueError(f"{path}: records no network config (neither in its header nor in {meta_file.name})")
     net = CompactFaceNet(from_dict(IdentityNetConfig, net_dict, prefix="net"))
@@ -318,67 +285,28 @@ def load_identity_weights(path: str | os.PathLike[str]) -> CompactFaceNet:
     return net
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path``: two processes never train the same weights at once."""
-    import fcntl
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _prepared(net: CompactFaceNet, device: str | torch.device, channels_last: bool) -> CompactFaceNet:
     net = net.requires_grad_(False).eval()
     return net.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 @IDENTITY_ENCODERS.register(ENCODER_NAME)
-def load_lfw_identity(
+def load_lfw_arcface(
     path: str | os.PathLike[str] | None = None,
     *,
-    preset: str | None = None,
-    train_if_missing: bool = True,
     device: str | torch.device = "cpu",
     channels_last: bool = True,
-    progress: bool = True,
 ) -> CompactFaceNet:
     """swaplab's LFW-trained identity network, frozen, in eval mode.
 
-    Where the weights come from, in order: ``path``; the file named by ``$SWAPLAB_LFW_ARCFACE``;
-    the user cache (:func:`user_cache_dir` ``/identity/lfw-arcface-<key>/model.safetensors``),
-    where ``<key>`` hashes the training config of ``preset`` (default ``$SWAPLAB_IDNET_PRESET``,
-    else ``"default"``). With no cached weights and ``train_if_missing``, the network trains
-    itself first from the LFW data under ``swaplab.data.fetch.data_root()`` (about 20 CPU-minutes
-    for ``default``, seconds for ``test``; progress shown and logged, resumable after a kill) and
-    caches the result. Raises ``FileNotFoundError`` naming ``swaplab data fetch lfw`` when the
-    LFW data is missing.
+    The weights come from ``path``, else ``find_weights()``. Loading never trains: without weights
+    this raises ``IdentityNetworkMissing`` naming the command that builds them.
     """
-    given = path if path is not None else os.environ.get(WEIGHTS_ENV) or None
-    if given is not None:
-        return _prepared(load_identity_weights(given), device, channels_last)
-
-    from swaplab.faces.lfw_identity_train import preset_config, train_and_export, weights_path
-
-    cfg = preset_config(preset or os.environ.get(PRESET_ENV) or "default")
-    weights = weights_path(cfg)
-    if not metadata_path(weights).is_file():
-        if not train_if_missing:
-            raise FileNotFoundError(
-                f"no trained {ENCODER_NAME} weights at {weights}: train them with "
-                f"`python -m swaplab.faces.lfw_identity_train train`, or give a file with ${WEIGHTS_ENV}"
-            )
-        with _exclusive(weights.parent / ".lock"):
-            if not metadata_path(weights).is_file():  # another process may have finished meanwhile
-                log.warning(
-                    "%s: no cached weights at %s; training them now (preset %r, resumable if interrupted)",
-                    ENCODER_NAME,
-                    weights,
-                    cfg.name,
-                )
-                train_and_export(cfg, progress=progress)
+    weights = Path(path) if path is not None else find_weights()
+    if weights is None:
+        raise IdentityNetworkMissing(
+            f"identity network {ENCODER_NAME} is not built on this machine: `swaplab identity build "
+            f"{ENCODER_NAME}` trains it on LFW's peopleDevTrain people ({BUILD_COST}), or set "
+            f"${WEIGHTS_ENV} to a weights file"
+        )
     return _prepared(load_identity_weights(weights), device, channels_last)

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from swaplab.evaluate.identity import as_float_array
-from swaplab.evaluate.registry import register_metric
+from swaplab.metrics.registry import as_float_array, register_metric
 
 __all__ = ["average_ranks", "roc_auc"]
 

@@ -12,10 +12,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from swaplab.evaluate.identity import as_float_array
-from swaplab.evaluate.reconstruction import masked_mean
-from swaplab.evaluate.registry import register_metric
 from swaplab.faces.landmarks import inter_ocular_distance
+from swaplab.metrics.reconstruction import masked_mean
+from swaplab.metrics.registry import as_float_array, register_metric
 
 __all__ = ["IdentityDrift", "flicker", "identity_drift", "landmark_jitter"]
 

@@ -1,0 +1,62 @@
+"""The swap stage's blend mask: the model's learned mask, the landmark face hull, or both; eroded and feathered.
+
+``MASK_MODES`` maps ``swap mask=NAME`` to a function ``(learned, landmarks, size) -> mask``; the hull
+comes from ``swaplab.faces.masks.MASKS``. ``finish_mask`` erodes (or dilates) and feathers inward.
+Masks are float32 R x R in [0, 1] in the aligned crop's frame; nothing here blends or warps.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from swaplab.faces.masks import MASKS
+from swaplab.registry import Registry
+
+__all__ = ["MASK_MODES", "finish_mask"]
+
+#: Mode name -> ``fn(learned (R, R), landmarks (68, 2) in crop pixels, size R) -> mask (R, R)``.
+MASK_MODES: Registry = Registry("swap mask mode")
+
+
+def _hull(landmarks: np.ndarray, size: int) -> np.ndarray:
+    return MASKS.create("face", landmarks, (size, size))
+
+
+@MASK_MODES.register("learned")
+def learned_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """What the model drew (all ones for models that draw none)."""
+    return learned
+
+
+@MASK_MODES.register("hull")
+def hull_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The landmark face hull, up to the forehead."""
+    return _hull(landmarks, size)
+
+
+@MASK_MODES.register("intersection")
+def intersection_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Inside both: the hull's shape, minus what the model says is not face (hair, hands)."""
+    return np.minimum(learned, _hull(landmarks, size))
+
+
+@MASK_MODES.register("union")
+def union_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    return np.maximum(learned, _hull(landmarks, size))
+
+
+def finish_mask(mask: np.ndarray, erode: int, blur: int) -> np.ndarray:
+    """Erode by ``erode`` pixels (negative dilates), then feather inward by ``blur`` pixels."""
+    mask = mask.astype(np.float32)
+    if erode:
+        k = abs(erode) * 2 + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        mask = cv2.erode(mask, kernel) if erode > 0 else cv2.dilate(mask, kernel)
+    if blur:
+        # Feathering inward (erode by the blur radius first) keeps the seam inside the face.
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (blur + 1, blur + 1))
+        mask = cv2.erode(mask, kernel)
+        k = blur * 2 + 1
+        mask = cv2.GaussianBlur(mask, (k, k), 0)
+    return np.clip(mask, 0.0, 1.0)

@@ -1,0 +1,1 @@
+"""The training recipes, one module per model family (see ``swaplab.train.recipe``)."""

@@ -1,0 +1,231 @@
+"""The swap-detector recipe: a small real-vs-swapped classifier trained on aligned face crops.
+
+The evaluator trains one per model it scores (``swaplab.evaluate.detectability``): it writes the
+training crops to a safetensors file (``write_crops``) and runs this recipe on it. Each step draws
+half real and half swapped crops, a pure function of (seed, step); with group labels each batch
+takes a real crop and a swap of the same groups, so the only difference the gradient sees is the
+swap, not who is in the photo. Augmentation re-encodes half the crops as JPEG (both classes
+alike: the detector must not learn "no JPEG blocks"), mirrors them and shifts them by whole pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn import functional as F
+
+from swaplab.config import ConfigError, config_group, group_field
+from swaplab.models.swap_detector import Crops, SwapDetector, SwapDetectorConfig, prepare_crops
+from swaplab.train.augment import AugmentConfig, Augmenter
+from swaplab.train.checkpoint import write_tensors
+from swaplab.train.config import TrainerConfig, register_trainer
+from swaplab.train.data import stream_seed
+from swaplab.train.recipe import RECIPES, Recipe, StepResult
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class DetectorDataConfig:
+    """The training crops: a file written by ``write_crops``."""
+
+    name: str = "crops"
+    crops: str = ""  # safetensors: real, fake (uint8 N x 3 x R x R) and optional real_groups, fake_groups
+    paired_batches: bool = True  # with groups: each batch holds a real crop and a swap of the same groups
+
+
+config_group("data").register("crops")(DetectorDataConfig)
+config_group("augment").register("detector")(
+    functools.partial(
+        AugmentConfig,
+        warp=False,
+        rotation_deg=0.0,
+        scale=0.0,
+        translation=0.0,
+        shift_pixels=3,  # alignment jitter in whole pixels: resampling would blur the texture it looks at
+        flip_prob=0.5,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue_deg=0.0,
+        padding="reflection",
+        jpeg_prob=0.5,
+        jpeg_quality=(60, 95),
+    )
+)
+register_trainer(
+    "detector",
+    steps=300,
+    batch_size=32,
+    optimizer="adamw",
+    lr=3e-3,
+    betas=(0.9, 0.999),
+    weight_decay=5e-4,  # on conv and linear weights only (see ``param_groups``)
+    warmup_steps=20,
+    schedule="cosine",
+    final_lr_ratio=0.0,
+    log_every=50,
+    preview_every=0,
+    checkpoint_every=0,
+    keep_last=1,
+    progress=False,
+)
+#: For tests: a few seconds on one thread, fp32 so scores are bit-stable across machines.
+register_trainer(
+    "detector-test", like="detector", steps=120, batch_size=16, warmup_steps=10, precision="fp32", channels_last=False
+)
+
+
+def _augment() -> AugmentConfig:
+    return config_group("augment").create("detector")
+
+
+def _trainer() -> TrainerConfig:
+    return config_group("trainer").create("detector")
+
+
+@dataclass
+class DetectorTrainConfig:
+    """A swap detector's training run."""
+
+    model: SwapDetectorConfig = group_field(SwapDetectorConfig, "model")
+    data: DetectorDataConfig = group_field(DetectorDataConfig, "data")
+    augment: AugmentConfig = group_field(_augment, "augment")
+    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    run_dir: str = "runs/swap-detector"
+
+    def __post_init__(self) -> None:
+        if self.trainer.batch_size < 2:
+            raise ConfigError(f"trainer.batch_size must be >= 2 (one of each class), got {self.trainer.batch_size}")
+
+
+#: Whole detector runs by name (``swaplab eval --detector NAME``): the evaluator's default and the tests'.
+DETECTOR_PRESETS = config_group("detector")
+DETECTOR_PRESETS.register("default")(DetectorTrainConfig)
+DETECTOR_PRESETS.register("test")(
+    lambda: DetectorTrainConfig(
+        model=config_group("model").create("swap-detector-test"),
+        trainer=config_group("trainer").create("detector-test"),
+    )
+)
+
+
+def _group_ids(groups: Sequence[Hashable] | None, count: int) -> Tensor | None:
+    if groups is None:
+        return None
+    groups = list(groups)
+    if len(groups) != count:
+        raise ValueError(f"{len(groups)} group labels for {count} crops")
+    return torch.tensor(groups, dtype=torch.int64)
+
+
+def write_crops(
+    path: str | Path,
+    real: Crops,
+    fake: Crops,
+    resolution: int,
+    real_groups: Sequence[Hashable] | None = None,
+    fake_groups: Sequence[Hashable] | None = None,
+) -> Path:
+    """Write a detector's training crops (at its ``resolution``) and their group labels, atomically.
+
+    Labels may be any hashables; they are stored as integers (equal labels, equal integers)."""
+    tensors = {"real": prepare_crops(real, resolution, "real"), "fake": prepare_crops(fake, resolution, "fake")}
+    if real_groups is not None and fake_groups is not None:
+        index: dict[Hashable, int] = {}
+        ids = [index.setdefault(g, len(index)) for g in [*real_groups, *fake_groups]]
+        tensors["real_groups"] = _group_ids(ids[: len(real_groups)], len(tensors["real"]))  # type: ignore[assignment]
+        tensors["fake_groups"] = _group_ids(ids[len(real_groups) :], len(tensors["fake"]))  # type: ignore[assignment]
+    return write_tensors(tensors, path, {"format": "swaplab-detector-crops"})
+
+
+@RECIPES.register("swap-detector")
+class SwapDetectorRecipe(Recipe):
+    """Trains ``SwapDetector`` on the crops in ``data.crops``."""
+
+    name = "swap-detector"
+    config_type = DetectorTrainConfig
+
+    def __init__(self, cfg: DetectorTrainConfig, session: Any) -> None:
+        super().__init__(cfg, session)
+        if not cfg.data.crops or not Path(cfg.data.crops).is_file():
+            raise ConfigError(f"data.crops must name a crops file written by write_crops, got {cfg.data.crops!r}")
+        tensors = load_file(cfg.data.crops)
+        self.real, self.fake = tensors["real"], tensors["fake"]
+        if self.real.shape[-1] != cfg.model.resolution or self.fake.shape[-1] != cfg.model.resolution:
+            raise ConfigError(f"{cfg.data.crops}: crops are not {cfg.model.resolution} px (model.resolution)")
+        self.pairs = None
+        if cfg.data.paired_batches and "real_groups" in tensors:
+            self.pairs = _group_pairs(tensors["real_groups"].tolist(), tensors["fake_groups"].tolist())
+        self.augmenter = Augmenter(cfg.augment)
+        self.labels: Tensor | None = None
+
+    def build(self) -> nn.Module:
+        return SwapDetector(self.cfg.model)
+
+    def param_groups(self, module: nn.Module) -> dict[str, list[dict[str, Any]]]:
+        # Weight decay on conv and linear weights only, not on norms or biases.
+        decay = [p for p in module.parameters() if p.ndim > 1]
+        no_decay = [p for p in module.parameters() if p.ndim <= 1]
+        return {"model": [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]}
+
+    def _indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        half = self.session.trainer.batch_size // 2
+        rng = np.random.default_rng(stream_seed("detector-batch", self.session.trainer.seed, step))
+        if self.pairs:
+            chosen = rng.choice(len(self.pairs), half, replace=len(self.pairs) < half)
+            real = np.array([rng.choice(self.pairs[g][0]) for g in chosen])
+            fake = np.array([rng.choice(self.pairs[g][1]) for g in chosen])
+            return real, fake
+        n_real, n_fake = len(self.real), len(self.fake)
+        return rng.choice(n_real, half, replace=n_real < half), rng.choice(n_fake, half, replace=n_fake < half)
+
+    def train_step(self, step: int) -> StepResult:
+        from swaplab.train.session import apply_gradients
+
+        session = self.session
+        real_idx, fake_idx = self._indices(step)
+        batch = torch.cat([self.real[real_idx], self.fake[fake_idx]]).float().div(255.0)
+        generator = torch.Generator().manual_seed(stream_seed("detector-augment", session.trainer.seed, step))
+        batch = self.augmenter({"image": batch}, generator)["target"]
+        batch = batch.to(session.device).contiguous(memory_format=session.memory_format)
+        half = len(real_idx)
+        labels = torch.cat([torch.zeros(half), torch.ones(half)]).to(session.device)
+        with session.autocast():
+            logits = self.module(batch)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        loss.backward()
+        applied, grad_norm = apply_gradients(self.optimizers["model"], loss.detach(), session.trainer.grad_clip)
+        return StepResult(applied, {"loss": float(loss.detach()), "grad_norm": grad_norm})
+
+    def data_hashes(self) -> dict[str, Any]:
+        from swaplab.io.atomic import sha256_file
+
+        return {"crops": {"path": self.cfg.data.crops, "sha256": sha256_file(self.cfg.data.crops)}}
+
+    @classmethod
+    def export(
+        cls, cfg: DetectorTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        super().export(cfg, tensors, out_dir, state)
+        return {"swapper": None, "conventions": "crops N x 3 x R x R RGB in [0, 1] -> logits N of 'swapped'"}
+
+
+def _group_pairs(real_groups: list[int], fake_groups: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """For each group holding both classes: (its real indices, its swapped indices), in first-seen order."""
+    real_of: dict[int, list[int]] = {}
+    fake_of: dict[int, list[int]] = {}
+    for i, label in enumerate(real_groups):
+        real_of.setdefault(label, []).append(i)
+    for i, label in enumerate(fake_groups):
+        fake_of.setdefault(label, []).append(i)
+    both = [label for label in real_of if label in fake_of]
+    return [(np.array(real_of[label]), np.array(fake_of[label])) for label in both] or None
