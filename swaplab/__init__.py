@@ -37,6 +37,7 @@ _API = {
     "swap": "swaplab.swap.pipeline",
     "SwapConfig": "swaplab.swap.pipeline",
     "verify": "swaplab.provenance",
+    "sample": "swaplab.sampling",
     "evaluate": "swaplab.evaluate.evaluator",
     "evaluate_many": "swaplab.evaluate.evaluator",
     "apply_overrides": "swaplab.config",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from swaplab.models.card import load_model
     from swaplab.models.swapper import load_swapper
     from swaplab.provenance import verify
+    from swaplab.sampling import sample
     from swaplab.study.report import write_study_report
     from swaplab.study.study import load_study
     from swaplab.study.sweep import run_sweep
@@ -91,6 +93,7 @@ __all__ = [
     "load_swapper",
     "load_study",
     "run_sweep",
+    "sample",
     "sort_faceset",
     "swap",
     "train",

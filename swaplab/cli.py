@@ -143,6 +143,24 @@ def cmd_swap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from swaplab.sampling import sample
+
+    options = dict(item.split("=", 1) for item in args.overrides)
+    path = sample(
+        args.model,
+        args.output,
+        kind=args.kind,
+        n=args.n,
+        seed=args.seed,
+        images=args.images,
+        options=options,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {path} ({args.kind}, marked as synthetic)")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from swaplab.provenance import verify
 
@@ -465,6 +483,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_swap, overrides_field="overrides")
+
+    p = sub.add_parser(
+        "sample",
+        help="pictures from a generative model: samples, per-class samples, reconstructions, interpolations",
+        description="Draw a grid from an exported generative model or a run folder; key=value words are the "
+        "model's own options (an iterative model's sampler and steps).",
+    )
+    p.add_argument("model", help="model folder (swaplab export) or run folder")
+    p.add_argument("-o", "--output", required=True, help="a .png file")
+    p.add_argument("--kind", default="samples", choices=["samples", "classes", "reconstructions", "interpolations"])
+    p.add_argument("-n", type=int, default=64, help="how many pictures")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", default=None, help="a folder of images to reconstruct or interpolate")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_sample, overrides_field="overrides")
 
     p = sub.add_parser(
         "verify",

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"metrics"},
     {"models", "losses"},
     {"train"},
-    {"swap"},
+    {"swap", "sampling"},
     {"evaluate"},
     {"study"},
     {"demo", "cli", "__init__", "__main__"},

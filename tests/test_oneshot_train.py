@@ -4,6 +4,7 @@ one-shot evaluation protocol."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -269,8 +270,14 @@ def test_one_shot_protocol_scores_the_model_and_per_pair_refuses_it(exported: Pa
     # Detectability: trained on swaps of 24 peopleDevTrain pairs, tested on the 2 scored pairs.
     assert len(list((tmp_path / "eval" / "detector-swaps").glob("dtrain-*.png"))) == 24
     auc = metrics["detectability_auc"]
-    assert 0 <= auc["value"] <= 1 and auc["n_train_fake"] == 24 and auc["n_test_fake"] == 2
-    assert metrics["masked_ssim/self"]["n"] == 2 and -1 <= metrics["masked_ssim/self"]["mean"] <= 1
+    assert auc["n_train_fake"] == 24 and auc["n_test_fake"] == 2
+    # A 4-step generator's swaps are far from real faces: the detector separates even the 2 test pairs.
+    assert auc["value"] == 1.0 and auc["train_auc"] > 0.95, auc
+    # Self-swap reconstruction: the mean of the per-face scores written beside it, far from perfect.
+    per_face = json.loads((tmp_path / "eval" / "per_item.json").read_text())["reconstruction"]
+    ssim = [item["masked_ssim"] for item in per_face if item["side"] == "self"]
+    assert metrics["masked_ssim/self"] == {"mean": pytest.approx(np.mean(ssim)), "n": 2, "better": "higher"}
+    assert max(ssim) < 0.9
     assert "identity_similarity/dlib-resnet" in metrics
     assert sorted(p.name for p in (tmp_path / "eval" / "swaps").iterdir()) == ["0000.png", "0001.png"]
     assert any("optimised, not measured" in w for w in result.warnings)

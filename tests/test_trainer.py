@@ -302,3 +302,32 @@ def test_a_time_budget_given_alone_is_the_stop():
     both = build_config(["trainer=cpu-quick", "trainer.time_budget_s=1800", "trainer.steps=500"]).trainer
     assert (both.steps, both.time_budget_s) == (500, 1800)
     assert build_config(["trainer=cpu-quick"]).trainer.steps == 2000
+
+
+def test_runs_and_models_written_before_recipes_had_names_still_load(pair_facesets, tmp_path):
+    from swaplab.models.card import CardError
+    from swaplab.models.swapper import PerPairSwapper, load_swapper
+
+    run = tmp_path / "run"
+    train(build_config(train_overrides(pair_facesets, run, "trainer.steps=2")))
+    # a run folder of before: config.yaml without its recipe's name
+    config = run / "config.yaml"
+    config.write_text(config.read_text().removeprefix("recipe: per-pair\n"))
+    resumed = train(build_config([f"run_dir={run}", "trainer.steps=3"]))
+    assert (resumed.recipe, resumed.start_step, resumed.step) == ("per-pair", 2, 3)
+    # a version-1 model card: no recipe, swapper or identity fields, a `kind` sentence instead
+    card_path = export_model(run, tmp_path / "model")
+    card = json.loads(card_path.read_text())
+    for key in ("recipe", "swapper", "identity", "training"):
+        card.pop(key)
+    card.update(version=1, kind="per-pair face swap")
+    card_path.write_text(json.dumps(card))
+    swapper = load_swapper(tmp_path / "model")
+    assert isinstance(swapper, PerPairSwapper) and swapper.conditions_on is None and swapper.resolution == 64
+    faces = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(swapper.swap(faces).rgb, load_model(tmp_path / "model").swap(faces)[0])
+    # a card from a newer swaplab is refused with both versions named
+    card_path.write_text(json.dumps({**card, "version": 9}))
+    with pytest.raises(CardError, match="version 9 model card; this swaplab reads versions up to 2"):
+        load_swapper(tmp_path / "model")

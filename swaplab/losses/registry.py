@@ -12,6 +12,7 @@ from swaplab.registry import Registry
 LOSSES: Registry = Registry(
     "loss",
     providers=tuple(
-        f"swaplab.losses.{name}" for name in ("adversarial", "feature_matching", "identity", "pixel", "ssim")
+        f"swaplab.losses.{name}"
+        for name in ("adversarial", "feature_matching", "identity", "pixel", "ssim", "regularizers")
     ),
 )

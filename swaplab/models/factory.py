@@ -15,7 +15,18 @@ from torch import nn
 from swaplab.registry import Registry
 
 MODELS: Registry = Registry(
-    "model", providers=("swaplab.models.per_pair", "swaplab.models.simswap", "swaplab.models.swap_detector")
+    "model",
+    providers=(
+        "swaplab.models.per_pair",
+        "swaplab.models.simswap",
+        "swaplab.models.swap_detector",
+        "swaplab.models.zoo.autoencoder",
+        "swaplab.models.zoo.autoencoder_variants",
+        "swaplab.models.zoo.vae",
+        "swaplab.models.zoo.gan",
+        "swaplab.models.zoo.stylegan",
+        "swaplab.models.zoo.cyclegan",
+    ),
 )
 
 

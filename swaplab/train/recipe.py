@@ -37,6 +37,12 @@ RECIPE_MODULES = (
     "swaplab.train.recipes.oneshot",
     "swaplab.train.recipes.identity_net",
     "swaplab.train.recipes.swap_detector",
+    "swaplab.train.recipes.zoo_autoencoder",
+    "swaplab.train.recipes.zoo_autoencoder_variants",
+    "swaplab.train.recipes.zoo_vae",
+    "swaplab.train.recipes.zoo_gan",
+    "swaplab.train.recipes.zoo_stylegan",
+    "swaplab.train.recipes.zoo_cyclegan",
 )
 RECIPES: Registry[type[Recipe]] = Registry("training recipe", providers=RECIPE_MODULES)
 for _group in ("model", "loss", "trainer", "augment", "data"):

@@ -1,0 +1,178 @@
+"""What every recipe of the generative-model zoo shares: image data, pictures, held-out numbers, the card.
+
+A zoo recipe subclasses ``GenerativeRecipe`` and writes ``build`` and ``train_step``; its run config
+holds ``model`` (with ``channels``, ``resolution`` and, for conditional models, ``num_classes`` that
+must fit the data), ``data`` (``ImageDataConfig``: ``data=digits``, ``data=mnist``, ``data=faces32``
+...), ``trainer`` and ``run_dir``. Previews show held-out reconstructions, samples from fixed noise
+and, for conditional models, a class per row. Validation measures the held-out reconstruction
+error and the Fréchet distance of samples to held-out images in a pixel PCA space fitted on the
+training images (the zoo study adds the identity network's features for faces).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from swaplab.config import ConfigError, config_group
+from swaplab.models.generative import GenerativeModel
+from swaplab.train.config import TEST_SETTINGS, register_trainer
+from swaplab.train.image_data import ImageData, ImageDataConfig
+from swaplab.train.preview import compose_grid, save_preview, to_hwc
+from swaplab.train.recipe import Recipe
+
+Tensor = torch.Tensor
+
+# -- presets every zoo model shares -------------------------------------------------------------
+DATA_PRESETS = config_group("data")
+DATA_PRESETS.register("digits")(ImageDataConfig)
+DATA_PRESETS.register("mnist")(
+    functools.partial(ImageDataConfig, name="mnist", source="mnist", resolution=28, holdout=256)
+)
+for _side in (32, 64):
+    DATA_PRESETS.register(f"faces{_side}")(
+        functools.partial(ImageDataConfig, name=f"faces{_side}", source="faceset", resolution=_side, channels=3)
+    )
+#: A few CPU-minutes per model on digits or 32 px faces.
+register_trainer("zoo", steps=3000, batch_size=64, optimizer="adam", lr=1e-3, log_every=25, preview_every=500,
+                 checkpoint_every=500, keep_last=2)  # fmt: skip
+register_trainer("zoo-test", like="zoo", steps=6, batch_size=16, checkpoint_every=3, **TEST_SETTINGS)
+
+
+def zoo_trainer() -> Any:
+    return config_group("trainer").create("zoo")
+
+
+#: Fixed seeds of the pictures: every preview of a run, and every run of a study, shows the same draws.
+PREVIEW_SEED = 1234
+PREVIEW_ROWS = 8
+
+
+class GenerativeRecipe(Recipe):
+    """Data, pictures, validation and export for a ``GenerativeModel``; subclasses write the step."""
+
+    rate_key = "images_per_s"
+
+    def __init__(self, cfg: Any, session: Any) -> None:
+        super().__init__(cfg, session)
+        self.data = ImageData(cfg.data)
+        channels, resolution, _ = self.data.shape
+        model = cfg.model
+        if (model.channels, model.resolution) != (channels, resolution):
+            raise ConfigError(
+                f"model.channels={model.channels} and model.resolution={model.resolution} must match the data's "
+                f"{channels} channels at {resolution} px (set both, e.g. data.resolution={model.resolution})"
+            )
+        if getattr(model, "num_classes", 0) and model.num_classes < self.data.num_classes:
+            raise ConfigError(f"model.num_classes={model.num_classes}, the data has {self.data.num_classes} classes")
+        self._pca: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def model(self) -> GenerativeModel:
+        return self.module  # type: ignore[return-value]
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """This rank's images (N, C, R, R) in [0, 1] and labels for ``step``, on the device."""
+        session = self.session
+        images, labels = self.data.batch(step, session.trainer.batch_size, session.dist.rank, session.dist.world_size)
+        images = images.to(session.device).contiguous(memory_format=session.memory_format)
+        return images, labels.to(session.device)
+
+    def data_hashes(self) -> dict[str, Any]:
+        return {"images": self.data.content_hash()}
+
+    # ------------------------------------------------------------ pictures
+
+    @torch.no_grad()
+    def pictures(self) -> dict[str, Tensor]:
+        """The preview's rows by name: held-out originals and reconstructions, samples, per-class samples."""
+        model, rows = self.model, PREVIEW_ROWS
+        caps = set(model.capabilities)
+        out: dict[str, Tensor] = {}
+        device = self.session.device
+        with self.session.autocast():
+            if "reconstruct" in caps:
+                held, _ = self.data.heldout(rows)
+                out["held out"] = held
+                out["reconstruction"] = model.reconstruct(held.to(device)).float().cpu()
+            if "sample" in caps:
+                generator = torch.Generator().manual_seed(PREVIEW_SEED)
+                labels = torch.arange(rows) % max(1, model.num_classes) if "conditional" in caps else None
+                out["samples"] = model.sample(rows, generator, labels).float().cpu()
+        return {k: v.clamp(0, 1) for k, v in out.items()}
+
+    def preview(self, step: int) -> Path | None:
+        pictures = self.pictures()
+        if not pictures:
+            return None
+        columns = [to_hwc(images) for images in pictures.values()]
+        size = max(64, columns[0].shape[1])
+        columns = [np.stack([_upscale(i, size) for i in c]) for c in columns]
+        grid = compose_grid(columns, names=tuple(pictures), title=f"step {step}")
+        return save_preview(grid, self.session.previews, step, model_id=f"swaplab-{self.name}-training")
+
+    # ------------------------------------------------------------ held-out numbers
+
+    def _pixel_pca(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and top 32 principal directions of the training images' pixels (fixed for a run)."""
+        if self._pca is None:
+            flat = self.data.images[:2048].reshape(min(len(self.data), 2048), -1).float().div(255.0).numpy()
+            mean = flat.mean(0)
+            _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
+            self._pca = (mean, vt[:32])
+        return self._pca
+
+    def _pixel_features(self, images: Tensor) -> np.ndarray:
+        mean, basis = self._pixel_pca()
+        return (images.reshape(len(images), -1).float().cpu().numpy() - mean) @ basis.T
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict[str, float]:
+        from swaplab.metrics import frechet_distance
+
+        model, caps = self.model, set(self.model.capabilities)
+        held, labels = self.data.heldout()
+        values: dict[str, float] = {}
+        if "reconstruct" in caps:
+            recon = torch.cat([model.reconstruct(held[i : i + 256].to(self.session.device)).float().cpu()
+                               for i in range(0, len(held), 256)])  # fmt: skip
+            values["val/reconstruction_mse"] = float(((recon.clamp(0, 1) - held) ** 2).mean())
+        if "sample" in caps and len(held) >= 8:
+            generator = torch.Generator().manual_seed(PREVIEW_SEED + 1)
+            given = labels if "conditional" in caps else None
+            samples = model.sample(len(held), generator, given).float().cpu().clamp(0, 1)
+            values["val/fd_pixels"] = float(frechet_distance(self._pixel_features(samples), self._pixel_features(held)))
+        return values
+
+    # ------------------------------------------------------------ export
+
+    @classmethod
+    def export(cls, cfg: Any, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+        from swaplab.models.card import build_model
+
+        super().export(cfg, tensors, out_dir, state)
+        from swaplab.config import to_dict
+
+        model = build_model({"arch": cfg.model.arch, "model": to_dict(cfg.model)})
+        return {
+            "swapper": None,
+            "generative": {
+                "capabilities": list(model.capabilities),
+                "image_shape": list(model.image_shape),
+                "num_classes": model.num_classes,
+                "data": cfg.data.source,
+            },
+            "conventions": "images (N, C, R, R) float in [0, 1]; see swaplab.models.generative",
+        }
+
+
+def _upscale(image: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if image.shape[0] == size:
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
