@@ -1,9 +1,12 @@
-"""Shared helpers for the benchmarks: the machine they ran on, and the data they read."""
+"""Shared helpers for the benchmarks: the machine they ran on and its load, the data they read, threads, the
+matmul peak and FLOP counts their throughputs are compared with."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,3 +28,57 @@ def data_root() -> Path:
     if not (root / "lfw").is_dir():
         sys.exit(f"no sample data under {root}: set SWAPLAB_DATA or run `swaplab data fetch lfw`")
     return root
+
+
+def use_threads(threads: int) -> int:
+    """Set torch's intra-op threads (0: leave torch's choice) and return the number in use. On a machine
+    shared with other jobs one thread is the steady setting (docs/benchmarks.md, "Threads")."""
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for a report: other jobs only ever slow the measured code."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min; {os.cpu_count()} logical CPUs)"
+
+
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
+    """This CPU's practical matmul peak in ``dtype``: GFLOP/s of the fastest of ``reps`` square matmuls of
+    side ``size`` after one untimed (the fastest, since load from other processes only lowers it)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> tuple[object, dict[str, int]]:
+    """``fn()``'s result and its FLOPs per aten op (``aten.mm``, ``aten.convolution_backward`` ...), by the
+    formulas of ``torch.utils.flop_counter`` (matmuls, convolutions, attention; elementwise ops count 0).
+
+    ``FlopCounterMode`` itself tracks modules with autograd hooks, which fail on ``autograd.grad`` of a leaf
+    (an R1 penalty's gradient with respect to the real images); this mode only counts."""
+    from collections import defaultdict
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    counts: dict[str, int] = defaultdict(int)
+
+    class Counting(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                counts[str(func._overloadpacket)] += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counting():
+        result = fn()
+    return result, dict(counts)

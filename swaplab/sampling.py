@@ -122,7 +122,7 @@ def _inputs(images: str | Path | None, run_cfg: Any, shape: tuple[int, int, int]
         raise ValueError("reconstructions and interpolations need images: give images=FOLDER, or a run folder")
     from swaplab.train.image_data import ImageData
 
-    return ImageData(run_cfg.data).heldout(count)[0]
+    return ImageData.for_run(run_cfg).heldout(count)[0]
 
 
 def _mosaic(tiles: torch.Tensor, columns: int) -> np.ndarray:

@@ -91,6 +91,17 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "df-cpu 64 bf16 + channels_last",
         "load average at end",
     ),
+    "bench_domain_adaptation.py": ("machine: ", "source only", "DANN", "AUC on the target domain:"),
+    "bench_zoo.py": (
+        "machine: ",
+        "load average at start: ",
+        "1. training throughput, images/s",
+        "ae-digits              autoencoder",
+        "dcgan-digits           gan",
+        "2. StyleGAN full against light",
+        "stylegan-light-digits / stylegan-digits: params",
+        "load average at end: ",
+    ),
     "bench_watermark.py": ("machine: ", "cost per frame", "robustness (1080p frames", "unmarked images: vote margin"),
 }
 

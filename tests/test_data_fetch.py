@@ -471,3 +471,34 @@ def test_safe_extract_zip_extracts_refuses_traversal_and_truncation(tmp_path: Pa
     truncated.write_bytes(good.read_bytes()[:-30])
     with pytest.raises(ArchiveError, match="truncated or damaged"):
         safe_extract(truncated, "zip", tmp_path / "out3")
+
+
+def _idx(array: np.ndarray) -> bytes:
+    """An idx file of unsigned bytes (MNIST's format): 0, 0, 8, ndim, big-endian dims, data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_mnist_is_fetched_only_with_its_published_digests(tmp_path: Path):
+    import gzip
+
+    from swaplab.train.image_data import read_idx
+
+    mnist = DATASETS.get("mnist")
+    assert [f.filename for f in mnist.files][:2] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert mnist.files[0].md5 == "f68b3c2dcbeaaa9fbdd348bbdeb94873" and mnist.files[0].mirrors
+    # A mirror holding other bytes under MNIST's names is refused, file by file, and nothing is kept.
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    images = np.random.default_rng(0).integers(0, 255, (5, 28, 28))
+    for file in mnist.files:
+        payload = _idx(images) if "images" in file.filename else _idx(np.arange(5))
+        (mirror / file.filename).write_bytes(gzip.compress(payload))
+    with pytest.raises((ChecksumMismatchError, IncompleteDownloadError), match="train-images-idx3-ubyte.gz"):
+        fetch("mnist", tmp_path / "data", base_url=mirror.as_uri(), progress=False)
+    assert not list((tmp_path / "data" / "mnist").glob("*.gz"))
+    # The idx reader the zoo uses reads the format, gzipped, and names a damaged file.
+    np.testing.assert_array_equal(read_idx(mirror / "train-images-idx3-ubyte.gz"), images)
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big")))
+    with pytest.raises(ValueError, match="bad.gz"):
+        read_idx(tmp_path / "bad.gz")

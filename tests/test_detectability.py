@@ -305,3 +305,32 @@ def test_high_pass_branch_ignores_flat_colour_and_stays_fp32_under_bf16():
 
 def test_detectability_is_scored_lower_is_better():
     assert direction("detectability_auc") == "lower"
+
+
+def test_gradient_reversal_leaves_the_forward_pass_and_flips_the_gradient():
+    from swaplab.models.parts.gradient_reversal import GradientReversal
+
+    x = torch.randn(4, 3, requires_grad=True)
+    layer = GradientReversal(scale=0.5)
+    y = layer(x)
+    assert torch.equal(y, x)
+    (y * torch.arange(3.0)).sum().backward()
+    torch.testing.assert_close(x.grad, -0.5 * torch.arange(3.0).expand(4, 3))
+
+
+def test_domain_adversarial_training_logs_both_losses_and_keeps_its_domain_head(train_faces, tmp_path):
+    from swaplab.train.run import RunFolder
+
+    real = train_faces[:16]
+    fake = [_manipulate(c, "blur") for c in real]
+    target = [cv2.GaussianBlur(c, (0, 0), 1.0) for c in train_faces[16:32]]  # another domain, unlabelled
+    config = detector_config("dann", steps=4, batch_size=8, precision="fp32", channels_last=False)
+    detector = train_detector(real, fake, config, run_dir=tmp_path / "run", target_domain=target)
+    assert detector.domain is not None and detector.config.domain_head == 64
+    rows = RunFolder(tmp_path / "run").read_metrics()
+    logged = [r for r in rows if "loss/domain" in r]
+    assert len(logged) >= 1 and all(np.isfinite(r["loss/domain"]) for r in logged)
+    # Ganin's schedule: the reversal grows from 0 over the run
+    assert [r["reversal"] for r in logged] == sorted(r["reversal"] for r in logged)
+    with pytest.raises(ValueError, match="adapting detector"):
+        train_detector(real, fake, detector_config("test", steps=1), target_domain=target)

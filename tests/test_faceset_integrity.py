@@ -78,3 +78,13 @@ def test_wrong_fields_name_the_file_and_the_field(three_photos) -> None:
     header.write_text(json.dumps(document))
     with pytest.raises(FacesetError, match="faceset.json is damaged: its template and size are missing"):
         Faceset(faces)
+
+
+def test_two_extractions_never_write_one_faceset(three_photos) -> None:
+    from swaplab.io.locks import BusyError, exclusive
+
+    photos, faces = three_photos
+    cfg = ExtractConfig(size=64)
+    with exclusive(faces / ".lock", "a test"), pytest.raises(BusyError, match=f"faceset {faces} is in use"):
+        extract(photos, faces, cfg, progress=False)
+    assert extract(photos, faces, cfg, progress=False).faces == 0  # everything already extracted

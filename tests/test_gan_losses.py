@@ -62,8 +62,8 @@ def test_adversarial_losses_average_over_heads_and_read_discriminator_outputs() 
     # Head 1: -mean(0.5, -2) = 0.75; head 2: -3; mean over heads: -1.125.
     assert float(loss.generator_loss(heads)) == pytest.approx(-1.125)
     assert float(loss.generator_loss(heads.logits)) == pytest.approx(-1.125)
-    with pytest.raises(ValueError, match="hinge, nonsaturating, lsgan"):
-        AdversarialLoss("wasserstein")
+    with pytest.raises(ValueError, match="hinge, nonsaturating, lsgan, minimax, wasserstein"):
+        AdversarialLoss("relativistic")
 
 
 class LinearCritic(nn.Module):
@@ -162,6 +162,29 @@ def test_multiscale_discriminator_returns_features_and_logits_per_scale() -> Non
     assert [head[-1].shape[1] for head in out.features] == [64, 64, 64]
     assert out.logits[0].shape[:2] == (2, 1)
     assert out.logits[0].shape[-1] > out.logits[1].shape[-1] > out.logits[2].shape[-1]  # coarser scales
+
+
+@pytest.mark.parametrize("name", ["residual", "dcgan"])
+def test_the_zoo_discriminators_are_parts_a_swapper_can_pick(name: str) -> None:
+    """StyleGAN2's and DCGAN's discriminators answer the registry's construction keywords and return one head
+    of per-image logits with its feature maps, so the swappers' losses (feature matching included) take them."""
+    torch.manual_seed(0)
+    words = {"in_channels": 3, "resolution": 32, "dims": 32, "n_layers": 3, "scales": 2, "norm": "batch"}
+    discriminator = DISCRIMINATORS.create(name, **words)
+    real, fake = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32, requires_grad=True)
+    out_fake, out_real = discriminator(fake), discriminator(real)
+    assert isinstance(out_fake, DiscriminatorOutput) and len(out_fake.logits) == len(out_fake.features) == 1
+    assert out_fake.logits[0].shape == (4, 1, 1, 1)
+    sides = [m.shape[-1] for m in out_fake.features[0]]
+    assert sides == sorted(sides, reverse=True) and sides[-1] < 32  # each block halves the side
+    # the losses read it: a generator loss and feature matching both reach the input image
+    loss = AdversarialLoss("nonsaturating").generator_loss(out_fake) + FeatureMatchingLoss("weak", 1)(
+        out_fake, out_real
+    )
+    loss.backward()
+    assert fake.grad is not None and float(fake.grad.abs().sum()) > 0
+    with pytest.raises(ValueError):
+        DISCRIMINATORS.create(name, **{**words, "resolution": 20})  # a side neither one can halve down to its end
 
 
 def test_projected_discriminator_freezes_its_backbone_but_passes_gradients_to_the_image() -> None:

@@ -331,3 +331,14 @@ def test_runs_and_models_written_before_recipes_had_names_still_load(pair_facese
     card_path.write_text(json.dumps({**card, "version": 9}))
     with pytest.raises(CardError, match="version 9 model card; this swaplab reads versions up to 2"):
         load_swapper(tmp_path / "model")
+
+
+def test_two_processes_never_train_one_run(pair_facesets, tmp_path):
+    from swaplab.io.locks import BusyError, exclusive
+
+    run = tmp_path / "run"
+    train(build_config(train_overrides(pair_facesets, run, "trainer.steps=1")))
+    with exclusive(run / ".lock", "a test"):  # another process's hold, as far as flock is concerned
+        with pytest.raises(BusyError, match=f"run {run} is in use by process"):
+            train(build_config([f"run_dir={run}", "trainer.steps=2"]))
+    assert train(build_config([f"run_dir={run}", "trainer.steps=2"])).step == 2  # released with its holder

@@ -259,3 +259,46 @@ SKIMAGE_ASTRONAUT = register_dataset(
         ),
     )
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST: the training and test images and labels of handwritten digits, as gzipped idx files.
+#
+# URLs: Yann LeCun's page (often unreachable) with the PyTorch project's S3 copy as the mirror.
+# md5 digests: published in torchvision's MNIST loader (torchvision/datasets/mnist.py,
+# ``resources``); the sizes are those of the same files. No sha256 is published.
+
+_MNIST_PAGE = "http://yann.lecun.com/exdb/mnist/"
+_MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+
+
+def _mnist_file(filename: str, size: int, md5: str) -> DatasetFile:
+    return DatasetFile(
+        url=_MNIST_PAGE + filename,
+        filename=filename,
+        size=size,
+        sha256=None,
+        md5=md5,
+        mirrors=(_MNIST_MIRROR + filename,),
+    )
+
+
+MNIST = register_dataset(
+    DatasetSpec(
+        name="mnist",
+        description="MNIST handwritten digits: 60,000 training and 10,000 test images, 28x28 grey (for the zoo)",
+        terms=(
+            "Yann LeCun, Corinna Cortes and Christopher J.C. Burges; made available for research under the "
+            "Creative Commons Attribution-Share Alike 3.0 licence, as stated on the dataset's page."
+        ),
+        homepage=_MNIST_PAGE,
+        root="mnist",
+        files=(
+            _mnist_file("train-images-idx3-ubyte.gz", 9912422, "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            _mnist_file("train-labels-idx1-ubyte.gz", 28881, "d53e105ee54ea40749a09fcbcd1e9432"),
+            _mnist_file("t10k-images-idx3-ubyte.gz", 1648877, "9fb629c4189551a2d022fa330f9573f3"),
+            _mnist_file("t10k-labels-idx1-ubyte.gz", 4542, "ec29112dd5afa0611ce80d1b7f02629c"),
+        ),
+        download_note="LeCun's page is often down; the files are fetched from the PyTorch project's mirror then.",
+    )
+)

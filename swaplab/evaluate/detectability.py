@@ -152,6 +152,7 @@ def train_detector(
     real_groups: Groups = None,
     fake_groups: Groups = None,
     run_dir: str | Path | None = None,
+    target_domain: Crops | None = None,
 ) -> SwapDetector:
     """Train a ``SwapDetector`` on real and swapped face crops (the ``swap-detector`` recipe).
 
@@ -160,6 +161,8 @@ def train_detector(
     and swap belong together (e.g. a target photo's id); with ``data.paired_batches`` each batch
     then draws a real crop and a swap of the same group. ``config``: a ``detector`` preset name or
     a ``DetectorTrainConfig``. ``run_dir`` keeps the run (a scratch folder otherwise).
+    ``target_domain``: unlabelled crops of another domain (another generator's swaps and real
+    faces) to adapt to, with a config that adapts (preset ``dann``: domain-adversarial training).
 
     Deterministic for a given seed, data, device and thread count; the global RNG states are left
     as they were. Returns the detector in eval mode.
@@ -176,7 +179,17 @@ def train_detector(
         crops = write_crops(
             Path(scratch) / "crops.safetensors", real, fake, cfg.model.resolution, real_groups, fake_groups
         )
-        cfg = dataclasses.replace(cfg, run_dir=str(folder), data=dataclasses.replace(cfg.data, crops=str(crops)))
+        data = dataclasses.replace(cfg.data, crops=str(crops))
+        if target_domain is not None:
+            if cfg.adaptation.weight <= 0:
+                raise ValueError(
+                    "target_domain needs an adapting detector config (preset 'dann', adaptation.weight > 0)"
+                )
+            target = write_crops(
+                Path(scratch) / "target.safetensors", target_domain, target_domain, cfg.model.resolution
+            )
+            data = dataclasses.replace(data, target_crops=str(target))
+        cfg = dataclasses.replace(cfg, run_dir=str(folder), data=data)
         with torch.random.fork_rng(devices=[]):
             train(cfg)
             _, detector = load_trained(folder)

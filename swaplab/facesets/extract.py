@@ -29,6 +29,7 @@ from swaplab.faces.analyze import AlignedFace, FaceAnalyzer, FaceAnalyzerConfig
 from swaplab.facesets.format import FaceRecord, FacesetHeader, FacesetWriter, shard_key
 from swaplab.io.atomic import atomic_write_json
 from swaplab.io.images import MediaError, encode_image, is_image_path, is_video_path, read_image
+from swaplab.io.locks import exclusive
 from swaplab.io.video import VideoReader
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,23 @@ def extract(
     writer = FacesetWriter(output, header)
     references = _reference_identities(cfg.reference, analyzer)
     files = list(expand_inputs(inputs, summary))
+    with exclusive(Path(output) / ".lock", f"faceset {output}"):  # one extraction writes a faceset at a time
+        _extract_files(files, cfg, analyzer, writer, references, summary, progress)
+    summary.rejected.update(analyzer.rejected)
+    summary.seconds = time.perf_counter() - started
+    atomic_write_json(Path(output) / "extract_report.json", _summary_json(summary))
+    return summary
+
+
+def _extract_files(
+    files: list[Path],
+    cfg: ExtractConfig,
+    analyzer: FaceAnalyzer,
+    writer: FacesetWriter,
+    references: np.ndarray | None,
+    summary: ExtractSummary,
+    progress: bool,
+) -> None:
     bar = tqdm(files, desc="extract", unit="file", disable=not progress, dynamic_ncols=True)
     for path in bar:
         bar.set_postfix_str(path.name[-30:])
@@ -206,10 +224,6 @@ def extract(
                 summary.add_problem(path, "disk full: extraction stopped; re-run to resume")
                 break
             summary.add_problem(path, f"cannot read: {err}")
-    summary.rejected.update(analyzer.rejected)
-    summary.seconds = time.perf_counter() - started
-    atomic_write_json(Path(output) / "extract_report.json", _summary_json(summary))
-    return summary
 
 
 def _extract_image(

@@ -1,5 +1,6 @@
-"""GAN losses: adversarial criteria (hinge, non-saturating, least squares), gradient penalties, and
-SimSwap's weighted generator and discriminator objectives with their typed ``SimSwapLossConfig``.
+"""GAN losses: adversarial criteria (hinge, non-saturating, least squares, minimax, Wasserstein),
+gradient penalties, and SimSwap's weighted generator and discriminator objectives with their
+typed ``SimSwapLossConfig``.
 
 Discriminator outputs are read through their ``logits`` (one patch-logit map per head, see
 ``swaplab.models.parts.discriminators``); a bare tensor or list of tensors also works. Losses
@@ -26,7 +27,7 @@ from swaplab.losses.pixel import PixelLoss
 from swaplab.losses.registry import LOSSES
 
 Tensor = torch.Tensor
-AdversarialKind = Literal["hinge", "nonsaturating", "lsgan"]
+AdversarialKind = Literal["hinge", "nonsaturating", "lsgan", "minimax", "wasserstein"]
 
 
 def head_logits(output: Any) -> list[Tensor]:
@@ -45,10 +46,17 @@ def head_logits(output: Any) -> list[Tensor]:
 #   fake; G softplus(-x).
 # least squares (Mao et al. 2017, a=0, b=c=1, without the 1/2): D (x - 1)^2 on real, x^2 on fake;
 #   G (x - 1)^2.
+# minimax (Goodfellow et al. 2014, the game as written): D as non-saturating; G minimises
+#   log(1 - sigmoid(x)) = -softplus(x), whose gradient vanishes where D rejects the fakes.
+# wasserstein (Arjovsky et al. 2017, "Wasserstein GAN"): the critic's unbounded score x, D -x on real
+#   and x on fake (so D minimises E[x_fake] - E[x_real]); G -x. Needs a Lipschitz critic: a gradient
+#   penalty (WGAN-GP) or spectral normalisation.
 CRITERIA: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
     "hinge": (lambda x: F.relu(1.0 - x), lambda x: F.relu(1.0 + x), lambda x: -x),
     "nonsaturating": (lambda x: F.softplus(-x), F.softplus, lambda x: F.softplus(-x)),
     "lsgan": (lambda x: (x - 1.0).square(), lambda x: x.square(), lambda x: (x - 1.0).square()),
+    "minimax": (lambda x: F.softplus(-x), F.softplus, lambda x: -F.softplus(x)),
+    "wasserstein": (lambda x: -x, lambda x: x, lambda x: -x),
 }
 
 

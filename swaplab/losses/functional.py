@@ -12,6 +12,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from swaplab.system import full_precision
+
 Tensor = torch.Tensor
 
 
@@ -62,7 +64,7 @@ def ssim_components(
         raise ValueError(f"SSIM needs two images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window_size:
         raise ValueError(f"SSIM window {window_size} is larger than the image {tuple(x.shape[-2:])}")
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with full_precision(x):
         x, y = x.float(), y.float()
         channels = x.shape[1]
         # Variances are E[x^2] - E[x]^2; centring each image first keeps that difference from
@@ -134,7 +136,7 @@ def soften_mask(mask: Tensor, resolution: int | None = None) -> Tensor:
     sigma = max(1, resolution // 32)
     size = max(3, int(4 * sigma))
     size += 1 - size % 2
-    with torch.autocast(device_type=mask.device.type, enabled=False):
+    with full_precision(mask):
         blurred = gaussian_filter(mask.float(), size, sigma, padding="same")
     return blurred.clamp(0.0, 0.5) * 2.0
 

@@ -13,6 +13,7 @@ from kornia.metrics import ssim as kornia_ssim
 from torch.nn import functional as F
 
 from swaplab.metrics.registry import PerItem, per_item, register_metric
+from swaplab.system import full_precision
 
 __all__ = [
     "SSIM_WINDOW",
@@ -74,7 +75,7 @@ def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None, window
     about 8x the time on CPU, for more).
     """
     pred, target, mask = _checked(pred, target, mask)
-    with torch.autocast(device_type=pred.device.type, enabled=False):
+    with full_precision(pred):
         ssim_map = kornia_ssim(pred.contiguous(), target.contiguous(), window_size, max_val=1.0)
         return per_item(masked_mean(ssim_map, mask).cpu().numpy())
 
@@ -113,7 +114,7 @@ def laplacian_variance(images: Tensor, mask: Tensor | None = None) -> Tensor:
     ``swaplab.faces.analyze.sharpness`` on uint8 crops gives 255^2 times this value without a mask).
     A pixel's Laplacian sees its 4 neighbours, so the mask's 1-pixel rim also sees outside pixels.
     """
-    with torch.autocast(device_type=images.device.type, enabled=False):
+    with full_precision(images):
         images = images if images.dtype == torch.float64 else images.float()
         grey = (images * _LUMA.to(images).view(1, 3, 1, 1)).sum(1, keepdim=True)
         kernel = _LAPLACIAN.to(images).view(1, 1, 3, 3)

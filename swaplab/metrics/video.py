@@ -15,6 +15,7 @@ import torch
 from swaplab.faces.landmarks import inter_ocular_distance
 from swaplab.metrics.reconstruction import masked_mean
 from swaplab.metrics.registry import as_float_array, register_metric
+from swaplab.system import full_precision
 
 __all__ = ["IdentityDrift", "flicker", "identity_drift", "landmark_jitter"]
 
@@ -108,7 +109,7 @@ def flicker(
     def energy_rms(video: Tensor) -> float:
         if video.ndim != 4 or video.shape[0] < 2:
             raise ValueError(f"need T x C x H x W frames with T >= 2, got {tuple(video.shape)}")
-        with torch.autocast(device_type=video.device.type, enabled=False):
+        with full_precision(video):
             video = video.float()
             pair_masks = None if masks is None else masks[1:].float() * masks[:-1].float()
             if pair_masks is not None and pair_masks.shape != (len(video) - 1, 1, *video.shape[2:]):

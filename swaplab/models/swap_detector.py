@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from swaplab.config import ConfigError, config_group
 from swaplab.models.factory import MODELS
+from swaplab.models.parts.gradient_reversal import reverse_gradient
 from swaplab.system import autocast, autocast_dtype, full_precision
 
 __all__ = ["Crops", "SwapDetector", "SwapDetectorConfig", "input_size", "prepare_crops"]
@@ -54,6 +55,9 @@ class SwapDetectorConfig:
     convs_per_stage: int = 2  # 3x3 convs per stage (the first stage's first is the stem)
     high_pass: bool = True  # add the fixed SRM high-pass branch beside RGB
     dropout: float = 0.2  # before the linear head
+    # Hidden width of a domain classifier on the pooled features, for domain-adversarial training
+    # (0 = none): it lets a detector trained on one generator's swaps adapt to another's.
+    domain_head: int = 0
 
     def __post_init__(self) -> None:
         if self.resolution < 1 or self.convs_per_stage < 1:
@@ -69,6 +73,10 @@ class SwapDetectorConfig:
 
 
 config_group("model").register("swap-detector")(SwapDetectorConfig)
+#: With a domain classifier, for domain-adversarial training (``detector=dann``).
+config_group("model").register("swap-detector-dann")(
+    lambda: SwapDetectorConfig(name="swap-detector-dann", domain_head=64)
+)
 #: For tests: a few seconds on one thread.
 config_group("model").register("swap-detector-test")(
     lambda: SwapDetectorConfig(name="swap-detector-test", resolution=48, widths=(8, 16, 32))
@@ -193,6 +201,10 @@ class SwapDetector(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.dropout = nn.Dropout(self.config.dropout)
         self.head = nn.Linear(2 * widths[-1], 1)
+        self.domain: nn.Module | None = None
+        if self.config.domain_head:
+            hidden = self.config.domain_head
+            self.domain = nn.Sequential(nn.Linear(2 * widths[-1], hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
 
     def residuals(self, images: torch.Tensor) -> torch.Tensor:
         """The 9 truncated SRM residual maps of ``images`` (N x 3 x H x W in [0, 1]), in [-1, 1]."""
@@ -203,17 +215,31 @@ class SwapDetector(nn.Module):
             residual = F.conv2d(padded, self.srm.to(padded.dtype), groups=3)
             return residual.clamp(-SRM_TRUNCATION, SRM_TRUNCATION) / SRM_TRUNCATION
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (N,) for ``images`` N x 3 x R x R in [0, 1]; positive means "swapped"."""
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled features (N, 2 x widths[-1]) both heads read: mean and maximum of the last maps."""
         features = self.rgb_stem((images - 0.5) / 0.25)
         if self.residual_stem is not None:
             features = torch.cat([features, self.residual_stem(self.residuals(images))], dim=1)
         features = self.stages(features)
-        pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+        return torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits (N,) of "swapped" from pooled features."""
         # The head in fp32: bf16 logits have 3 significant digits, and the many ties they make
         # would blunt the AUC's ranking.
-        with full_precision(images):
+        with full_precision(pooled):
             return self.head(self.dropout(pooled.float())).squeeze(1)
+
+    def domain_logits(self, pooled: torch.Tensor, reversal: float) -> torch.Tensor:
+        """Logits (N,) of "from the target domain", through a gradient reversal of strength ``reversal``."""
+        if self.domain is None:
+            raise ValueError("this detector has no domain head (model.domain_head=0)")
+        with full_precision(pooled):
+            return self.domain(reverse_gradient(pooled.float(), reversal)).squeeze(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N,) for ``images`` N x 3 x R x R in [0, 1]; positive means "swapped"."""
+        return self.classify(self.features(images))
 
     @torch.no_grad()
     def logits(self, crops: Crops, precision: str = "fp32", batch_size: int = 256) -> np.ndarray:

@@ -10,11 +10,12 @@ It loads and samples; it does not augment or train.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -30,23 +31,35 @@ Tensor = torch.Tensor
 
 @dataclass
 class ImageDataConfig:
-    """Where the images come from and how they are shaped."""
+    """Where the images come from and how they are shaped (0 and ``auto``: as the model needs)."""
 
     name: str = "digits"
-    source: Literal["digits", "mnist", "faceset"] = "digits"
-    facesets: list[str] = field(default_factory=list)  # with source=faceset: faceset folders
+    # auto: the facesets of ``train`` when it names any, else the bundled digits
+    source: Literal["auto", "digits", "mnist", "faceset"] = "auto"
+    train: list[str] = field(default_factory=list)  # faceset folders to learn from (peopleDevTrain people)
     mnist_dir: str = ""  # with source=mnist: the folder of the four idx files ("" = <data root>/mnist)
-    resolution: int = 8  # images are resized to this side (area when shrinking, cubic when growing)
-    channels: Literal[1, 3] = 1  # 1: grey (faces are converted), 3: RGB (digits are repeated)
+    resolution: int = 0  # images are resized to this side (area when shrinking, cubic when growing); 0: the model's
+    channels: Literal[0, 1, 3] = 0  # 1: grey (faces are converted), 3: RGB (digits are repeated); 0: the model's
     limit: int = 0  # use only the first N images (0 = all)
     holdout: int = 64  # images kept out of training, for validation and pictures
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.resolution < 4 or self.holdout < 0 or self.limit < 0:
-            raise ConfigError("data.resolution must be >= 4; data.holdout and data.limit >= 0")
-        if self.source == "faceset" and not self.facesets:
-            raise ConfigError("data.source=faceset needs data.facesets=[FOLDER, ...]")
+        if 0 < self.resolution < 4 or self.holdout < 0 or self.limit < 0:
+            raise ConfigError("data.resolution must be >= 4 (or 0: the model's); data.holdout and data.limit >= 0")
+        # "source=faceset needs data.train" is checked when the images are read, not here: the
+        # faces presets (data=faces32) leave the folders for a later data.train=[...] override.
+
+    def resolved(self, model: Any) -> ImageDataConfig:
+        """This config with ``auto`` and 0 settled: the source from ``train``, the shape from ``model``
+        (any config with ``channels`` and ``resolution``)."""
+        source = self.source if self.source != "auto" else ("faceset" if self.train else "digits")
+        return dataclasses.replace(
+            self,
+            source=source,
+            resolution=self.resolution or model.resolution,
+            channels=self.channels or model.channels,
+        )
 
 
 def _resize(images: np.ndarray, resolution: int) -> np.ndarray:
@@ -75,6 +88,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
         raise ValueError(f"{path}: not an idx file of unsigned bytes")
     dims = data[3]
+    if len(data) < 4 + 4 * dims:
+        raise ValueError(f"{path}: truncated idx header ({len(data)} bytes for {dims} dimensions)")
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * dims)
     if body.size != int(np.prod(shape)):
@@ -120,6 +135,8 @@ class ImageData:
     """Images (N, C, R, R) uint8 and labels, split into training and held-out, sampled by step."""
 
     def __init__(self, cfg: ImageDataConfig) -> None:
+        if cfg.source == "auto" or not cfg.resolution or not cfg.channels:
+            raise ValueError("ImageData needs a resolved config: ImageDataConfig.resolved(model_config)")
         self.cfg = cfg
         self.class_names: list[str] = []
         if cfg.source == "digits":
@@ -129,7 +146,9 @@ class ImageData:
             images, labels = _mnist(cfg.mnist_dir)
             self.class_names = [str(d) for d in range(10)]
         else:
-            images, labels, self.class_names = _faces(cfg.facesets)
+            if not cfg.train:
+                raise ConfigError(f"data.source=faceset needs data.train=[FACESET, ...] (data={cfg.name})")
+            images, labels, self.class_names = _faces(cfg.train)
         if cfg.limit:
             images, labels = images[: cfg.limit], labels[: cfg.limit]
         images = _resize(images, cfg.resolution)
@@ -153,6 +172,11 @@ class ImageData:
             cfg.source,
             cfg.resolution,
         )
+
+    @classmethod
+    def for_run(cls, cfg: Any) -> ImageData:
+        """The images of a run config (its ``data``, shaped for its ``model``)."""
+        return cls(cfg.data.resolved(cfg.model))
 
     @property
     def num_classes(self) -> int:

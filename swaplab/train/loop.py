@@ -12,6 +12,7 @@ pictures belong to the recipes; this module owns the order in which things happe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from swaplab.config import ConfigError
+from swaplab.io.locks import exclusive
 from swaplab.system import autocast_dtype
 from swaplab.train.checkpoint import (
     Checkpoint,
@@ -84,6 +86,10 @@ class TrainingLoop:
         self.cpu_seconds = 0.0  # CPU time of this session's steps
         self.last_metrics: dict[str, Any] = {}
         self.resumed_from: Path | None = None
+        # One process trains a run at a time: rank 0 holds the run folder's lock for the session.
+        self.lock = contextlib.ExitStack()
+        if dist.is_main and self.run_folder.root.is_dir():
+            self._hold_lock()
         resuming = self.run_folder.exists()
         if resuming:
             self.run_folder.check_resumable(cfg, recipe_cls)
@@ -100,6 +106,8 @@ class TrainingLoop:
         # Checked before anything is written, so a command that cannot start leaves no run folder.
         if dist.is_main:
             self.run_folder.create()
+            if not self.locked:  # a new folder: locked as soon as it exists
+                self._hold_lock()
             self.run_folder.save_config(cfg, recipe_cls.name)
         dist.barrier()
         self.module = self._fresh_module()
@@ -115,6 +123,12 @@ class TrainingLoop:
         self.start_step = self.step
         self.recipe.start()
         self._start_session()
+
+    locked = False
+
+    def _hold_lock(self) -> None:
+        self.lock.enter_context(exclusive(self.run_folder.root / ".lock", f"run {self.run_folder.root}"))
+        self.locked = True
 
     def _fresh_module(self) -> nn.Module:
         torch.manual_seed(self.tcfg.seed)  # the initial weights depend on the seed alone
@@ -446,8 +460,12 @@ def train(cfg: Any) -> RunResult:
 
     recipe_cls = recipe_for_config(cfg)
     dist_info, device = init_distributed(cfg.trainer.device)
+    loop = None
     try:
-        return TrainingLoop(recipe_cls, cfg, dist_info, device).run()
+        loop = TrainingLoop(recipe_cls, cfg, dist_info, device)
+        return loop.run()
     finally:
+        if loop is not None:
+            loop.lock.close()
         if dist_info.owns_group and dist.is_initialized():
             dist.destroy_process_group()

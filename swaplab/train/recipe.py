@@ -159,6 +159,16 @@ class Recipe:
         return {}
 
 
+class GanPair(nn.Module):
+    """A generator and its discriminator(s) in one module, so one state dict (``generator.*``,
+    ``discriminator.*``) checkpoints both; recipes export the generator alone."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+
+
 def model_type(recipe: type[Recipe]) -> type:
     """The type of the ``model`` field of a recipe's run config."""
     return typing.get_type_hints(recipe.config_type)["model"]

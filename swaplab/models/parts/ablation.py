@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from swaplab.models.parts.dfl import DFLVariant, check_resolution
 from swaplab.models.parts.registries import BOTTLENECKS, DECODERS, ENCODERS
 from swaplab.models.parts.simswap import simswap_encoder_geometry
+from swaplab.system import full_precision
 
 Tensor = torch.Tensor
 Interpolation = Literal["bicubic", "bilinear"]
@@ -42,7 +43,7 @@ def resize(x: Tensor, size: int, mode: Interpolation = "bicubic") -> Tensor:
     """
     if mode not in ("bicubic", "bilinear"):
         raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', got {mode!r}")
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with full_precision(x):
         shrinking = size < x.shape[-1] or size < x.shape[-2]
         return F.interpolate(x.float(), size=(size, size), mode=mode, align_corners=False, antialias=shrinking)
 
@@ -159,7 +160,7 @@ def pca_basis(features: Tensor, k: int = 3) -> PCABasis:
     channels = features.shape[1]
     if not 1 <= k <= channels:
         raise ValueError(f"PCA needs 1 <= k <= channels ({channels}), got k={k}")
-    with torch.autocast(device_type=features.device.type, enabled=False):
+    with full_precision(features):
         vectors = features.float().permute(0, 2, 3, 1).reshape(-1, channels)
         mean = vectors.mean(dim=0)
         centred = vectors - mean
@@ -178,7 +179,7 @@ def pca_project(features: Tensor, basis: PCABasis) -> Tensor:
 
     Differentiable with respect to ``features`` (the basis is a constant).
     """
-    with torch.autocast(device_type=features.device.type, enabled=False):
+    with full_precision(features):
         centred = features.float() - basis.mean.view(1, -1, 1, 1)
         return torch.einsum("nchw,ck->nkhw", centred, basis.components)
 

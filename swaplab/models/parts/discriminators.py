@@ -1,14 +1,17 @@
-"""Discriminators of the GAN families: a multi-scale PatchGAN and a projected discriminator.
+"""Discriminators of the GAN families: a multi-scale PatchGAN, a projected discriminator, StyleGAN2's
+residual discriminator and DCGAN's.
 
-Both return a ``DiscriminatorOutput``: per head (one per scale, or one per frozen feature level)
+All return a ``DiscriminatorOutput``: per head (one per scale, or one per frozen feature level)
 the list of intermediate feature maps, for feature matching, and the patch logits. Construction
 keywords (``DISCRIMINATORS.create(name, in_channels=, resolution=, dims=, n_layers=, scales=,
-norm=)``): ``scales`` is the number of heads and ``n_layers`` the depth of each. Discriminators
+norm=)``): ``scales`` is the number of heads and ``n_layers`` the depth of each; a part ignores the
+keywords it has no use for (the residual and DCGAN discriminators have one head). Discriminators
 know no losses; images are (N, C, R, R) in [0, 1].
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 import torch
@@ -16,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from swaplab.models.parts.ablation import resize
+from swaplab.models.parts.equalized import EqualConv2d, EqualLinear, leaky
 from swaplab.models.parts.registries import DISCRIMINATORS
 
 Tensor = torch.Tensor
@@ -47,7 +51,24 @@ def discriminator_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"discriminator norm must be 'instance', 'batch' or 'none', got {kind!r}")
 
 
-class PatchDiscriminator(nn.Module):
+class BlocksThenLogits(nn.Module):
+    """A stack of blocks then a conv to patch logits; ``forward`` returns (every block's output, logits).
+
+    The one forward of every discriminator head: subclasses build ``blocks`` and ``head``.
+    """
+
+    blocks: nn.ModuleList
+    head: nn.Module
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        features = []
+        for block in self.blocks:
+            x = block(x)
+            features.append(x)
+        return features, self.head(x)
+
+
+class PatchDiscriminator(BlocksThenLogits):
     """pix2pixHD's N-layer PatchGAN: ``n_layers`` 4x4 stride-2 convs (widths dims * 2^i up to
     dims * 8), one 4x4 stride-1 conv, and a 4x4 conv to one logit per patch.
 
@@ -73,13 +94,6 @@ class PatchDiscriminator(nn.Module):
             channels = width
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(channels, 1, 4, stride=1, padding=2)
-
-    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        features = []
-        for block in self.blocks:
-            x = block(x)
-            features.append(x)
-        return features, self.head(x)
 
 
 @DISCRIMINATORS.register("multiscale")
@@ -135,7 +149,7 @@ def freeze_as_buffers(module: nn.Module) -> nn.Module:
     return module
 
 
-class ProjectionHead(nn.Module):
+class ProjectionHead(BlocksThenLogits):
     """A small trainable head on one frozen feature level: 1x1 projection to ``dims``, then
     ``n_layers - 1`` 3x3 convs (norm, LeakyReLU), then a 3x3 conv to patch logits."""
 
@@ -148,13 +162,6 @@ class ProjectionHead(nn.Module):
             )
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(dims, 1, 3, padding=1)
-
-    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        features = []
-        for block in self.blocks:
-            x = block(x)
-            features.append(x)
-        return features, self.head(x)
 
 
 @DISCRIMINATORS.register("projected")
@@ -221,3 +228,109 @@ class ProjectedDiscriminator(nn.Module):
             features.append([frozen[level], *head_features])
             logits.append(head_logits)
         return DiscriminatorOutput(features, logits)
+
+
+# ---------------------------------------------------------------- StyleGAN2's and DCGAN's
+
+
+class ResidualBlock(nn.Module):
+    """StyleGAN2's residual D block: two 3x3 convs and a 2x average-pool, plus a pooled 1x1 skip, over sqrt(2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = EqualConv2d(in_channels, in_channels, 3)
+        self.conv2 = EqualConv2d(in_channels, out_channels, 3)
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        main = F.avg_pool2d(leaky(self.conv2(leaky(self.conv1(x)))), 2)
+        return (main + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2.0)
+
+
+@DISCRIMINATORS.register("residual")
+class ResidualDiscriminator(nn.Module):
+    """StyleGAN2's D (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN"): fromRGB, residual
+    blocks halving the side down to 4x4 (``max(min_dims, dims >> k)`` channels k halvings above 4x4), the
+    minibatch standard deviation as an extra channel, a 3x3 conv and two dense layers: one logit per image,
+    as (N, 1, 1, 1) patch logits. Features for matching: the residual blocks' outputs."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        resolution: int,
+        dims: int = 64,
+        min_dims: int = 16,
+        stddev_group: int = 4,
+        **_: object,
+    ) -> None:
+        super().__init__()
+        if resolution < 8 or resolution & (resolution - 1):
+            raise ValueError(f"the residual discriminator needs a power-of-two side >= 8, got {resolution}")
+        levels = int(math.log2(resolution)) - 1  # 4 -> 1, 8 -> 2, 32 -> 4
+        widths = [max(min_dims, dims >> level) for level in range(levels)]
+        self.from_rgb = EqualConv2d(in_channels, widths[-1], 1)
+        self.blocks = nn.Sequential(*(ResidualBlock(widths[lv], widths[lv - 1]) for lv in reversed(range(1, levels))))
+        self.stddev_group = stddev_group
+        extra = 1 if stddev_group else 0
+        self.conv = EqualConv2d(widths[0] + extra, widths[0], 3)
+        self.dense = EqualLinear(widths[0] * 16, widths[0])
+        self.out = EqualLinear(widths[0], 1)
+
+    def minibatch_stddev(self, x: Tensor) -> Tensor:
+        """Append, per group of samples, the mean over features of their standard deviation across the group:
+        a batch of too-similar fakes shows it (Karras et al., "Progressive Growing of GANs")."""
+        n, c, h, w = x.shape
+        group = min(self.stddev_group, n)
+        while n % group:
+            group -= 1
+        y = x.float().view(group, n // group, c, h, w)
+        y = (y.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (n // group,)
+        y = y.view(1, -1, 1, 1, 1).expand(group, -1, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, y.to(x.dtype)], 1)
+
+    def forward(self, images: Tensor) -> DiscriminatorOutput:
+        x = leaky(self.from_rgb(images * 2.0 - 1.0))
+        features = []
+        for block in self.blocks:
+            x = block(x)
+            features.append(x)
+        if self.stddev_group:
+            x = self.minibatch_stddev(x)
+        x = leaky(self.conv(x))
+        logits = self.out(leaky(self.dense(x.flatten(1))))
+        return DiscriminatorOutput([features], [logits.view(-1, 1, 1, 1)])
+
+
+def dcgan_blocks(in_channels: int, dims: int, n_layers: int, batchnorm: bool) -> nn.ModuleList:
+    """DCGAN's D body (Radford et al., "Unsupervised Representation Learning with Deep Convolutional GANs"):
+    ``n_layers`` 4x4 stride-2 convolutions, ``dims`` channels doubling per layer, LeakyReLU(0.2), batch norm
+    after all but the first; no pooling."""
+    blocks = [nn.Sequential(nn.Conv2d(in_channels, dims, 4, 2, 1), nn.LeakyReLU(SLOPE))]
+    for level in range(1, n_layers):
+        width = dims * 2**level
+        norm = [nn.BatchNorm2d(width)] if batchnorm else []
+        blocks.append(
+            nn.Sequential(nn.Conv2d(width // 2, width, 4, 2, 1, bias=not batchnorm), *norm, nn.LeakyReLU(SLOPE))
+        )
+    return nn.ModuleList(blocks)
+
+
+@DISCRIMINATORS.register("dcgan")
+class DCGANDiscriminator(BlocksThenLogits):
+    """``dcgan_blocks`` then a dense layer on the flattened last map: one logit per image, as (N, 1, 1, 1)."""
+
+    def __init__(
+        self, *, in_channels: int = 3, resolution: int, dims: int = 64, n_layers: int = 3,
+        norm: DiscriminatorNorm = "batch", **_: object,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        side = resolution // 2**n_layers
+        if side < 1 or resolution % 2**n_layers:
+            raise ValueError(f"{n_layers} stride-2 layers do not divide a {resolution} px image")
+        self.blocks = dcgan_blocks(in_channels, dims, n_layers, norm == "batch")
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(dims * 2 ** (n_layers - 1) * side * side, 1))
+
+    def forward(self, images: Tensor) -> DiscriminatorOutput:  # type: ignore[override]
+        features, logits = super().forward(images)
+        return DiscriminatorOutput([features], [logits.view(-1, 1, 1, 1)])

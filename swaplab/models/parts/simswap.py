@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from swaplab.models.parts.registries import BOTTLENECKS, DECODERS, ENCODERS
+from swaplab.system import full_precision
 
 Tensor = torch.Tensor
 Norm = Literal["batch", "instance", "none"]
@@ -106,7 +107,7 @@ def adaptive_instance_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float =
     2 x n_blocks times per step, and on a CPU every extra elementwise pass over the map shows).
     The "1 +" makes a zero style the identity, as in SimSwap's ``ApplyStyle``.
     """
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with full_precision(x):
         var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, unbiased=False)
         gain = (1.0 + scale.float()) * torch.rsqrt(var + eps)
         bias = shift.float() - mean * gain

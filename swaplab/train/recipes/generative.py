@@ -11,28 +11,31 @@ training images (the zoo study adds the identity network's features for faces).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from swaplab.config import ConfigError, config_group
 from swaplab.models.generative import GenerativeModel
 from swaplab.train.config import TEST_SETTINGS, register_trainer
+from swaplab.train.data import stream_seed
 from swaplab.train.image_data import ImageData, ImageDataConfig
 from swaplab.train.preview import compose_grid, save_preview, to_hwc
-from swaplab.train.recipe import Recipe
+from swaplab.train.recipe import GanPair, Recipe
+from swaplab.train.session import apply_gradients
 
 Tensor = torch.Tensor
 
 # -- presets every zoo model shares -------------------------------------------------------------
 DATA_PRESETS = config_group("data")
-DATA_PRESETS.register("digits")(ImageDataConfig)
-DATA_PRESETS.register("mnist")(
-    functools.partial(ImageDataConfig, name="mnist", source="mnist", resolution=28, holdout=256)
-)
+DATA_PRESETS.register("digits")(functools.partial(ImageDataConfig, source="digits"))
+DATA_PRESETS.register("mnist")(functools.partial(ImageDataConfig, name="mnist", source="mnist", holdout=256))
 for _side in (32, 64):
     DATA_PRESETS.register(f"faces{_side}")(
         functools.partial(ImageDataConfig, name=f"faces{_side}", source="faceset", resolution=_side, channels=3)
@@ -59,14 +62,13 @@ class GenerativeRecipe(Recipe):
 
     def __init__(self, cfg: Any, session: Any) -> None:
         super().__init__(cfg, session)
-        self.data = ImageData(cfg.data)
-        channels, resolution, _ = self.data.shape
-        model = cfg.model
-        if (model.channels, model.resolution) != (channels, resolution):
+        model, data = cfg.model, cfg.data.resolved(cfg.model)
+        if (model.channels, model.resolution) != (data.channels, data.resolution):
             raise ConfigError(
-                f"model.channels={model.channels} and model.resolution={model.resolution} must match the data's "
-                f"{channels} channels at {resolution} px (set both, e.g. data.resolution={model.resolution})"
+                f"data.channels={data.channels} and data.resolution={data.resolution} differ from the model's "
+                f"{model.channels} and {model.resolution}: leave them at 0 (the model's), or change the model's"
             )
+        self.data = ImageData(data)
         if getattr(model, "num_classes", 0) and model.num_classes < self.data.num_classes:
             raise ConfigError(f"model.num_classes={model.num_classes}, the data has {self.data.num_classes} classes")
         self._pca: tuple[np.ndarray, np.ndarray] | None = None
@@ -81,6 +83,19 @@ class GenerativeRecipe(Recipe):
         images, labels = self.data.batch(step, session.trainer.batch_size, session.dist.rank, session.dist.world_size)
         images = images.to(session.device).contiguous(memory_format=session.memory_format)
         return images, labels.to(session.device)
+
+    def apply_gradients(self, optimizer: str, loss: Tensor) -> tuple[bool, float]:
+        """Step the optimizer named ``optimizer`` on gradients already computed from ``loss``:
+        averaged across processes (the zoo's models are not wrapped in DistributedDataParallel),
+        clipped, skipped when not finite. Returns (applied, gradient norm)."""
+        session = self.session
+        return apply_gradients(
+            self.optimizers[optimizer],
+            loss.detach(),
+            session.trainer.grad_clip,
+            session.dist.world_size,
+            average=session.dist.active,
+        )
 
     def data_hashes(self) -> dict[str, Any]:
         return {"images": self.data.content_hash()}
@@ -164,10 +179,61 @@ class GenerativeRecipe(Recipe):
                 "capabilities": list(model.capabilities),
                 "image_shape": list(model.image_shape),
                 "num_classes": model.num_classes,
-                "data": cfg.data.source,
+                "data": cfg.data.resolved(cfg.model).source,
             },
             "conventions": "images (N, C, R, R) float in [0, 1]; see swaplab.models.generative",
         }
+
+
+class TwoPlayerRecipe(GenerativeRecipe):
+    """A ``GenerativeRecipe`` whose module is a ``GanPair``: the generative model (``generator.*``, the one
+    exported) and its discriminator(s) (``discriminator.*``, trained here, left in the run). Subclasses write
+    ``build_players`` and ``train_step``; ``update`` applies one player's loss (gradients averaged across
+    processes, as the gradient penalty's double backward rules out DDP), ``frozen_discriminator`` keeps D's
+    weights out of G's backward pass."""
+
+    def build_players(self) -> tuple[GenerativeModel, nn.Module]:
+        raise NotImplementedError
+
+    def build(self) -> nn.Module:
+        return GanPair(*self.build_players())  # type: ignore[arg-type]
+
+    @property
+    def model(self) -> GenerativeModel:
+        return self.module.generator  # type: ignore[union-attr, return-value]
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.module.discriminator  # type: ignore[union-attr, return-value]
+
+    def param_groups(self, module: nn.Module) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "generator": [{"params": list(module.generator.parameters())}],
+            "discriminator": [{"params": list(module.discriminator.parameters())}],
+        }
+
+    def step_generator(self, name: str, step: int) -> torch.Generator:
+        """A CPU generator seeded by (run seed, ``name``, step, rank): the step's draws, whatever came before."""
+        session = self.session
+        return torch.Generator().manual_seed(stream_seed(name, session.trainer.seed, step, session.dist.rank))
+
+    def update(self, player: str, loss: Tensor) -> tuple[bool, float]:
+        """Backpropagate ``loss`` and step the optimiser of ``player`` (``generator`` or ``discriminator``)."""
+        loss.backward()
+        return self.apply_gradients(player, loss)
+
+    @contextlib.contextmanager
+    def frozen_discriminator(self) -> Iterator[None]:
+        self.discriminator.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.discriminator.requires_grad_(True)
+
+    @classmethod
+    def export(cls, cfg: Any, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+        generator = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        return super().export(cfg, generator, out_dir, state)
 
 
 def _upscale(image: np.ndarray, size: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from swaplab.models.simswap import SimSwapGenerator, TemplateChipIdentity, creat
 from swaplab.train.data import stream_seed
 from swaplab.train.oneshot_data import OneShotBatch, OneShotPairs, eval_pairs, train_pairs
 from swaplab.train.preview import compose_grid, save_preview, to_hwc
-from swaplab.train.recipe import RECIPES, Recipe, StepResult
+from swaplab.train.recipe import RECIPES, GanPair, Recipe, StepResult
 from swaplab.train.recipes.oneshot_config import OneShotTrainConfig
 from swaplab.train.recipes.per_pair import alignment_of
 from swaplab.train.session import apply_gradients
@@ -40,16 +40,6 @@ from swaplab.train.session import apply_gradients
 Tensor = torch.Tensor
 
 PREVIEW_COLUMNS = ("source", "target", "swap", "self-swap")
-
-
-class GanPair(nn.Module):
-    """The two players in one module, so one state dict (``generator.*``, ``discriminator.*``)
-    checkpoints both."""
-
-    def __init__(self, generator: SimSwapGenerator, discriminator: nn.Module) -> None:
-        super().__init__()
-        self.generator = generator
-        self.discriminator = discriminator
 
 
 def _row(images: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from swaplab.train.config import TrainerConfig
 from swaplab.train.image_data import ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
 from swaplab.train.recipes.generative import GenerativeRecipe, zoo_trainer
-from swaplab.train.session import apply_gradients
 
 Tensor = torch.Tensor
 
@@ -56,7 +55,14 @@ class AutoencoderRecipe(GenerativeRecipe):
     config_type = AutoencoderTrainConfig
 
     def build(self) -> nn.Module:
-        return Autoencoder(self.cfg.model)
+        model = Autoencoder(self.cfg.model)
+        if self.cfg.model.kind == "linear" and self.cfg.model.linear_bias:
+            # The decoder's bias starts at the data mean, PCA's offset: otherwise early steps spend a
+            # code direction on the mean, and the last principal direction is found far later.
+            mean = self.data.images.float().div(255.0).mean(0).flatten()
+            with torch.no_grad():
+                model.decoder[0].bias.copy_(mean)
+        return model
 
     def train_step(self, step: int) -> StepResult:
         images, _ = self.batch(step)
@@ -64,5 +70,5 @@ class AutoencoderRecipe(GenerativeRecipe):
             recon = self.model.reconstruct(images)
         loss = likelihood_loss(recon, images, self.cfg.loss)
         loss.backward()
-        applied, norm = apply_gradients(self.optimizers["model"], loss.detach(), self.session.trainer.grad_clip)
+        applied, norm = self.apply_gradients("model", loss)
         return StepResult(applied, {"loss": float(loss.detach()), "grad_norm": norm})
