@@ -2,8 +2,9 @@
 
 ``load_study("studies/simswap-original.yaml")`` parses and checks a study; ``run_sweep(study,
 "sweeps/x", ["data.train=faces"])`` trains, evaluates and reports every run (``swaplab sweep``);
-``write_study_report("sweeps/x")`` rewrites the report (``swaplab report``). Launchers (local
-processes, SLURM through submitit) are in ``LAUNCHERS``. See docs/studies.md.
+``write_study_report("sweeps/x")`` rewrites the report (``swaplab report``): the ablation report, or
+for a study scored by its runs' own validation numbers (``eval: validation``, studies/zoo.yaml) the
+zoo page. Launchers (local processes, SLURM through submitit) are in ``LAUNCHERS``. See docs/studies.md.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     only = [name for name in args.only or [] if "=" not in name]
     overrides = [*args.overrides, *[word for word in args.only or [] if "=" in word]]
     study = load_study(args.study)
+    if args.after:
+        # Folded into the study like a file's `after:`, so the resolved study.yaml re-runs the same.
+        study = dataclasses.replace(study, after=[*study.after, *args.after])
     launcher = study.launcher
     if args.launcher:
         launcher = dataclasses.replace(launcher, name=args.launcher)
@@ -59,7 +62,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for line in summary_lines(load_study_data(args.sweep_dir)):
+    for line in summary_lines(load_study_data(args.sweep_dir), page.parent):
         print(line)
     print(f"report: {page}")
     return 0
@@ -79,6 +82,14 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     p.add_argument("-o", "--output", default=None, help="sweep folder (default: sweeps/<study name>)")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these runs (shell patterns)")
+    p.add_argument(
+        "--after",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="overrides applied after each run's own (e.g. model.channels=3 model.resolution=32 on runs that "
+        "each pick a model preset); the study file's `after` list, extended",
+    )
     p.add_argument("--dry-run", action="store_true", help="print each run's command and check its config")
     p.add_argument("--launcher", default=None, help="override the study's launcher: local, serial or submitit")
     p.add_argument("--max-parallel", type=int, default=None, help="override the study's launcher.max_parallel")
@@ -95,7 +106,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "report",
         help="write the study report of a sweep folder (loss curves, swap grids, metrics, summary)",
         description="Write SWEEP_DIR/report/index.html with PNG figures: generator and discriminator losses per "
-        "run, the swap grid on the fixed evaluation pairs, the evaluator's metrics and a generated summary.",
+        "run, the swap grid on the fixed evaluation pairs, the evaluator's metrics and a generated summary; for a "
+        "study scored by its runs' own validation numbers (eval.source: validation, e.g. studies/zoo.yaml), the "
+        "zoo page: reconstruction error against code size with PCA, FD/KID of the generators, pictures, losses.",
     )
     p.add_argument("sweep_dir", type=Path, help="a sweep folder (swaplab sweep -o)")
     p.add_argument("-o", "--output", default=None, help="report folder (default: SWEEP_DIR/report)")

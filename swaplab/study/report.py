@@ -6,13 +6,15 @@ and writes ``SWEEP_DIR/report/index.html`` with PNG figures beside it: generator
 discriminator losses per ablation against iterations, a swap grid per ablation on the fixed
 evaluation pairs, the evaluator's metrics for every run, and a summary generated from the numbers
 (which ablation moved each metric most, and the original study's findings, held or not). It
-trains, swaps and scores nothing; tables, charts and marked grids are the evaluator report's pieces.
+trains, swaps and scores nothing; the sweep is read by ``swaplab.study.sweep_data``, and tables,
+charts and marked grids are the evaluator report's pieces.
+A study scored by its runs' own validation numbers (``eval.source: validation``: the generative-model
+zoo) gets the page of ``swaplab.study.zoo_report`` instead.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -36,11 +38,21 @@ from swaplab.evaluate.report import (
     bar_charts,
     family_of,
 )
-from swaplab.evaluate.results import headline_numbers
-from swaplab.io.atomic import atomic_path, atomic_write_text
+from swaplab.io.atomic import atomic_write_text
 from swaplab.io.images import MediaError, read_image
 from swaplab.metrics import direction as metric_direction
-from swaplab.study.study import RESERVED_NAMES, StudyError, load_study
+from swaplab.study.sweep_data import (
+    FINAL_SHARE,
+    RunView,
+    StudyData,
+    _read_json,
+    _span,
+    curve_keys,
+    final_value,
+    load_study_data,
+    plot_curves,
+    smooth,
+)
 
 __all__ = [
     "ROLE_PATTERNS",
@@ -58,9 +70,6 @@ __all__ = [
     "write_study_report",
 ]
 
-#: Generator quantities in the order of the original report, then the discriminator's.
-GENERATOR_KEYS = ("loss", "loss/identity", "loss/reconstruction", "loss/feature_matching", "loss/adversarial")
-DISCRIMINATOR_KEYS = ("d_loss", "d_loss/real", "d_loss/fake", "d_loss/gradient_penalty")
 TITLES = {
     "loss": "total loss",
     "loss/identity": "identity loss",
@@ -77,8 +86,6 @@ TITLES = {
 MIN_TRANSFER = 0.02
 #: Smallest side of a face in the swap grid (px).
 MIN_TILE = 96
-#: The share of logged steps at the end whose mean is a run's "final" value of a loss.
-FINAL_SHARE = 0.1
 
 #: How a run's own overrides say which of the original study's ablations it is.
 ROLE_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -89,63 +96,7 @@ ROLE_PATTERNS: dict[str, re.Pattern[str]] = {
 }
 
 
-# ---------------------------------------------------------------- reading a sweep
-
-
-@dataclass
-class RunView:
-    """What the report knows about one run."""
-
-    name: str
-    path: Path
-    own_overrides: list[str] = field(default_factory=list)
-    status: str = "unknown"
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    manifest: dict[str, Any] = field(default_factory=dict)
-    eval_doc: dict[str, Any] | None = None  # eval/metrics.json
-    eval_status: str = "off"
-    seconds: float | None = None
-    config_hash: str | None = None
-
-    @property
-    def summary(self) -> dict[str, float]:
-        """The evaluator's headline numbers (one per column), or {} when the run is not scored."""
-        return headline_numbers(self.eval_doc["metrics"]) if self.eval_doc else {}
-
-    @property
-    def final_step(self) -> int | None:
-        if "final_step" in self.manifest:
-            return self.manifest["final_step"]
-        return self.rows[-1].get("step") if self.rows else None
-
-    @property
-    def role(self) -> str | None:
-        return ablation_role(self.name, self.own_overrides)
-
-    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of a logged quantity; rows without a finite value are left out."""
-        pts = [
-            (row["step"], float(row[key]))
-            for row in self.rows
-            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) and "step" in row
-        ]
-        if not pts:
-            return np.zeros(0), np.zeros(0)
-        steps, values = zip(*pts)
-        return np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
-
-
-@dataclass
-class StudyData:
-    name: str
-    description: str
-    sweep_dir: Path
-    runs: list[RunView]
-    baseline: str
-    warnings: list[str] = field(default_factory=list)
-
-    def run(self, name: str) -> RunView | None:
-        return next((r for r in self.runs if r.name == name), None)
+# ---------------------------------------------------------------- which ablation a run is
 
 
 def ablation_role(name: str, own_overrides: Sequence[str]) -> str | None:
@@ -157,101 +108,7 @@ def ablation_role(name: str, own_overrides: Sequence[str]) -> str | None:
     return name if name in ROLE_PATTERNS else None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    from swaplab.train.run import RunFolder
-
-    return RunFolder(path).read_metrics()
-
-
-def _is_run_folder(path: Path) -> bool:
-    return (
-        path.is_dir()
-        and path.name not in RESERVED_NAMES
-        and ((path / "config.yaml").is_file() or (path / "metrics.jsonl").is_file())
-    )
-
-
-def load_study_data(sweep_dir: str | Path) -> StudyData:
-    """The runs of a sweep folder, in study order: from sweep.json, plus run folders it does not list."""
-    root = Path(sweep_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such sweep folder")
-    sweep = _read_json(root / "sweep.json") or {}
-    warnings: list[str] = []
-    study_name, description, baseline = sweep.get("study") or root.name, sweep.get("description", ""), ""
-    if (root / "study.yaml").is_file():
-        try:
-            study = load_study(root / "study.yaml")
-            study_name, description, baseline = study.name, study.description, study.baseline_name()
-        except StudyError as err:
-            warnings.append(f"study.yaml does not load: {err}")
-    baseline = sweep.get("baseline") or baseline
-    records = {r["name"]: r for r in sweep.get("runs", [])}
-    names = list(records) + sorted(p.name for p in root.iterdir() if _is_run_folder(p) and p.name not in records)
-    runs = []
-    for name in names:
-        record = records.get(name, {})
-        path = root / name
-        if not path.is_dir() and not record:
-            continue
-        eval_dir = path / "eval"
-        eval_doc = _read_json(eval_dir / "metrics.json")
-        runs.append(
-            RunView(
-                name=name,
-                path=path,
-                own_overrides=list(record.get("own_overrides", [])),
-                status=record.get("status", "unknown" if record else "not in sweep.json"),
-                rows=_read_rows(path) if path.is_dir() else [],
-                manifest=_read_json(path / "manifest.json") or {},
-                eval_doc=eval_doc if eval_doc and "metrics" in eval_doc else None,
-                eval_status=("done" if eval_doc else (record.get("eval") or {}).get("status", "off")),
-                seconds=record.get("seconds"),
-                config_hash=record.get("config_hash"),
-            )
-        )
-    if not runs:
-        raise FileNotFoundError(f"{root} holds no runs (no sweep.json entries, no run folders with config.yaml)")
-    names = [r.name for r in runs]
-    if baseline not in names:
-        baseline = "baseline" if "baseline" in names else names[0]
-    return StudyData(study_name, description, root, runs, baseline, warnings)
-
-
 # ---------------------------------------------------------------- numbers
-
-
-def smooth(values: np.ndarray, span: int) -> np.ndarray:
-    """Bias-corrected exponential moving average over ``span`` points (GAN losses are noisy)."""
-    if span <= 1 or len(values) < 3:
-        return values.astype(np.float64)
-    alpha = 2.0 / (span + 1.0)
-    out = np.empty(len(values))
-    acc, weight = 0.0, 0.0
-    for i, value in enumerate(values):
-        acc = (1 - alpha) * acc + alpha * value
-        weight = (1 - alpha) * weight + alpha
-        out[i] = acc / weight
-    return out
-
-
-def _span(n: int) -> int:
-    return max(1, n // 12)
-
-
-def final_value(run: RunView, key: str) -> float:
-    """Mean of the last ``FINAL_SHARE`` of a quantity's logged values (at least one); NaN if never logged."""
-    _, values = run.series(key)
-    if not len(values):
-        return float("nan")
-    return float(values[-max(1, int(math.ceil(len(values) * FINAL_SHARE))) :].mean())
 
 
 def half_drop_step(steps: np.ndarray, values: np.ndarray, until: float | None = None) -> float | None:
@@ -482,72 +339,13 @@ def qualitative_checks(data: StudyData) -> list[Check]:
         return []
     checks = []
     for run in data.runs:
-        if run.name != data.baseline and run.role in _CHECKS:
-            checks.append(_CHECKS[run.role](run, base))
+        role = ablation_role(run.name, run.own_overrides)
+        if run.name != data.baseline and role in _CHECKS:
+            checks.append(_CHECKS[role](run, base))
     return checks
 
 
 # ---------------------------------------------------------------- figures
-
-
-def _colours(runs: Sequence[RunView], baseline: str) -> dict[str, Any]:
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab10" if len(runs) <= 10 else "tab20"].colors
-    others = [r.name for r in runs if r.name != baseline]
-    colours: dict[str, Any] = {name: palette[i % len(palette)] for i, name in enumerate(others)}
-    colours[baseline] = "black"
-    return colours
-
-
-def curve_keys(runs: Sequence[RunView]) -> tuple[list[str], list[str]]:
-    """(generator keys, discriminator keys) logged by any run, in the original report's order."""
-    present = {k for run in runs for row in run.rows for k, v in row.items() if isinstance(v, (int, float))}
-    losses = sorted(k for k in present if k == "loss" or k.startswith("loss/"))
-    generator = [k for k in GENERATOR_KEYS if k in present] + [k for k in losses if k not in GENERATOR_KEYS]
-    d_losses = sorted(k for k in present if k == "d_loss" or k.startswith("d_loss/"))
-    discriminator = [k for k in DISCRIMINATOR_KEYS if k in present] + [
-        k for k in d_losses if k not in DISCRIMINATOR_KEYS
-    ]
-    return generator, discriminator
-
-
-def plot_curves(runs: Sequence[RunView], key: str, path: Path, baseline: str, title: str) -> tuple[Path, list[str]]:
-    """One figure: ``key`` against steps, one line per run (raw faint, smoothed solid); returns the
-    path and the runs that never logged it (a term with weight 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    colours = _colours(runs, baseline)
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    absent, lows, highs = [], [], []
-    for run in runs:
-        steps, values = run.series(key)
-        if not len(steps):
-            absent.append(run.name)
-            continue
-        width = 2.2 if run.name == baseline else 1.4
-        span = _span(len(values))
-        if span > 1:
-            ax.plot(steps, values, color=colours[run.name], alpha=0.18, linewidth=0.8)
-        ax.plot(steps, smooth(values, span), color=colours[run.name], linewidth=width, label=run.name)
-        lows.append(values.min())
-        highs.append(values.max())
-    if lows and min(lows) > 0 and max(highs) / min(lows) > 30:
-        ax.set_yscale("log")
-    ax.set_xlabel("iteration (optimiser step)")
-    ax.set_ylabel(key)
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3)
-    if lows:
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path, absent
 
 
 def _eval_pairs(run: RunView) -> dict[str, Any] | None:
@@ -689,8 +487,13 @@ def _final_losses_table(data: StudyData, keys: Sequence[str]) -> list[str]:
     return lines
 
 
-def summary_lines(data: StudyData) -> list[str]:
-    """The generated summary as plain text lines (also printed by ``swaplab report``)."""
+def summary_lines(data: StudyData, report_dir: Path | None = None) -> list[str]:
+    """The generated summary as plain text lines (also printed by ``swaplab report``); a validation-
+    scored study's summary reads the numbers its written report keeps in ``report_dir``, if given."""
+    if data.by_validation:
+        from swaplab.study.zoo_report import summary_lines as validation_summary
+
+        return validation_summary(data, report_dir=report_dir)
     lines = []
     moves = biggest_moves(data.runs, data.baseline)
     if moves:
@@ -718,6 +521,10 @@ def write_study_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
     """Write ``SWEEP_DIR/report/index.html`` and its PNG figures; returns the page's path."""
     data = load_study_data(sweep_dir)
     out = Path(out_dir) if out_dir is not None else data.sweep_dir / "report"
+    if data.by_validation:
+        from swaplab.study.zoo_report import write_zoo_report
+
+        return write_zoo_report(data, out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     has_d = any("d_loss" in row for run in data.runs for row in run.rows)

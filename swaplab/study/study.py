@@ -1,8 +1,9 @@
 """The typed study file of an ablation sweep, and its expansion into named runs.
 
 A study (YAML) gives ``base`` overrides applied to every run, ``runs`` (name -> overrides) and/or a
-``grid`` (key -> values, cartesian product, names made from the values), how each finished run is
-evaluated and how runs are launched. This module parses, validates and expands; it starts no
+``grid`` (key -> values, cartesian product, names made from the values), ``after`` overrides applied
+after each run's own, how each finished run is scored (a swap protocol, or the run's own validation
+numbers) and how runs are launched. This module parses, validates and expands; it starts no
 process and imports no torch (``swaplab.study.sweep`` runs the plan).
 """
 
@@ -13,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -22,6 +23,7 @@ from swaplab.io.atomic import atomic_write_text
 
 __all__ = [
     "RESERVED_NAMES",
+    "EvalSource",
     "EvalSpec",
     "LauncherSpec",
     "PlannedRun",
@@ -43,10 +45,21 @@ class StudyError(ConfigError):
     """A study file (or a command-line addition to it) that cannot be run as written."""
 
 
+#: ``eval.source``: ``protocol`` scores each finished run with ``swaplab eval`` (a face swapper on a
+#: pinned swap protocol); ``validation`` takes the numbers the run itself measured on its held-out
+#: data (the last ``val/*`` values of its metrics.jsonl): models that are not face swappers, such as
+#: the generative-model zoo.
+EvalSource = Literal["protocol", "validation"]
+#: The shorthand ``eval: validation`` (any other string names a protocol).
+VALIDATION = "validation"
+
+
 @dataclass
 class EvalSpec:
-    """How each finished run is scored (``swaplab eval RUN --protocol ... --limit ...``)."""
+    """How each finished run is scored: ``swaplab eval RUN --protocol ... --limit ...`` (``source:
+    protocol``), or by its own held-out numbers (``source: validation``, no evaluation job)."""
 
+    source: EvalSource = "protocol"
     protocol: str = "per_pair_v1"  # a pinned protocol name or a protocol .json file
     limit: int = 0  # score only the first N pairs (0 = all)
     data_root: str | None = None  # default: $SWAPLAB_DATA or ../shared/data (``swaplab data path``)
@@ -57,6 +70,23 @@ class EvalSpec:
     def __post_init__(self) -> None:
         if self.limit < 0:
             raise StudyError(f"eval.limit must be >= 0, got {self.limit}")
+        if self.source == VALIDATION:
+            # The protocol's options would be silently ignored: a study that sets them meant a protocol.
+            defaults = EvalSpec()
+            given = [
+                name
+                for name in ("protocol", "limit", "data_root", "encoders", "device", "detector_pairs")
+                if getattr(self, name) != getattr(defaults, name)
+            ]
+            if given:
+                raise StudyError(
+                    f"eval.source=validation scores runs by their own held-out numbers: "
+                    f"{', '.join('eval.' + n for n in given)} belong to protocol scoring (source: protocol)"
+                )
+
+    @property
+    def by_validation(self) -> bool:
+        return self.source == VALIDATION
 
 
 @dataclass
@@ -106,8 +136,10 @@ class Study:
     """An ablation study: what every run shares, what each run changes, how to evaluate and launch.
 
     ``runs`` and ``grid`` combine: with both, every named run is crossed with every grid point
-    (``<run>_<grid name>``). ``baseline`` names the run the report compares against (default: the
-    run called ``baseline``, else the first run).
+    (``<run>_<grid name>``). ``after`` holds overrides applied after each run's own: settings every
+    run shares whatever preset it picks (``model.channels=3 model.resolution=32`` on runs that each
+    name their own ``model=`` preset). ``baseline`` names the run the report compares against
+    (default: the run called ``baseline``, else the first run).
     """
 
     name: str
@@ -115,6 +147,7 @@ class Study:
     base: list[str] = field(default_factory=list)
     runs: dict[str, list[str]] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    after: list[str] = field(default_factory=list)
     baseline: str = ""
     eval: EvalSpec | None = None
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
@@ -123,6 +156,7 @@ class Study:
     def __post_init__(self) -> None:
         _check_name(self.name, "study name")
         self.base = _override_list(self.base, "base")
+        self.after = _override_list(self.after, "after")
         self.runs = {str(k): _override_list(v, f"runs.{k}") for k, v in (self.runs or {}).items()}
         for run_name in self.runs:
             _check_run_name(run_name)
@@ -139,12 +173,13 @@ class Study:
     # ------------------------------------------------------------ expansion
 
     def expand(self, extra: list[str] | tuple[str, ...] = ()) -> list[PlannedRun]:
-        """The study's runs in file order, each with ``base + extra + own`` overrides.
+        """The study's runs in file order, each with ``base + extra + own + after`` overrides.
 
         ``extra`` (the command line's ``key=value`` words) comes after ``base`` and before the run's
         own overrides, so a run's ablation survives a command-line preset (``model=simswap-paper``
         then ``model.parts.encoder=none``); a run that sets a key the command line also sets wins,
-        and says so in ``warnings``.
+        and says so in ``warnings``. ``after`` comes last: it refines each run's presets (and an
+        ``after`` key that replaces a run's own setting says so too).
         """
         extra = _override_list(list(extra), "command line")
         named = list(self.runs.items()) or [("", [])]
@@ -155,7 +190,9 @@ class Study:
             _check_run_name(name)
             own = tuple(run_overrides) + tuple(point_overrides)
             notes = _replaced(extra, own, f"run {name}: its own", "the command line's")
-            planned.append(PlannedRun(name, own, tuple(self.base) + tuple(extra) + own, tuple(notes)))
+            notes += _replaced(own, self.after, f"run {name}: the study's after", "its own")
+            overrides = tuple(self.base) + tuple(extra) + own + tuple(self.after)
+            planned.append(PlannedRun(name, own, overrides, tuple(notes)))
         seen: set[str] = set()
         for run in planned:
             if run.name in seen:
@@ -182,9 +219,10 @@ class Study:
 def parse_study(data: dict[str, Any], source: str = "<study>") -> Study:
     """A ``Study`` from a parsed YAML mapping; unknown keys and wrong types fail with the file's name.
 
-    Shorthands: ``launcher: local`` (a launcher name), ``eval: off`` (no evaluation) or
-    ``eval: oneshot_v1`` (a protocol with default options); ``base`` and each run may be a list of
-    ``key=value`` strings or a mapping ``key: value``.
+    Shorthands: ``launcher: local`` (a launcher name), ``eval: off`` (no evaluation),
+    ``eval: validation`` (the runs' own held-out numbers) or ``eval: oneshot_v1`` (a protocol with
+    default options); ``base``, ``after`` and each run may be a list of ``key=value`` strings or a
+    mapping ``key: value``.
     """
     if not isinstance(data, dict):
         raise StudyError(f"{source}: a study file is a mapping (name, base, runs, grid, eval, launcher ...)")
@@ -201,8 +239,9 @@ def _expand_shorthands(data: dict[str, Any], source: str) -> dict[str, Any]:
         data["eval"] = _eval_shorthand(data["eval"])
     if isinstance(data.get("launcher"), str):
         data["launcher"] = {"name": data["launcher"]}
-    if isinstance(data.get("base"), dict):
-        data["base"] = _override_list(data["base"], "base")
+    for key in ("base", "after"):
+        if isinstance(data.get(key), dict):
+            data[key] = _override_list(data[key], key)
     if isinstance(data.get("runs"), dict):
         data["runs"] = {k: _override_list(v, f"runs.{k}") for k, v in data["runs"].items()}
     elif data.get("runs") is not None:
@@ -247,11 +286,15 @@ def _eval_shorthand(value: Any) -> Any:
         return None
     if value is True:
         return {}
+    if isinstance(value, str) and value.lower() == VALIDATION:
+        return {"source": VALIDATION}
     if isinstance(value, str):
         return {"protocol": value}
     if isinstance(value, dict):
         return value
-    raise StudyError(f"eval must be off, a protocol name or a mapping (protocol, limit ...), got {value!r}")
+    raise StudyError(
+        f"eval must be off, validation, a protocol name or a mapping (source, protocol, limit ...), got {value!r}"
+    )
 
 
 def _override_list(value: Any, where: str) -> list[str]:

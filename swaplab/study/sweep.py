@@ -3,10 +3,12 @@
 ``run_sweep(study, sweep_dir)`` trains every run with ``python -m swaplab.train ... run_dir=
 SWEEP_DIR/<run>`` (log in ``SWEEP_DIR/logs/<run>.log``) through a launcher, at most
 ``max_parallel`` jobs at once; scores each finished run with ``swaplab eval`` into
-``SWEEP_DIR/<run>/eval/`` when the study asks; keeps ``SWEEP_DIR/sweep.json`` current after every
-change; and writes ``SWEEP_DIR/report/``. A re-run skips finished, evaluated runs and resumes the
-others (the trainer resumes its run folder). Training and scoring happen in the children: this
-module schedules, records and reports progress, nothing else.
+``SWEEP_DIR/<run>/eval/`` when the study asks for a protocol, or records the run's own final
+held-out numbers (``val/*`` of its metrics.jsonl) with ``eval.source: validation``; keeps
+``SWEEP_DIR/sweep.json`` current after every change; and writes ``SWEEP_DIR/report/``. A re-run
+skips finished, evaluated runs and resumes the others (the trainer resumes its run folder).
+Training and scoring happen in the children: this module schedules, records and reports
+progress, nothing else.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "run_sweep",
     "train_command",
     "validate_overrides",
+    "validation_scores",
 ]
 
 SWEEP_FORMAT = "swaplab-sweep"
@@ -117,6 +120,8 @@ def eval_command(study: Study, run_dir: Path) -> list[str]:
     spec = study.eval
     if spec is None:
         raise ValueError(f"study {study.name} does not evaluate (eval: off)")
+    if spec.by_validation:
+        raise ValueError(f"study {study.name} scores runs by their own validation numbers: no evaluation job")
     command = [python_executable(), "-m", "swaplab.cli", "eval", str(run_dir), "-o", str(run_dir / "eval")]
     command += ["--protocol", spec.protocol, "--limit", str(spec.limit), "--device", spec.device]
     if spec.detector_pairs:
@@ -169,6 +174,18 @@ def latest_step(run_dir: str | Path) -> int | None:
         except (ValueError, KeyError, TypeError):
             continue  # a torn last line, or the cut first one
     return None
+
+
+def validation_scores(run_dir: str | Path) -> dict[str, Any]:
+    """A run's own final held-out numbers as a sweep record's ``eval``: the last logged value of each
+    ``val/*`` key of ``run_dir/metrics.jsonl`` (the trainer validates right before its final
+    checkpoint) and the step of the last validation; ``status`` is ``failed`` when it logged none."""
+    from swaplab.study.sweep_data import final_validation, read_rows
+
+    step, values = final_validation(read_rows(Path(run_dir)))
+    if not values:
+        return {"status": "failed", "error": "the run logged no val/* numbers in its metrics.jsonl"}
+    return {"status": "done", "step": step, "values": values}
 
 
 def _now() -> str:
@@ -260,7 +277,14 @@ def _select(planned: list[PlannedRun], only: Sequence[str]) -> list[PlannedRun]:
 
 
 def _eval_spec(study: Study) -> dict[str, Any] | None:
-    return None if study.eval is None else to_dict(study.eval)
+    """The scoring settings a record keeps (a change rescores): None when off."""
+    if study.eval is None:
+        return None
+    if study.eval.by_validation:
+        return {"source": "validation"}
+    spec = to_dict(study.eval)
+    spec.pop("source")  # protocol specs read as they did before ``source`` existed: old sweeps stay scored
+    return spec
 
 
 @dataclass
@@ -291,6 +315,11 @@ def _plan(study: Study, sweep_dir: Path, selected: list[PlannedRun], previous: d
             if old is not None:  # keep the history a re-run extends
                 record.start, record.config_hash, record.seconds = old.start, old.config_hash, old.seconds
         record.warnings = list(run.warnings)
+        if study.eval is not None and study.eval.by_validation:
+            # No evaluation job: the numbers are the run's own, read again (cheap) whenever trained.
+            record.eval = {**(validation_scores(run_dir) if trained else {"status": "pending"}), "spec": spec}
+            plans.append(_Plan(record, train=not trained, evaluate=False))
+            continue
         scored = (
             trained
             and spec is not None
@@ -416,6 +445,10 @@ class _Sweep:
         if code == 0 and record.stop_reason != "signal":
             record.status = "done"
             self.print(f"finished {record.name}: step {record.final_step} ({record.stop_reason}) in {seconds:.0f} s")
+            if self.study.eval is not None and self.study.eval.by_validation:
+                record.eval = {**validation_scores(record.run_dir), "spec": _eval_spec(self.study)}
+                if record.eval["status"] == "failed":
+                    self.print(f"FAILED {record.name}:eval: {record.eval['error']}")
             if record.name in self.eval_after:
                 self.queue.appendleft((record, "eval"))  # score it while the next runs train
         elif code == 0 or (code < 0 and -code in (signal.SIGTERM, signal.SIGINT)):
@@ -587,6 +620,8 @@ def run_sweep(
         for plan in plans:
             if not plan.train:
                 what = "and scored" if plan.record.eval.get("status") == "done" else "(scoring it now)"
+                if plan.record.eval.get("status") == "failed":  # validation scoring: no numbers logged
+                    what = "(it logged no validation numbers)"
                 if plan.record.eval.get("status") == "off":
                     what = ""
                 say(f"skipped {plan.record.name}: trained to step {plan.record.final_step} {what}".rstrip())
@@ -628,6 +663,8 @@ def _print_plan(study: Study, plan: _Plan, say: Printer) -> None:
         action = "skip (trained)"
     if plan.evaluate:
         action += f", then score with {study.eval.protocol if study.eval else ''}"
+    elif study.eval is not None and study.eval.by_validation:
+        action += ", scored by its own validation numbers (val/* of its metrics.jsonl)"
     say(f"{record.name}: {action}")
     say(f"    own overrides: {' '.join(record.own_overrides) or '(none: the baseline settings)'}")
     say(f"    config hash: {record.config_hash or 'not computed'}")
