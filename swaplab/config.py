@@ -298,9 +298,13 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def group_field(default_factory: Any, group: str) -> Any:
-    """A dataclass field that can be replaced by a preset of ``group`` (``model=liae``)."""
-    return dataclasses.field(default_factory=default_factory, metadata={"group": group})
+def group_field(default: Any, group: str) -> Any:
+    """A dataclass field that can be replaced by a preset of ``group`` (``model=liae``). ``default``
+    is a config type or factory, or the name of one of the group's presets (built when the field is)."""
+    if isinstance(default, str):
+        preset = default
+        default = lambda: config_group(group).create(preset)  # noqa: E731 - late: presets register on import
+    return dataclasses.field(default_factory=default, metadata={"group": group})
 
 
 def choice_field(default: Any, registry: Registry[Any], *, also: tuple[str, ...] = ()) -> Any:

@@ -46,10 +46,6 @@ register_trainer("zoo", steps=3000, batch_size=64, optimizer="adam", lr=1e-3, lo
 register_trainer("zoo-test", like="zoo", steps=6, batch_size=16, checkpoint_every=3, **TEST_SETTINGS)
 
 
-def zoo_trainer() -> Any:
-    return config_group("trainer").create("zoo")
-
-
 #: Fixed seeds of the pictures: every preview of a run, and every run of a study, shows the same draws.
 PREVIEW_SEED = 1234
 PREVIEW_ROWS = 8

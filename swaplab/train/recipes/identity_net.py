@@ -99,14 +99,6 @@ register_trainer(
 )
 
 
-def _trainer() -> TrainerConfig:
-    return config_group("trainer").create("identity")
-
-
-def _augment() -> AugmentConfig:
-    return config_group("augment").create("identity-chips")
-
-
 @dataclass
 class IdentityTrainConfig:
     """Everything an identity network's weights depend on; saved as the run's ``config.yaml``."""
@@ -114,8 +106,8 @@ class IdentityTrainConfig:
     model: IdentityNetConfig = group_field(IdentityNetConfig, "model")
     head: MarginConfig = field(default_factory=lambda: MarginConfig(warmup_steps=400))
     data: IdentityDataConfig = group_field(IdentityDataConfig, "data")
-    augment: AugmentConfig = group_field(_augment, "augment")
-    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    augment: AugmentConfig = group_field("identity-chips", "augment")
+    trainer: TrainerConfig = group_field("identity", "trainer")
     run_dir: str = "runs/lfw-arcface"
 
 

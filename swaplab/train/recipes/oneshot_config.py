@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from swaplab.config import ConfigError, choice_field, config_group, group_field
+from swaplab.config import ConfigError, choice_field, group_field
 from swaplab.identity.registry import IDENTITY_ENCODERS
 from swaplab.losses.adversarial import SimSwapLossConfig
 from swaplab.models.simswap import SimSwapConfig
@@ -71,27 +71,15 @@ register_trainer("oneshot-tiny", like="oneshot", steps=600, log_every=10, previe
 register_trainer("oneshot-test", like="oneshot", steps=4, batch_size=4, checkpoint_every=2, **TEST_SETTINGS)
 
 
-def _default_model() -> SimSwapConfig:
-    return config_group("model").create("simswap-tiny")
-
-
-def _default_loss() -> SimSwapLossConfig:
-    return config_group("loss").create("simswap")
-
-
-def _default_trainer() -> TrainerConfig:
-    return config_group("trainer").create("oneshot-tiny")
-
-
 @dataclass
 class OneShotTrainConfig:
     """Everything a one-shot training run depends on; saved as the run's ``config.yaml``."""
 
-    model: SimSwapConfig = group_field(_default_model, "model")
+    model: SimSwapConfig = group_field("simswap-tiny", "model")
     data: OneShotDataConfig = field(default_factory=OneShotDataConfig)
-    loss: SimSwapLossConfig = group_field(_default_loss, "loss")
+    loss: SimSwapLossConfig = group_field("simswap", "loss")
     gan: GanConfig = field(default_factory=GanConfig)
-    trainer: TrainerConfig = group_field(_default_trainer, "trainer")
+    trainer: TrainerConfig = group_field("oneshot-tiny", "trainer")
     run_dir: str = "runs/oneshot"
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from swaplab.config import ConfigError, config_group, group_field, to_dict
+from swaplab.config import ConfigError, group_field, to_dict
 from swaplab.losses import LossConfig, LossTerms, ReconstructionObjective
 from swaplab.models import ModelConfig, create_model
 from swaplab.train.augment import AugmentConfig, Augmenter
@@ -42,21 +42,13 @@ class DataConfig:
     allow_damaged: bool = False  # train on a faceset's intact faces when some of its shards are damaged
 
 
-def _default_model() -> ModelConfig:
-    return config_group("model").create("liae-cpu")
-
-
-def _default_loss() -> LossConfig:
-    return config_group("loss").create("dfl")
-
-
 @dataclass
 class TrainConfig:
     """Everything a per-pair training run depends on; saved as the run's ``config.yaml``."""
 
-    model: ModelConfig = group_field(_default_model, "model")
+    model: ModelConfig = group_field("liae-cpu", "model")
     data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = group_field(_default_loss, "loss")
+    loss: LossConfig = group_field("dfl", "loss")
     augment: AugmentConfig = group_field(AugmentConfig, "augment")
     trainer: TrainerConfig = group_field(TrainerConfig, "trainer")
     run_dir: str = "runs/default"

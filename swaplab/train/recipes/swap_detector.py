@@ -100,22 +100,14 @@ register_trainer(
 )
 
 
-def _augment() -> AugmentConfig:
-    return config_group("augment").create("detector")
-
-
-def _trainer() -> TrainerConfig:
-    return config_group("trainer").create("detector")
-
-
 @dataclass
 class DetectorTrainConfig:
     """A swap detector's training run."""
 
     model: SwapDetectorConfig = group_field(SwapDetectorConfig, "model")
     data: DetectorDataConfig = group_field(DetectorDataConfig, "data")
-    augment: AugmentConfig = group_field(_augment, "augment")
-    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    augment: AugmentConfig = group_field("detector", "augment")
+    trainer: TrainerConfig = group_field("detector", "trainer")
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
     run_dir: str = "runs/swap-detector"
 

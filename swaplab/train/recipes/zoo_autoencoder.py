@@ -19,7 +19,7 @@ from swaplab.models.zoo.autoencoder import Autoencoder, AutoencoderConfig
 from swaplab.train.config import TrainerConfig
 from swaplab.train.image_data import ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
-from swaplab.train.recipes.generative import GenerativeRecipe, zoo_trainer
+from swaplab.train.recipes.generative import GenerativeRecipe
 
 Tensor = torch.Tensor
 
@@ -39,7 +39,7 @@ class AutoencoderTrainConfig:
     model: AutoencoderConfig = group_field(AutoencoderConfig, "model")
     data: ImageDataConfig = group_field(ImageDataConfig, "data")
     loss: Literal["mse", "bce"] = "mse"
-    trainer: TrainerConfig = group_field(zoo_trainer, "trainer")
+    trainer: TrainerConfig = group_field("zoo", "trainer")
     run_dir: str = "runs/autoencoder"
 
     def __post_init__(self) -> None:

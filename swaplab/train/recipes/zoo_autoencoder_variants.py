@@ -34,7 +34,7 @@ from swaplab.train.config import TrainerConfig
 from swaplab.train.data import stream_seed
 from swaplab.train.image_data import ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
-from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED, GenerativeRecipe, zoo_trainer
+from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED, GenerativeRecipe
 from swaplab.train.recipes.zoo_autoencoder import likelihood_loss
 
 Tensor = torch.Tensor
@@ -53,7 +53,7 @@ class VariantTrainConfig:
 
     model: Any = None
     data: ImageDataConfig = group_field(ImageDataConfig, "data")
-    trainer: TrainerConfig = group_field(zoo_trainer, "trainer")
+    trainer: TrainerConfig = group_field("zoo", "trainer")
     run_dir: str = "runs/autoencoder-variants"
 
 

@@ -30,7 +30,7 @@ from swaplab.train.config import TrainerConfig
 from swaplab.train.data import EpochStream
 from swaplab.train.image_data import ImageData, ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
-from swaplab.train.recipes.generative import PREVIEW_ROWS, TwoPlayerRecipe, zoo_trainer
+from swaplab.train.recipes.generative import PREVIEW_ROWS, TwoPlayerRecipe
 
 Tensor = torch.Tensor
 
@@ -51,7 +51,7 @@ class CycleGANTrainConfig:
     data_b: ImageDataConfig = group_field(ImageDataConfig, "data")  # domain B with domain_b=data_b
     domain_b: Literal["inverted", "data_b"] = "inverted"
     loss: CycleGANLossConfig = field(default_factory=CycleGANLossConfig)
-    trainer: TrainerConfig = group_field(zoo_trainer, "trainer")
+    trainer: TrainerConfig = group_field("zoo", "trainer")
     run_dir: str = "runs/cyclegan"
 
     def __post_init__(self) -> None:

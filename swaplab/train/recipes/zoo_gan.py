@@ -47,7 +47,7 @@ from swaplab.train.config import TrainerConfig
 from swaplab.train.data import stream_seed
 from swaplab.train.image_data import ImageDataConfig
 from swaplab.train.recipe import RECIPES, Recipe, StepResult
-from swaplab.train.recipes.generative import PREVIEW_SEED, GenerativeRecipe, zoo_trainer
+from swaplab.train.recipes.generative import PREVIEW_SEED, GenerativeRecipe
 
 Tensor = torch.Tensor
 
@@ -184,7 +184,7 @@ class GANTrainConfig:
     data: ImageDataConfig = group_field(ImageDataConfig, "data")  # model.space=images
     mixture: MixtureConfig = field(default_factory=MixtureConfig)  # model.space=points
     loss: GANLossConfig = group_field(GANLossConfig, "loss")
-    trainer: TrainerConfig = group_field(zoo_trainer, "trainer")
+    trainer: TrainerConfig = group_field("zoo", "trainer")
     run_dir: str = "runs/gan"
 
     def __post_init__(self) -> None:

@@ -31,19 +31,13 @@ Tensor = torch.Tensor
 register_trainer("zoo-stylegan", like="zoo", lr=2e-3, betas=(0.0, 0.99))
 
 
-def zoo_stylegan_trainer() -> TrainerConfig:
-    from swaplab.config import config_group
-
-    return config_group("trainer").create("zoo-stylegan")
-
-
 @dataclass
 class StyleGANTrainConfig:
     model: StyleGANConfig = group_field(StyleGANConfig, "model")
     data: ImageDataConfig = group_field(ImageDataConfig, "data")
     r1_gamma: float = 1.0  # R1 weight gamma (the penalty is gamma / 2 * ||grad||^2); 0 = off
     r1_every: int = 4  # lazy regularisation: R1 on every r1_every-th step, weighted by r1_every
-    trainer: TrainerConfig = group_field(zoo_stylegan_trainer, "trainer")
+    trainer: TrainerConfig = group_field("zoo-stylegan", "trainer")
     run_dir: str = "runs/stylegan"
 
     def __post_init__(self) -> None:

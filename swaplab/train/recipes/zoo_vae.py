@@ -22,7 +22,7 @@ from swaplab.train.config import TrainerConfig
 from swaplab.train.data import stream_seed
 from swaplab.train.image_data import ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
-from swaplab.train.recipes.generative import GenerativeRecipe, zoo_trainer
+from swaplab.train.recipes.generative import GenerativeRecipe
 from swaplab.train.recipes.zoo_autoencoder import likelihood_loss
 
 Tensor = torch.Tensor
@@ -34,7 +34,7 @@ class VAETrainConfig:
     data: ImageDataConfig = group_field(ImageDataConfig, "data")
     likelihood: Literal["bce", "mse"] = "bce"  # the reconstruction term: Bernoulli or (unit) Gaussian
     beta: float = 1.0  # weight of the KL term (1: the ELBO)
-    trainer: TrainerConfig = group_field(zoo_trainer, "trainer")
+    trainer: TrainerConfig = group_field("zoo", "trainer")
     run_dir: str = "runs/vae"
 
     def __post_init__(self) -> None:
