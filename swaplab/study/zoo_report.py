@@ -38,7 +38,13 @@ from swaplab.study.sweep_data import (
     plot_curves,
     smooth,
 )
-from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED
+from swaplab.train.recipes.generative import (
+    PIXEL_PCA_DIMS,
+    PREVIEW_ROWS,
+    PREVIEW_SEED,
+    VALIDATION_SEED,
+    pixel_feature_space,
+)
 
 __all__ = [
     "FD_KEY",
@@ -59,13 +65,6 @@ RECONSTRUCTION_KEY = "val/reconstruction_mse"
 FD_KEY = "val/fd_pixels"
 #: PCA's reference line is fitted on the first this-many training images of the runs' data.
 PCA_FIT_IMAGES = 4096
-#: The pixel-PCA feature space of ``GenerativeRecipe.validate``: the top directions of the first
-#: training images. Repeated here (the recipe keeps it private); the Frechet distance recomputed in
-#: it is compared with the logged one, so a drift between the two shows on the page.
-PIXEL_PCA_IMAGES = 2048
-PIXEL_PCA_DIMS = 32
-#: The seed of the recipe's validation samples (its pictures use ``PREVIEW_SEED``).
-VALIDATION_SEED = PREVIEW_SEED + 1
 #: Pictures per run (as many as a preview shows), and the smallest side of a tile (the watermark
 #: and the labels need room).
 PICTURES = PREVIEW_ROWS
@@ -214,21 +213,6 @@ class _Images:
         return self.loaded[key]
 
 
-def _pixel_features(data: Any) -> Any:
-    """``images -> (N, PIXEL_PCA_DIMS)`` features: the validation's pixel-PCA space of ``data``."""
-    from swaplab.models.zoo.pca import fit_pca
-
-    train = data.images[:PIXEL_PCA_IMAGES].float().div(255.0)
-    dims = min(PIXEL_PCA_DIMS, len(train), int(np.prod(train.shape[1:])))
-    mean, components = fit_pca(train.double(), dims)
-
-    def features(images: Tensor) -> np.ndarray:
-        flat = images.reshape(len(images), -1).double() - mean
-        return (flat @ components.T).numpy()
-
-    return features
-
-
 @dataclass
 class _Loaded:
     model: Any
@@ -287,7 +271,7 @@ def _measure(
         given = labels if "conditional" in out.capabilities else None
         samples = model.sample(len(held), generator, given).float().clamp(0, 1)
         if out.data not in features:
-            features[out.data] = _pixel_features(data)
+            features[out.data] = pixel_feature_space(data)
         fake, real = features[out.data](samples), features[out.data](held)
         out.fd_recomputed = float(frechet_distance(fake, real))
         out.kid = float(kernel_distance(fake, real).mean)

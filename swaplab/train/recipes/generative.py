@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,27 @@ register_trainer("zoo-test", like="zoo", steps=6, batch_size=16, checkpoint_ever
 #: Fixed seeds of the pictures: every preview of a run, and every run of a study, shows the same draws.
 PREVIEW_SEED = 1234
 PREVIEW_ROWS = 8
+#: The seed of the validation's samples (as many as held-out images), so a study can draw them again.
+VALIDATION_SEED = PREVIEW_SEED + 1
+#: The validation's feature space: the top principal directions of the first training images' pixels.
+PIXEL_PCA_IMAGES = 2048
+PIXEL_PCA_DIMS = 32
+
+
+def pixel_feature_space(data: ImageData) -> Callable[[Tensor], np.ndarray]:
+    """``images -> (N, <= PIXEL_PCA_DIMS)`` features in which the zoo measures Frechet distances: the
+    projection onto the top principal directions of ``data``'s first training images (fixed for a
+    run, so its numbers compare across steps; the zoo study recomputes them in the same space)."""
+    from swaplab.models.zoo.pca import fit_pca
+
+    train = data.images[:PIXEL_PCA_IMAGES].float().div(255.0)
+    dims = min(PIXEL_PCA_DIMS, len(train), int(np.prod(train.shape[1:])))
+    mean, components = fit_pca(train.double(), dims)
+
+    def features(images: Tensor) -> np.ndarray:
+        return ((images.reshape(len(images), -1).double().cpu() - mean) @ components.T).numpy()
+
+    return features
 
 
 class GenerativeRecipe(Recipe):
@@ -67,7 +88,7 @@ class GenerativeRecipe(Recipe):
         self.data = ImageData(data)
         if getattr(model, "num_classes", 0) and model.num_classes < self.data.num_classes:
             raise ConfigError(f"model.num_classes={model.num_classes}, the data has {self.data.num_classes} classes")
-        self._pca: tuple[np.ndarray, np.ndarray] | None = None
+        self._features: Callable[[Tensor], np.ndarray] | None = None
 
     @property
     def model(self) -> GenerativeModel:
@@ -128,18 +149,10 @@ class GenerativeRecipe(Recipe):
 
     # ------------------------------------------------------------ held-out numbers
 
-    def _pixel_pca(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and top 32 principal directions of the training images' pixels (fixed for a run)."""
-        if self._pca is None:
-            flat = self.data.images[:2048].reshape(min(len(self.data), 2048), -1).float().div(255.0).numpy()
-            mean = flat.mean(0)
-            _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
-            self._pca = (mean, vt[:32])
-        return self._pca
-
     def _pixel_features(self, images: Tensor) -> np.ndarray:
-        mean, basis = self._pixel_pca()
-        return (images.reshape(len(images), -1).float().cpu().numpy() - mean) @ basis.T
+        if self._features is None:
+            self._features = pixel_feature_space(self.data)
+        return self._features(images)
 
     @torch.no_grad()
     def validate(self, step: int) -> dict[str, float]:
@@ -153,7 +166,7 @@ class GenerativeRecipe(Recipe):
                                for i in range(0, len(held), 256)])  # fmt: skip
             values["val/reconstruction_mse"] = float(((recon.clamp(0, 1) - held) ** 2).mean())
         if "sample" in caps and len(held) >= 8:
-            generator = torch.Generator().manual_seed(PREVIEW_SEED + 1)
+            generator = torch.Generator().manual_seed(VALIDATION_SEED)
             given = labels if "conditional" in caps else None
             samples = model.sample(len(held), generator, given).float().cpu().clamp(0, 1)
             values["val/fd_pixels"] = float(frechet_distance(self._pixel_features(samples), self._pixel_features(held)))
