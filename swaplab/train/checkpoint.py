@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from swaplab.io.atomic import atomic_write_json, sha256_file
+from swaplab.io.atomic import atomic_write_json, ensure_free_space, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,11 @@ def save_checkpoint(
     opt_tensors, opt_meta = optimizers_to_tensors(optimizer, param_names)
     rng_json, rng_tensors = capture_rng()
 
+    need = sum(t.numel() * t.element_size() for part in (weights, opt_tensors, rng_tensors) for t in part.values())
+    # The new checkpoint is whole on disk before the oldest is rotated away, so the space for one
+    # more (plus a little for state.json and the file system) must be free now.
+    ensure_free_space(root, need + need // 50 + (1 << 20), f"checkpoint step {step}")
+
     final = root / step_dir_name(step)
     tmp = root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -280,11 +285,11 @@ def save_checkpoint(
         if _disk_full(err):
             from swaplab.io.atomic import DiskFullError
 
-            need = sum(t.numel() * t.element_size() for part in (weights, opt_tensors) for t in part.values())
             raise DiskFullError(
                 28,
                 f"the disk is full: checkpoint step {step} (about {need / 2**20:.0f} MiB) could not be written to "
-                f"{root}; the previous checkpoint is intact. Free space and run again to resume",
+                f"{root}; the previous checkpoint is intact. Free space (or raise the file-size limit) and run "
+                "again to resume",
             ) from None
         raise
     atomic_write_json(root / "latest.json", {"step": step, "path": final.name})
@@ -293,10 +298,13 @@ def save_checkpoint(
 
 
 def _disk_full(err: BaseException) -> bool:
-    """An out-of-space error, from the OS or from safetensors (which reports it as text)."""
-    if isinstance(err, OSError) and err.errno == 28:
+    """An out-of-space error (ENOSPC, or EFBIG from a file-size limit), from the OS or from safetensors (as text)."""
+    if isinstance(err, OSError) and err.errno in (27, 28):
         return True
-    return isinstance(err, SafetensorError) and ("No space left" in str(err) or "os error 28" in str(err))
+    text = str(err)
+    return isinstance(err, SafetensorError) and any(
+        mark in text for mark in ("No space left", "os error 28", "File too large", "os error 27")
+    )
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
