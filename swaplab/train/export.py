@@ -122,6 +122,9 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
     """Move the staged files into ``out_dir``, the card last: a reader never sees a card whose weights
     are not in place."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The card is the commit mark: an old card goes first, so a kill mid-way leaves a folder that
+    # is plainly no model (re-export it) rather than an old card beside new weights.
+    (out_dir / "model.json").unlink(missing_ok=True)
     names = sorted(p.name for p in staging.iterdir())
     for name in [n for n in names if n != "model.json"] + ["model.json"]:
         (staging / name).replace(out_dir / name)

@@ -131,7 +131,7 @@ class TrainingLoop:
         self.lock.enter_context(exclusive(self.run_folder.root / ".lock", f"run {self.run_folder.root}"))
         self.locked = True
         # Holding the lock, nothing else writes here: temporaries of a killed run can go.
-        for folder in (self.run_folder.root, self.run_folder.checkpoints):
+        for folder in (self.run_folder.root, self.run_folder.checkpoints, self.run_folder.previews):
             for path in remove_stale_temporaries(folder):
                 log.warning("removed a temporary file left by a killed process: %s", path)
 
