@@ -141,6 +141,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"  {key} {value:.5g}")
     for warning in result.warnings:
         print(f"warning: {warning}")
+    if result.stop_reason == "signal":  # stopped by Ctrl-C (or SIGTERM) with a checkpoint: not "done"
+        print("interrupted; the checkpoint above is kept and the same command resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
