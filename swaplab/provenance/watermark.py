@@ -34,7 +34,8 @@ Limits (measured; see tests/test_provenance.py and benchmarks/bench_watermark.py
 at least ``MIN_SIDE`` = 64 px on each side (smaller images raise ``WatermarkError``; ``extract``
 reports them absent); a 64-128 px image reads back losslessly and after JPEG 75, but surviving a
 half-size resize needs the resized copy to keep at least ~125 px (originals of 250 px and up).
-Cropping, rotation, flips and strong gamma or contrast changes are not survived (QIM is not
+Cropping, rotation and flips move the bits off their grid (``sync.py`` adds a template that finds
+them again); strong gamma or contrast changes are not survived (QIM is not
 gain-invariant); mostly saturated (pure white or black) images take a weaker mark because
 clipping eats part of it.
 """
