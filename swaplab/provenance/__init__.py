@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from swaplab.io.atomic import atomic_path
+from swaplab.provenance.content_credentials import read_credentials, sign_in_place
 from swaplab.provenance.metadata import (
     VIDEO_SUFFIXES,
     PayloadFields,
@@ -73,6 +74,7 @@ def write_marked_image(path: str | Path, image: np.ndarray, provenance: Provenan
     marked = mark_image(image, provenance)
     with atomic_path(path) as tmp:
         Image.fromarray(marked).save(tmp, **options)
+        sign_in_place(tmp, provenance)  # C2PA content credentials, before the file takes its name
     return path
 
 
@@ -94,12 +96,19 @@ class VerifyReport:
     frames_marked: int
     template: TemplateReading | None = None  # the geometric template, read when the payload was not direct
     recovered: str = ""  # how the payload was re-read (undoing a mirror or a turn), "" when direct
+    credentials: dict[str, Any] | None = None  # the C2PA manifest, checked (content_credentials.read_credentials)
 
     @property
     def synthetic(self) -> bool:
         """Whether any signal says swaplab made this file."""
         template = self.template is not None and self.template.present
-        return self.payload is not None or template or bool(self.metadata and self.metadata.get("synthetic"))
+        credentials = bool(self.credentials and self.credentials["synthetic"])
+        return (
+            self.payload is not None
+            or template
+            or credentials
+            or bool(self.metadata and self.metadata.get("synthetic"))
+        )
 
     @property
     def consistent(self) -> bool | None:
@@ -137,7 +146,13 @@ class VerifyReport:
             else "none"
         )
         agree = {True: "; watermark and metadata agree", False: "; WATERMARK AND METADATA DISAGREE", None: ""}
-        return f"{verdict}: {mark}; {meta}{agree[self.consistent]}"
+        c2pa = "C2PA: none"
+        if self.credentials:
+            cred = self.credentials
+            state = "valid" if cred["state"] != "Invalid" else "INVALID (" + ", ".join(cred["codes"][:3]) + ")"
+            signer = "trusted signer" if cred["trusted"] else "local, untrusted signer"
+            c2pa = f"C2PA: {state}, {signer}, by {cred['generator'] or 'unknown'}"
+        return f"{verdict}: {mark}; {meta}; {c2pa}{agree[self.consistent]}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +173,7 @@ class VerifyReport:
                 "mirrored": self.template.mirrored,
             },
             "recovered": self.recovered,
+            "c2pa": self.credentials,
             "payload": None if self.payload is None else self.payload.to_dict(),
             "metadata": self.metadata,
             "consistent": self.consistent,
@@ -187,7 +203,8 @@ def verify(path: str | Path, frames: int = VIDEO_SAMPLE_FRAMES) -> VerifyReport:
         reading, template, how, _ = read_payload(_read_image(path))
         kind, checked, marked = "image", 1, int(reading.present)
     payload = PayloadFields.unpack(reading.payload) if reading.payload else None
-    return VerifyReport(str(path), kind, reading, payload, metadata, checked, marked, template, how)
+    credentials = read_credentials(path)
+    return VerifyReport(str(path), kind, reading, payload, metadata, checked, marked, template, how, credentials)
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -39,6 +39,7 @@ from swaplab.io.atomic import (
 from swaplab.io.images import MediaError, is_image_path, is_video_path, read_image
 from swaplab.io.video import VideoReader, VideoWriter
 from swaplab.provenance import Provenance, mark_image, video_metadata_tags, write_marked_image
+from swaplab.provenance.content_credentials import sign_in_place
 from swaplab.swap.blend import BLENDERS, sharpen
 from swaplab.swap.colour import COLOUR_TRANSFERS
 from swaplab.swap.masking import MASK_MODES, finish_mask
@@ -481,6 +482,8 @@ def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
         flush()
         with swapper.timer("encode"):
             writer.close()
+        if cfg.mark:
+            sign_in_place(output, provenance)  # C2PA content credentials beside the watermark and the tags
     except BaseException as err:
         writer.abort()
         if isinstance(err, OSError) and err.errno == 28:
