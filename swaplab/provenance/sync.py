@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from swaplab.provenance.watermark import WatermarkReading, extract
+from swaplab.provenance.watermark import CANONICAL, WatermarkReading, canonical_soft_bits, decide, extract
 
 PEAKS = 8
 AMPLITUDE = 1.0  # grey levels per sinusoid: MSE 4 on its own, PSNR about 42 dB
@@ -192,4 +192,48 @@ def read_payload(image: np.ndarray) -> tuple[WatermarkReading, TemplateReading |
             best, source = reading, undone
             parts = (["a mirror"] if template.mirrored else []) + ([f"a turn of {angle:+.2f} degrees"] if angle else [])
             how = "after undoing " + " and ".join(parts) if parts else "re-read"
+    if not best.present and template.scale < 0.995:
+        reading, where = _read_cropped(undo(image, template), template.scale)
+        if reading.present:
+            best, how = reading, f"after placing the crop ({where})"
     return best, template, how, source
+
+
+def _read_cropped(image: np.ndarray, scale: float) -> tuple[WatermarkReading, str]:
+    """Read the payload of a crop that kept ``scale`` of each side: rebuild the marked image's canonical
+    grid with the crop at each trial place and size, coarse (0.5 % steps, by vote margin) then fine.
+
+    About 3,000 cheap grid rebuilds (0.6-0.7 s); a reading still needs the CRC and the margin, and
+    this runs only where the template was already found.
+    """
+    grid = 2 * CANONICAL  # the crop is area-averaged once to twice the grid, then placed by warps
+    luma = cv2.resize(
+        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA
+    )
+
+    def canonical(kept: float, left: float, top: float) -> np.ndarray:
+        # canonical (u, v) -> crop pixel: x = (u / CANONICAL - left) / kept * grid
+        matrix = np.float32([[2 / kept, 0, -grid * left / kept], [0, 2 / kept, -grid * top / kept]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        return cv2.warpAffine(luma, matrix, (CANONICAL, CANONICAL), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+    best_margin, best_place = -1.0, (scale, 0.0, 0.0)
+    for kept in np.arange(scale - 0.015, min(scale + 0.015, 1.0) + 1e-9, 0.005):
+        offsets = np.arange(0.0, max(1.0 - kept, 0.0) + 1e-9, 0.005)
+        for left in offsets:
+            for top in offsets:
+                margin = float(np.mean(np.abs(canonical_soft_bits(canonical(kept, left, top)))))
+                if margin > best_margin:
+                    best_margin, best_place = margin, (kept, left, top)
+    kept, left, top = best_place
+    fallback = WatermarkReading(False, None, 0.0)
+    for d_kept in np.arange(-0.004, 0.0041, 0.002):
+        for d_left in np.arange(-0.004, 0.0041, 0.001):
+            for d_top in np.arange(-0.004, 0.0041, 0.001):
+                place = (kept + d_kept, left + d_left, top + d_top)
+                reading = decide(canonical_soft_bits(canonical(*place)))
+                if reading.present:
+                    return reading, f"{place[0]:.1%} of each side kept, from {place[1]:.1%}, {place[2]:.1%}"
+                if reading.confidence > fallback.confidence:
+                    fallback = reading
+    return fallback, ""

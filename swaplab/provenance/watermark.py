@@ -244,6 +244,17 @@ def _slot_votes(image: np.ndarray) -> np.ndarray:
     return np.cos((_block_coefficients(ll) - lay.dither) * (2.0 * np.pi / STEP))
 
 
+def canonical_soft_bits(canonical: np.ndarray) -> np.ndarray:
+    """``soft_bits`` of a luma plane already on the canonical grid (``CANONICAL`` square, float32):
+    for readers that rebuild the grid themselves, e.g. from a cropped copy (``sync.py``)."""
+    lay = _layout()
+    ll, _ = pywt.dwt2(canonical, "haar")
+    votes = np.cos((_block_coefficients(ll) - lay.dither) * (2.0 * np.pi / STEP)).ravel()
+    return np.bincount(lay.bit_of_slot, weights=votes, minlength=CODE_BITS) / np.bincount(
+        lay.bit_of_slot, minlength=CODE_BITS
+    )
+
+
 def soft_bits(image: np.ndarray) -> np.ndarray:
     """Per coded bit, the mean soft vote in [-1, 1] (+1: bit 0, -1: bit 1, 0: no evidence).
 
