@@ -20,7 +20,9 @@ how they moved it:
   the same search (see benchmarks/bench_watermark.py, which measures both).
 
 The template carries no payload: it says "a swaplab mark was here" and, through the transform
-it finds, lets ``provenance.verify`` undo a mirror or a rotation and read the payload again.
+it finds, lets ``read_payload`` (used by ``provenance.verify``) undo a mirror or a rotation and
+read the payload again; for a crop it gives the size kept, and a search over the crop's place in
+the original frame rebuilds the payload's grid (``_read_cropped``).
 """
 
 from __future__ import annotations
@@ -173,9 +175,8 @@ def read_payload(image: np.ndarray) -> tuple[WatermarkReading, TemplateReading |
     """The payload watermark of ``image``, undoing a mirror or a rotation the template reveals.
 
     Returns (payload reading, template reading or None when the payload read directly, how, the image
-    the reading came from): ``how`` is "" for a direct read, else what was undone. A crop is found by
-    the template but its offset is not, so a cropped image keeps an absent payload and a present
-    template.
+    the reading came from): ``how`` is "" for a direct read, else what was undone or where the crop
+    was placed.
     """
     direct = extract(image)
     if direct.present:
