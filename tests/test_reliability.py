@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,23 @@ def test_disk_full_during_a_checkpoint(pair_facesets: tuple[Path, Path], tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from step 4" in resumed.stdout
     assert [step for step, _ in list_checkpoints(run / "checkpoints")][-1] == 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_exits_130_with_a_checkpoint(pair_facesets: tuple[Path, Path], tmp_path: Path) -> None:
+    src, dst = pair_facesets
+    run = tmp_path / "run"
+    args = [*TINY_PAIR, f"data.src={src}", f"data.dst={dst}", "trainer=test", "trainer.steps=100000"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "swaplab.cli", "train", *args, "trainer.checkpoint_every=2", f"run_dir={run}"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latest = run / "checkpoints" / "latest.json"
+    for _ in range(1200):  # the first checkpoint: the run is past its start
+        if latest.exists() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "stopped at step" in out
+    assert list_checkpoints(run / "checkpoints")
