@@ -57,10 +57,31 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"  skipped {problem['path']}: {problem['reason']}")
     if len(summary.problems) > 20:
         print(f"  ... and {len(summary.problems) - 20} more (see {args.output}/extract_report.json)")
+    if not summary.faces and not _faceset_size(args.output):
+        # Nothing to train on is a failure, whatever the reason; say which one.
+        if not summary.images and not summary.videos:
+            why = "no photo or video found in the inputs"
+        else:
+            why = f"no usable face in {summary.images} photo(s) and {summary.videos} video(s) ({summary.frames} frames)"
+        print(
+            f"error: {why}: the faceset {args.output} is empty; give photos or videos with visible faces",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if summary.faces and not args.no_sheet:
         sheet = contact_sheet(args.output, Path(args.output) / "contact_sheet.jpg")
         print(f"contact sheet: {sheet}")
     return 0 if (summary.faces or not summary.problems) else 1
+
+
+def _faceset_size(path: str) -> int:
+    """Faces in a faceset (0 when there is none yet), counting what earlier runs extracted."""
+    from swaplab.facesets.format import Faceset, FacesetError
+
+    try:
+        return len(Faceset(path, allow_damaged=True))
+    except (FacesetError, OSError):
+        return 0
 
 
 def cmd_faceset_info(args: argparse.Namespace) -> int:
@@ -120,6 +141,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"  {key} {value:.5g}")
     for warning in result.warnings:
         print(f"warning: {warning}")
+    if result.stop_reason == "signal":  # stopped by Ctrl-C (or SIGTERM) with a checkpoint: not "done"
+        print("interrupted; the checkpoint above is kept and the same command resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -666,12 +690,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _report(err: BaseException, args: argparse.Namespace) -> None:
+    from swaplab.io.atomic import DiskFullError
+
     if getattr(args, "verbose", False):
         import traceback
 
         traceback.print_exception(err, file=sys.stderr)
     message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    if isinstance(err, OSError) and err.errno == 28:
+    if isinstance(err, DiskFullError):
+        message = err.strerror or message
+    elif isinstance(err, OSError) and err.errno == 28:
         message = f"the disk is full ({getattr(err, 'filename', None) or message}); free space and run again"
     elif isinstance(err, OSError) and err.errno == 13:
         message = f"permission denied: {err.filename or message}"

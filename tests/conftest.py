@@ -84,6 +84,7 @@ def temporary_user_cache(tmp_path_factory: pytest.TempPathFactory):
     """Every test writes swaplab's user cache (identity networks, chips) into a temporary folder."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SWAPLAB_CACHE", str(tmp_path_factory.mktemp("swaplab-cache")))
+        patch.setenv("SWAPLAB_CONFIG", str(tmp_path_factory.mktemp("swaplab-config")))  # the C2PA signer
         patch.delenv("SWAPLAB_LFW_ARCFACE", raising=False)
         yield
 

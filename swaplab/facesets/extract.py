@@ -27,7 +27,7 @@ from tqdm import tqdm
 from swaplab.config import to_dict
 from swaplab.faces.analyze import AlignedFace, FaceAnalyzer, FaceAnalyzerConfig
 from swaplab.facesets.format import FaceRecord, FacesetHeader, FacesetWriter, shard_key
-from swaplab.io.atomic import atomic_write_json
+from swaplab.io.atomic import atomic_write_json, remove_stale_temporaries
 from swaplab.io.images import MediaError, encode_image, is_image_path, is_video_path, read_image
 from swaplab.io.locks import exclusive
 from swaplab.io.video import VideoReader
@@ -193,11 +193,24 @@ def extract(
     references = _reference_identities(cfg.reference, analyzer)
     files = list(expand_inputs(inputs, summary))
     with exclusive(Path(output) / ".lock", f"faceset {output}"):  # one extraction writes a faceset at a time
+        _remove_leftovers(Path(output))
         _extract_files(files, cfg, analyzer, writer, references, summary, progress)
     summary.rejected.update(analyzer.rejected)
     summary.seconds = time.perf_counter() - started
     atomic_write_json(Path(output) / "extract_report.json", _summary_json(summary))
     return summary
+
+
+def _remove_leftovers(output: Path) -> None:
+    """Temporary files of a killed extraction (the faceset's lock is held, so none is in use)."""
+    leftovers = remove_stale_temporaries(output) + remove_stale_temporaries(output / "shards")
+    crops = output / "faces"
+    if crops.is_dir():
+        for partial in crops.glob("*.partial"):
+            partial.unlink(missing_ok=True)
+            leftovers.append(partial)
+    for path in leftovers:
+        log.info("removed a temporary file left by a killed extraction: %s", path)
 
 
 def _extract_files(

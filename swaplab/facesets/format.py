@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -114,8 +115,44 @@ class FaceRecord:
             if kinds and not isinstance(data[spec.name], kinds):
                 found = type(data[spec.name]).__name__
                 raise ValueError(f"record {data.get('id', '?')!r}: field {spec.name!r} is a {found}")
+        record_id = data.get("id", "?")
+        for name, shape in _SHAPES.items():
+            if name in data and not _numbers_shaped(data[name], shape):
+                raise ValueError(f"record {record_id!r}: field {name!r} is not {_describe(shape)}")
+        file = PurePosixPath(data["file"])
+        if file.is_absolute() or ".." in file.parts or not file.parts:
+            raise ValueError(f"record {record_id!r}: its file {data['file']!r} lies outside the faceset")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: The numeric fields' shapes: a length (None: any) per level; ``()`` an empty list is allowed too.
+_SHAPES: dict[str, tuple[int | None, ...]] = {
+    "box": (4,),
+    "source_size": (2,),
+    "matrix": (2, 3),
+    "landmarks": (None, 2),
+    "landmarks_source": (None, 2),
+    "landmarks5_source": (None, 2),
+    "identity": (None,),
+    "mask": (None, 2),
+    "pose": (None,),
+}
+
+
+def _numbers_shaped(value: Any, shape: tuple[int | None, ...]) -> bool:
+    """Whether ``value`` is nested lists of finite numbers (not booleans) with ``shape``."""
+    if not shape:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return abs(value) < 1e12 if isinstance(value, int) else math.isfinite(value)
+    if not isinstance(value, list) or (shape[0] is not None and len(value) != shape[0]):
+        return False
+    return all(_numbers_shaped(item, shape[1:]) for item in value)
+
+
+def _describe(shape: tuple[int | None, ...]) -> str:
+    return "a list of " + " x ".join("N" if n is None else str(n) for n in shape) + " numbers"
 
 
 #: JSON types a record's fields may hold, by their declared type (annotations are strings here).
@@ -134,7 +171,7 @@ def read_shard(path: Path) -> list[FaceRecord]:
     """The records of one shard; ``ValueError`` says what is wrong with a damaged one."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise ValueError(f"not readable JSON ({err.__class__.__name__}: {err})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
         raise ValueError("no list of records")
@@ -200,8 +237,10 @@ def read_header(root: str | Path) -> FacesetHeader:
         raise FacesetError(f"{root} is not a faceset (no faceset.json); create one with `swaplab extract`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise FacesetError(f"{path} is damaged: {err}") from None
+    if not isinstance(data, dict):
+        raise FacesetError(f"{path} is damaged: a header is a JSON object, this is a {type(data).__name__}")
     if data.get("format") != FORMAT_NAME:
         raise FacesetError(f"{path} is not a swaplab faceset header (format={data.get('format')!r})")
     version = data.get("version")
@@ -212,8 +251,20 @@ def read_header(root: str | Path) -> FacesetHeader:
         )
     known = set(FacesetHeader.__dataclass_fields__)
     missing = [k for k in ("template", "size") if k not in data]
-    if missing or not isinstance(data.get("size"), int) or not isinstance(data.get("template"), str):
+    size = data.get("size")
+    if (
+        missing
+        or not isinstance(size, int)
+        or isinstance(size, bool)
+        or size < 1
+        or not isinstance(data["template"], str)
+    ):
         raise FacesetError(f"{path} is damaged: its template and size are {'missing' if missing else 'malformed'}")
+    for key in ("image_format", "landmark_model", "identity_model", "created_by"):
+        if key in data and not isinstance(data[key], str):
+            raise FacesetError(f"{path} is damaged: its field {key!r} is a {type(data[key]).__name__}, not text")
+    if not isinstance(data.get("config", {}), dict):
+        raise FacesetError(f"{path} is damaged: its field 'config' is not an object")
     return FacesetHeader(**{k: v for k, v in data.items() if k in known})
 
 

@@ -103,7 +103,10 @@ class DlibReader:
             return -math.inf
         if exponent == _EXPONENT_NAN:
             return math.nan
-        return math.ldexp(mantissa, exponent)
+        try:
+            return math.ldexp(mantissa, exponent)
+        except OverflowError:  # dlib writes float32 values: a result beyond any float means bad bytes
+            raise self.error(f"{what} overflows ({mantissa} x 2^{exponent})") from None
 
     def bool(self, what: str = "a flag") -> bool:
         byte = self._take(1, what)
@@ -333,7 +336,12 @@ def parse_face_recognition_net(path: str | Path) -> DlibMetricNet:
         data = path.read_bytes()
     except OSError as exc:
         raise DlibFormatError(f"{path}: cannot read the dlib network file ({exc})") from exc
-    reader = DlibReader(data, str(path))
+    return parse_face_recognition_bytes(data, str(path))
+
+
+def parse_face_recognition_bytes(data: bytes, source: str = "<bytes>") -> DlibMetricNet:
+    """``parse_face_recognition_net`` of the file's bytes; ``source`` names it in errors."""
+    reader = DlibReader(data, source)
 
     reader.version((1,), "the loss layer")
     start = reader.pos
@@ -380,5 +388,5 @@ def parse_face_recognition_net(path: str | Path) -> DlibMetricNet:
         input_size=input_size,
         loss_margin=margin,
         distance_threshold=threshold,
-        source=str(path),
+        source=source,
     )

@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +32,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The extension stays last so that writers which pick a format by it still work.
+    # The writer's process id is in the name, so a later start can tell a dead writer's leftover
+    # from a file another live process is still writing (``remove_stale_temporaries``).
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.partial-", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+        prefix=temporary_prefix(path, "partial"), suffix=path.suffix if suffix is None else suffix, dir=path.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -72,6 +76,75 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def temporary_prefix(path: str | Path, kind: str) -> str:
+    """The name start of a temporary file written for ``path``: hidden, with its kind and our process id."""
+    return f".{Path(path).stem}.{kind}-{os.getpid()}-"
+
+
+# ``.<stem>.<kind>-<pid>-<random><suffix>``: what ``temporary_prefix`` + mkstemp produce.
+_TEMPORARY = re.compile(r"^\..*\.(partial|video|export)-(\d+)-[A-Za-z0-9_]+(\.[A-Za-z0-9]+)?$")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (and staging folders) that killed writers left in ``folder`` (not recursive).
+
+    Only entries named by ``temporary_prefix`` whose process is gone are removed: a live process's
+    file in progress is left alone. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for child in folder.iterdir():
+        match = _TEMPORARY.match(child.name)
+        if match is None or _process_alive(int(match.group(2))):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+        removed.append(child)
+    return removed
+
+
+def ensure_free_space(folder: str | Path, need_bytes: int, what: str) -> None:
+    """Raise ``DiskFullError`` before writing ``what`` when ``folder``'s disk has less than ``need_bytes`` free.
+
+    The check runs before the work so that a long job stops at once with the size it needs,
+    instead of failing half-way; the write itself still handles a disk that fills meanwhile.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need_bytes:
+        raise DiskFullError(
+            28,
+            f"not enough free space for {what} in {folder}: needs about {_size(need_bytes)}, "
+            f"{_size(free)} available; free space (or write elsewhere) and run again",
+        )
+
+
+def _size(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{max(n, 0) / 1024:.0f} KiB"
 
 
 def _umask() -> int:

@@ -113,8 +113,14 @@ class VideoReader:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.threads
             index = -1
+            # Packets held in the file, and those of them meant to be shown: an edit list can mark
+            # packets as discarded (ffmpeg drops them too), so the header's count is not a promise.
+            packets = shown_packets = 0
             try:
                 for packet in container.demux(stream):
+                    if packet.size:
+                        packets += 1
+                        shown_packets += not packet.is_discard
                     try:
                         frames = packet.decode()
                     except av.error.InvalidDataError as err:
@@ -136,11 +142,14 @@ class VideoReader:
                 self.problems.append(f"decoding stopped after {self.decoded} frames: {err}")
             finally:
                 self._check_timing(intervals)
-        if self.info.frame_count and self.decoded < self.info.frame_count and self.stop is None:
+        if self.stop is not None:
+            return
+        if self.info.frame_count and packets < self.info.frame_count:
             self.problems.append(
-                f"decoded {self.decoded} of {self.info.frame_count} frames the header announces "
-                "(truncated or damaged file)"
+                f"the file holds {packets} of the {self.info.frame_count} frames its header announces (truncated file)"
             )
+        elif self.decoded < shown_packets:
+            self.problems.append(f"decoded {self.decoded} of {shown_packets} frames (damaged file)")
 
     def _check_timing(self, intervals: list[float]) -> None:
         if len(intervals) < 3:
@@ -189,7 +198,11 @@ class VideoWriter:
         self._time_base = Fraction(1, 90000)
         # The temporary file uses the final container so the remux copies timestamps exactly
         # (a detour through Matroska rounds them to milliseconds and breaks B-frame order).
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.video-", suffix=self.path.suffix, dir=self.path.parent)
+        from swaplab.io.atomic import temporary_prefix
+
+        fd, tmp = tempfile.mkstemp(
+            prefix=temporary_prefix(self.path, "video"), suffix=self.path.suffix, dir=self.path.parent
+        )
         import os
 
         os.close(fd)

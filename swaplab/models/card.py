@@ -45,30 +45,38 @@ def read_card(path: str | Path) -> tuple[dict[str, Any], Path]:
         raise CardError(f"{path}: no model.json here; export a trained run with `swaplab export RUN -o MODEL`")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bad UTF-8
         raise CardError(f"{card_path}: not a readable model card ({err})") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise CardError(f"{card_path} is not a swaplab model card (format={card.get('format')!r})")
+        found = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise CardError(f"{card_path} is not a swaplab model card (format={found!r})")
     version = card.get("version")
-    if not isinstance(version, int) or version > CARD_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > CARD_VERSION:
         raise CardError(
             f"{card_path} is a version {version} model card; this swaplab reads versions up to {CARD_VERSION}: "
             "upgrade swaplab"
         )
+    for key in ("weights", "model", "identity", "loss_config"):
+        if key in card and card[key] is not None and not isinstance(card[key], dict):
+            raise CardError(f"{card_path}: its field {key!r} is a {type(card[key]).__name__}, not an object")
     if version < CARD_VERSION:
         card = _upgrade(card)
-    weights = card.get("weights", {}).get("file")
-    if not weights:
+    weights = (card.get("weights") or {}).get("file")
+    if not weights or not isinstance(weights, str):
         raise CardError(f"{card_path}: names no weights file")
+    if Path(weights).name != weights or weights in (".", ".."):
+        raise CardError(f"{card_path}: its weights file {weights!r} is not a file beside it")
     return card, card_path.parent / weights
 
 
 def _upgrade(card: dict[str, Any]) -> dict[str, Any]:
     """A version-1 card as version 2 (the fields the contract reads; nothing is written back)."""
     card = dict(card)
-    card["swapper"] = _V1_SWAPPERS.get(card.get("kind", ""))
+    kind = card.get("kind", "")
+    card["swapper"] = _V1_SWAPPERS.get(kind) if isinstance(kind, str) else None
     identity = card.get("identity") or {}
-    loss_network = ((card.get("loss_config") or {}).get("identity") or {}).get("network")
+    loss_identity = (card.get("loss_config") or {}).get("identity") or {}
+    loss_network = loss_identity.get("network") if isinstance(loss_identity, dict) else None
     conditioned = card["swapper"] == "identity-conditioned"
     card["identity"] = {
         "conditions_on": identity.get("network", "dlib-resnet") if conditioned else None,
@@ -86,7 +94,7 @@ def load_weights(card: dict[str, Any], weights: Path, verify: bool = True) -> di
 
     if not weights.is_file():
         raise CardError(f"{weights}: the weights file named by model.json is missing")
-    if verify and sha256_file(weights) != card["weights"].get("sha256"):
+    if verify and sha256_file(weights) != (card.get("weights") or {}).get("sha256"):
         raise CardError(f"{weights}: hash mismatch with model.json: the weights file is corrupt or replaced")
     try:
         return load_file(str(weights))
@@ -100,11 +108,15 @@ def build_model(card: dict[str, Any]) -> nn.Module:
         cls = MODELS.get(str(card.get("arch")))
     except KeyError as err:
         raise CardError(f"model card: {err.args[0]}") from None
+    if not isinstance(card.get("model"), dict):
+        raise CardError("model card: it has no model config (the 'model' object)")
     try:
         config = from_dict(cls.config_type, card["model"], prefix="model")
-    except (ConfigError, KeyError) as err:
-        raise CardError(f"model card: its model config does not fit {cls.__name__}: {err}") from None
-    return cls(config)
+        return cls(config)
+    except (ConfigError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        # A hand-edited config can be of the right types yet describe no buildable network.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CardError(f"model card: its model config does not fit {cls.__name__}: {reason}") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> nn.Module:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from swaplab.io.atomic import atomic_path
+from swaplab.provenance.content_credentials import read_credentials, sign_in_place
 from swaplab.provenance.metadata import (
     VIDEO_SUFFIXES,
     PayloadFields,
@@ -28,7 +29,8 @@ from swaplab.provenance.metadata import (
     video_metadata_tags,
     write_video_metadata,
 )
-from swaplab.provenance.watermark import WatermarkError, WatermarkReading, decide, embed, extract, soft_bits
+from swaplab.provenance.sync import TemplateReading, add_template, detect, read_payload
+from swaplab.provenance.watermark import WatermarkError, WatermarkReading, decide, embed, soft_bits
 
 __all__ = [
     "PayloadFields",
@@ -53,7 +55,9 @@ def mark_image(image: np.ndarray, fields: PayloadFields | Provenance) -> np.ndar
     """``image`` (RGB uint8, H x W x 3, each side >= 64 px) with the watermark of ``fields``."""
     if isinstance(fields, Provenance):
         fields = fields.payload_fields()
-    return embed(image, fields.pack())
+    # The payload mark, then the synchronisation template that finds it again after a crop, a
+    # mirror or a rotation (sync.py).
+    return add_template(embed(image, fields.pack()))
 
 
 def write_marked_image(path: str | Path, image: np.ndarray, provenance: Provenance, quality: int = 95) -> Path:
@@ -70,6 +74,7 @@ def write_marked_image(path: str | Path, image: np.ndarray, provenance: Provenan
     marked = mark_image(image, provenance)
     with atomic_path(path) as tmp:
         Image.fromarray(marked).save(tmp, **options)
+        sign_in_place(tmp, provenance)  # C2PA content credentials, before the file takes its name
     return path
 
 
@@ -89,11 +94,21 @@ class VerifyReport:
     metadata: dict[str, Any] | None
     frames_checked: int
     frames_marked: int
+    template: TemplateReading | None = None  # the geometric template, read when the payload was not direct
+    recovered: str = ""  # how the payload was re-read (undoing a mirror or a turn), "" when direct
+    credentials: dict[str, Any] | None = None  # the C2PA manifest, checked (content_credentials.read_credentials)
 
     @property
     def synthetic(self) -> bool:
-        """Whether either signal says swaplab made this file."""
-        return self.payload is not None or bool(self.metadata and self.metadata.get("synthetic"))
+        """Whether any signal says swaplab made this file."""
+        template = self.template is not None and self.template.present
+        credentials = bool(self.credentials and self.credentials["synthetic"])
+        return (
+            self.payload is not None
+            or template
+            or credentials
+            or bool(self.metadata and self.metadata.get("synthetic"))
+        )
 
     @property
     def consistent(self) -> bool | None:
@@ -111,6 +126,18 @@ class VerifyReport:
             if self.payload is not None
             else "watermark absent"
         )
+        if self.recovered:
+            mark += f" {self.recovered}"
+        elif self.payload is None and self.template is not None and self.template.present:
+            t = self.template
+            edits = [f"cropped to about {t.scale:.0%}"] if t.scale < 0.995 else []
+            edits += ["mirrored"] if t.mirrored else []
+            edits += [f"turned about {t.angle:+.1f} degrees"] if t.angle else []
+            mark = (
+                f"geometric template present (score {t.score:.1f}; payload unreadable"
+                + (f"; the file looks {', '.join(edits)}" if edits else "")
+                + ")"
+            )
         if self.kind == "video":
             mark += f", {self.frames_marked}/{self.frames_checked} sampled frames marked on their own"
         meta = "metadata: " + (
@@ -119,7 +146,13 @@ class VerifyReport:
             else "none"
         )
         agree = {True: "; watermark and metadata agree", False: "; WATERMARK AND METADATA DISAGREE", None: ""}
-        return f"{verdict}: {mark}; {meta}{agree[self.consistent]}"
+        c2pa = "C2PA: none"
+        if self.credentials:
+            cred = self.credentials
+            state = "valid" if cred["state"] != "Invalid" else "INVALID (" + ", ".join(cred["codes"][:3]) + ")"
+            signer = "trusted signer" if cred["trusted"] else "local, untrusted signer"
+            c2pa = f"C2PA: {state}, {signer}, by {cred['generator'] or 'unknown'}"
+        return f"{verdict}: {mark}; {meta}; {c2pa}{agree[self.consistent]}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +163,17 @@ class VerifyReport:
                 "present": self.watermark.present,
                 "confidence": round(self.watermark.confidence, 4),
             },
+            "template": None
+            if self.template is None
+            else {
+                "present": self.template.present,
+                "score": round(self.template.score, 3),
+                "scale": self.template.scale,
+                "angle": self.template.angle,
+                "mirrored": self.template.mirrored,
+            },
+            "recovered": self.recovered,
+            "c2pa": self.credentials,
             "payload": None if self.payload is None else self.payload.to_dict(),
             "metadata": self.metadata,
             "consistent": self.consistent,
@@ -146,14 +190,21 @@ def verify(path: str | Path, frames: int = VIDEO_SAMPLE_FRAMES) -> VerifyReport:
     metadata = read_metadata(path)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         votes = [soft_bits(frame) for frame in _sample_video_frames(path, frames)]
+        sampled = _sample_video_frames(path, frames)
+        votes = [soft_bits(frame) for frame in sampled]
         reading = decide(np.mean(votes, axis=0)) if votes else WatermarkReading(False, None, 0.0)
         kind: Literal["image", "video"] = "video"
         checked, marked = len(votes), sum(decide(v).present for v in votes)
+        template, how = None, ""
+        if not reading.present and sampled:
+            # An edited video: the template of its best frame (a crop or turn applies to all of them).
+            template = max((detect(frame) for frame in sampled[:3]), key=lambda t: t.score)
     else:
-        reading = extract(_read_image(path))
+        reading, template, how, _ = read_payload(_read_image(path))
         kind, checked, marked = "image", 1, int(reading.present)
     payload = PayloadFields.unpack(reading.payload) if reading.payload else None
-    return VerifyReport(str(path), kind, reading, payload, metadata, checked, marked)
+    credentials = read_credentials(path)
+    return VerifyReport(str(path), kind, reading, payload, metadata, checked, marked, template, how, credentials)
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -34,7 +34,8 @@ Limits (measured; see tests/test_provenance.py and benchmarks/bench_watermark.py
 at least ``MIN_SIDE`` = 64 px on each side (smaller images raise ``WatermarkError``; ``extract``
 reports them absent); a 64-128 px image reads back losslessly and after JPEG 75, but surviving a
 half-size resize needs the resized copy to keep at least ~125 px (originals of 250 px and up).
-Cropping, rotation, flips and strong gamma or contrast changes are not survived (QIM is not
+Cropping, rotation and flips move the bits off their grid (``sync.py`` adds a template that finds
+them again); strong gamma or contrast changes are not survived (QIM is not
 gain-invariant); mostly saturated (pure white or black) images take a weaker mark because
 clipping eats part of it.
 """
@@ -241,6 +242,17 @@ def _slot_votes(image: np.ndarray) -> np.ndarray:
     lay = _layout()
     ll, _ = pywt.dwt2(_canonical_luma(image), "haar")
     return np.cos((_block_coefficients(ll) - lay.dither) * (2.0 * np.pi / STEP))
+
+
+def canonical_soft_bits(canonical: np.ndarray) -> np.ndarray:
+    """``soft_bits`` of a luma plane already on the canonical grid (``CANONICAL`` square, float32):
+    for readers that rebuild the grid themselves, e.g. from a cropped copy (``sync.py``)."""
+    lay = _layout()
+    ll, _ = pywt.dwt2(canonical, "haar")
+    votes = np.cos((_block_coefficients(ll) - lay.dither) * (2.0 * np.pi / STEP)).ravel()
+    return np.bincount(lay.bit_of_slot, weights=votes, minlength=CODE_BITS) / np.bincount(
+        lay.bit_of_slot, minlength=CODE_BITS
+    )
 
 
 def soft_bits(image: np.ndarray) -> np.ndarray:

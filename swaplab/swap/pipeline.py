@@ -29,10 +29,17 @@ from tqdm import tqdm
 from swaplab.config import choice_field, to_dict
 from swaplab.faces.align import alignment_matrix, invert_affine, transform_points, warp_face
 from swaplab.faces.analyze import AlignedFace, FaceAnalyzer, FaceAnalyzerConfig
-from swaplab.io.atomic import DiskFullError, atomic_write_json, sha256_file
+from swaplab.io.atomic import (
+    DiskFullError,
+    atomic_write_json,
+    ensure_free_space,
+    remove_stale_temporaries,
+    sha256_file,
+)
 from swaplab.io.images import MediaError, is_image_path, is_video_path, read_image
 from swaplab.io.video import VideoReader, VideoWriter
 from swaplab.provenance import Provenance, mark_image, video_metadata_tags, write_marked_image
+from swaplab.provenance.content_credentials import sign_in_place
 from swaplab.swap.blend import BLENDERS, sharpen
 from swaplab.swap.colour import COLOUR_TRANSFERS
 from swaplab.swap.masking import MASK_MODES, finish_mask
@@ -342,6 +349,8 @@ def swap(
     if output.exists() and not cfg.overwrite and not cfg.preview:
         raise FileExistsError(f"{output} exists; pass overwrite=true to replace it")
     _check_output(source, output, cfg)  # before the model loads: a wrong name costs nothing
+    for leftover in remove_stale_temporaries(output if source.is_dir() else output.parent):
+        log.warning("removed a temporary file left by a killed swap: %s", leftover)
     swapper = FaceSwapper(model, cfg, device=device)
     if swapper.needs_source and not cfg.source:
         raise ValueError(f"{model} swaps in any person: name the source person's photo(s) with source=PHOTO")
@@ -434,6 +443,9 @@ def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
     provenance = swapper.provenance(sha256_file(source))
     width, height = info.width - info.width % 2, info.height - info.height % 2
     metadata = video_metadata_tags(provenance) if cfg.mark else {}
+    ensure_free_space(
+        output.parent, _video_bytes_needed(source, info, cfg.max_frames), f"the swapped video {output.name}"
+    )
     writer = VideoWriter(output, info.fps, (width, height), crf=cfg.crf, audio_from=source, metadata=metadata)
     session = _Session(swapper, info.fps or 25.0, _known_landmarks(swapper, source, (info.width, info.height)))
     total = min(info.frame_count or 0, cfg.max_frames or 1 << 30) or None
@@ -470,6 +482,8 @@ def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
         flush()
         with swapper.timer("encode"):
             writer.close()
+        if cfg.mark:
+            sign_in_place(output, provenance)  # C2PA content credentials beside the watermark and the tags
     except BaseException as err:
         writer.abort()
         if isinstance(err, OSError) and err.errno == 28:
@@ -481,6 +495,19 @@ def _swap_video(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
     if reader.variable_frame_rate:
         report.problems.append(f"{source}: variable frame rate (frame times kept as in the source)")
     report.outputs.append(str(output))
+
+
+#: Output bytes per source byte: the swap re-encodes at CRF 18, which is rarely smaller than the
+#: source, so room for 1.5x the source's size is asked for (the check refuses only at the start).
+VIDEO_SIZE_FACTOR = 1.5
+
+
+def _video_bytes_needed(source: Path, info: Any, max_frames: int) -> int:
+    """Free space a video swap needs: its encoded stream and the final file exist together at the end."""
+    share = 1.0
+    if max_frames and info.frame_count:
+        share = min(1.0, max_frames / info.frame_count)
+    return int(2 * VIDEO_SIZE_FACTOR * source.stat().st_size * share) + (1 << 20)
 
 
 def _preview_video(swapper: FaceSwapper, reader: VideoReader, output: Path, report: SwapReport, progress: bool) -> None:

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from swaplab.io.atomic import atomic_write_json, sha256_file
+from swaplab.io.atomic import atomic_write_json, ensure_free_space, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,11 @@ def save_checkpoint(
     opt_tensors, opt_meta = optimizers_to_tensors(optimizer, param_names)
     rng_json, rng_tensors = capture_rng()
 
+    need = sum(t.numel() * t.element_size() for part in (weights, opt_tensors, rng_tensors) for t in part.values())
+    # The new checkpoint is whole on disk before the oldest is rotated away, so the space for one
+    # more (plus a little for state.json and the file system) must be free now.
+    ensure_free_space(root, need + need // 50 + (1 << 20), f"checkpoint step {step}")
+
     final = root / step_dir_name(step)
     tmp = root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -280,11 +285,11 @@ def save_checkpoint(
         if _disk_full(err):
             from swaplab.io.atomic import DiskFullError
 
-            need = sum(t.numel() * t.element_size() for part in (weights, opt_tensors) for t in part.values())
             raise DiskFullError(
                 28,
                 f"the disk is full: checkpoint step {step} (about {need / 2**20:.0f} MiB) could not be written to "
-                f"{root}; the previous checkpoint is intact. Free space and run again to resume",
+                f"{root}; the previous checkpoint is intact. Free space (or raise the file-size limit) and run "
+                "again to resume",
             ) from None
         raise
     atomic_write_json(root / "latest.json", {"step": step, "path": final.name})
@@ -293,10 +298,13 @@ def save_checkpoint(
 
 
 def _disk_full(err: BaseException) -> bool:
-    """An out-of-space error, from the OS or from safetensors (which reports it as text)."""
-    if isinstance(err, OSError) and err.errno == 28:
+    """An out-of-space error (ENOSPC, or EFBIG from a file-size limit), from the OS or from safetensors (as text)."""
+    if isinstance(err, OSError) and err.errno in (27, 28):
         return True
-    return isinstance(err, SafetensorError) and ("No space left" in str(err) or "os error 28" in str(err))
+    text = str(err)
+    return isinstance(err, SafetensorError) and any(
+        mark in text for mark in ("No space left", "os error 28", "File too large", "os error 27")
+    )
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
@@ -352,14 +360,24 @@ def read_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(state_path, "missing file (the checkpoint was not completely written)")
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(state_path, f"unreadable JSON ({err})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(state_path, f"not a swaplab checkpoint (a {type(state).__name__}, not an object)")
     if state.get("format") != FORMAT_NAME:
         raise CheckpointError(state_path, f"not a swaplab checkpoint (format={state.get('format')!r})")
     if not isinstance(state.get("version"), int) or state["version"] > FORMAT_VERSION:
         raise CheckpointError(
             state_path, f"checkpoint format version {state.get('version')} is newer than this swaplab reads"
         )
+    step, files = state.get("step"), state.get("files")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(state_path, f"its step {step!r} is not a whole number")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise CheckpointError(state_path, "its file hashes ('files') are missing or malformed")
+    for key in ("optimizer", "rng", "scheduler", "trainer", "metrics"):
+        if key in state and not isinstance(state[key], dict):
+            raise CheckpointError(state_path, f"its field {key!r} is not an object")
     return state
 
 
@@ -392,15 +410,37 @@ def load_checkpoint(path: str | Path, *, with_optimizer: bool = True) -> Checkpo
         opt_tensors = _load_tensors(path / "optimizer.safetensors", files.get("optimizer.safetensors"))
         try:
             optimizer = optimizers_from_tensors(opt_tensors, state["optimizer"])
-        except (KeyError, ValueError) as err:
-            raise CheckpointError(path / "optimizer.safetensors", f"does not match state.json ({err})") from None
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+            raise CheckpointError(path / "optimizer.safetensors", f"does not match state.json ({err!r})") from None
         rng = _load_tensors(path / "rng.safetensors", files.get("rng.safetensors"))
+        _check_rng(path / "state.json", state.get("rng"), rng)
     return Checkpoint(path=path, step=int(state["step"]), model=model, optimizer=optimizer, rng=rng, state=state)
 
 
+def _check_rng(state_path: Path, rng_json: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """The RNG states must restore: a resumed run would otherwise fail (or drift) at its first step."""
+    try:
+        version, internal, gauss = rng_json["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+        numpy_json = rng_json["numpy"]
+        np.random.RandomState().set_state(
+            (
+                numpy_json["bit_generator"],
+                np.asarray(numpy_json["key"], dtype=np.uint32),
+                numpy_json["pos"],
+                numpy_json["has_gauss"],
+                numpy_json["gauss"],
+            )
+        )
+        torch.Generator().set_state(tensors["torch_cpu"])
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(state_path, f"its random-number states are malformed ({err!r})") from None
+
+
 def _read_latest(root: Path) -> str | None:
-    with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return json.loads((root / "latest.json").read_text(encoding="utf-8")).get("path")
+    with contextlib.suppress(OSError, ValueError, AttributeError, RecursionError):
+        name = json.loads((root / "latest.json").read_text(encoding="utf-8")).get("path")
+        return name if isinstance(name, str) and STEP_DIR.match(name) else None
     return None
 
 

@@ -9,6 +9,7 @@ only when asked (``overwrite``).
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from swaplab.config import config_hash, to_dict
-from swaplab.io.atomic import atomic_write_json, sha256_file
+from swaplab.io.atomic import atomic_write_json, remove_stale_temporaries, sha256_file, temporary_prefix
 from swaplab.models.card import CARD_FORMAT, CARD_VERSION
 from swaplab.train.checkpoint import CheckpointError, load_checkpoint, load_latest_good
 from swaplab.train.run import RunFolder, read_run_config
+
+log = logging.getLogger(__name__)
 
 #: Terms of the data and models every swaplab model depends on (stated in each card).
 DATA_TERMS = {
@@ -65,7 +68,9 @@ def export_model(
         if ckpt is None:
             raise CheckpointError(run.checkpoints, "no usable checkpoint to export: train the run first")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+    for path in remove_stale_temporaries(out_dir.parent):
+        log.warning("removed a temporary folder left by a killed process: %s", path)
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(out_dir, "export"), dir=out_dir.parent))
     try:
         fields = recipe.export(cfg, ckpt.model, staging, ckpt.state)
         weights = staging / "model.safetensors"
@@ -117,6 +122,9 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
     """Move the staged files into ``out_dir``, the card last: a reader never sees a card whose weights
     are not in place."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The card is the commit mark: an old card goes first, so a kill mid-way leaves a folder that
+    # is plainly no model (re-export it) rather than an old card beside new weights.
+    (out_dir / "model.json").unlink(missing_ok=True)
     names = sorted(p.name for p in staging.iterdir())
     for name in [n for n in names if n != "model.json"] + ["model.json"]:
         (staging / name).replace(out_dir / name)

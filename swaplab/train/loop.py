@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from swaplab.config import ConfigError
+from swaplab.io.atomic import remove_stale_temporaries
 from swaplab.io.locks import exclusive
 from swaplab.system import autocast_dtype
 from swaplab.train.checkpoint import (
@@ -129,6 +130,10 @@ class TrainingLoop:
     def _hold_lock(self) -> None:
         self.lock.enter_context(exclusive(self.run_folder.root / ".lock", f"run {self.run_folder.root}"))
         self.locked = True
+        # Holding the lock, nothing else writes here: temporaries of a killed run can go.
+        for folder in (self.run_folder.root, self.run_folder.checkpoints, self.run_folder.previews):
+            for path in remove_stale_temporaries(folder):
+                log.warning("removed a temporary file left by a killed process: %s", path)
 
     def _fresh_module(self) -> nn.Module:
         torch.manual_seed(self.tcfg.seed)  # the initial weights depend on the seed alone
