@@ -1,7 +1,10 @@
-"""The swap stage's blend mask: the model's learned mask, the landmark face hull, or both; eroded and feathered.
+"""The swap stage's blend mask: the model's learned mask, the landmark face hull, the face segmenter's
+face class, or combinations; eroded and feathered.
 
-``MASK_MODES`` maps ``swap mask=NAME`` to a function ``(learned, landmarks, size) -> mask``; the hull
-comes from ``swaplab.faces.masks.MASKS``. ``finish_mask`` erodes (or dilates) and feathers inward.
+``MASK_MODES`` maps ``swap mask=NAME`` to a function ``(learned, landmarks, size, crop=None) -> mask``;
+the hull comes from ``swaplab.faces.masks.MASKS``, ``segment`` from the built face segmenter
+(``swaplab.models.segmentation``), which needs the target crop (R, R, 3) uint8. ``finish_mask`` erodes
+(or dilates) and feathers inward.
 Masks are float32 R x R in [0, 1] in the aligned crop's frame; nothing here blends or warps.
 """
 
@@ -15,7 +18,7 @@ from swaplab.registry import Registry
 
 __all__ = ["MASK_MODES", "finish_mask"]
 
-#: Mode name -> ``fn(learned (R, R), landmarks (68, 2) in crop pixels, size R) -> mask (R, R)``.
+#: Mode name -> ``fn(learned (R, R), landmarks (68, 2) in crop pixels, size R, crop=None) -> mask (R, R)``.
 MASK_MODES: Registry = Registry("swap mask mode")
 
 
@@ -24,26 +27,53 @@ def _hull(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 @MASK_MODES.register("learned")
-def learned_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+def learned_mask(learned: np.ndarray, landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) -> np.ndarray:
     """What the model drew (all ones for models that draw none)."""
     return learned
 
 
 @MASK_MODES.register("hull")
-def hull_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+def hull_mask(learned: np.ndarray, landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) -> np.ndarray:
     """The landmark face hull, up to the forehead."""
     return _hull(landmarks, size)
 
 
 @MASK_MODES.register("intersection")
-def intersection_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+def intersection_mask(
+    learned: np.ndarray, landmarks: np.ndarray, size: int, crop: np.ndarray | None = None
+) -> np.ndarray:
     """Inside both: the hull's shape, minus what the model says is not face (hair, hands)."""
     return np.minimum(learned, _hull(landmarks, size))
 
 
 @MASK_MODES.register("union")
-def union_mask(learned: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+def union_mask(learned: np.ndarray, landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) -> np.ndarray:
     return np.maximum(learned, _hull(landmarks, size))
+
+
+def _segmented_face(crop: np.ndarray | None, size: int) -> np.ndarray:
+    from swaplab.models.segmentation import FACE, segment_faces
+
+    if crop is None:
+        raise ValueError("mask=segment needs the target crop: call the mask mode with crop=")
+    probabilities = segment_faces(crop)[0, FACE]
+    if probabilities.shape != (size, size):
+        probabilities = cv2.resize(probabilities, (size, size), interpolation=cv2.INTER_LINEAR)
+    return probabilities.astype(np.float32)
+
+
+@MASK_MODES.register("segment")
+def segment_mask(learned: np.ndarray, landmarks: np.ndarray, size: int, crop: np.ndarray | None = None) -> np.ndarray:
+    """The face segmenter's probability of face: skin and features, without hair, hands or glasses."""
+    return _segmented_face(crop, size)
+
+
+@MASK_MODES.register("segment+hull")
+def segment_hull_mask(
+    learned: np.ndarray, landmarks: np.ndarray, size: int, crop: np.ndarray | None = None
+) -> np.ndarray:
+    """Inside the hull and segmented as face: the hull's reliable outline, minus what covers the face."""
+    return np.minimum(_segmented_face(crop, size), _hull(landmarks, size))
 
 
 def finish_mask(mask: np.ndarray, erode: int, blur: int) -> np.ndarray:

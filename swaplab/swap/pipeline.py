@@ -58,7 +58,7 @@ class SwapConfig:
     # are averaged. Per-pair models learned their source and ignore it.
     source: list[Path] = field(default_factory=list)
     max_identity_distance: float = 0.6
-    mask: str = choice_field("intersection", MASK_MODES)  # learned, hull, intersection, union
+    mask: str = choice_field("intersection", MASK_MODES)  # learned, hull, intersection, union, segment, segment+hull
     mask_erode: int = 0  # pixels at model resolution; negative dilates
     mask_blur: int = -1  # feather in pixels at model resolution; -1: resolution / 16
     colour: str = choice_field("rct", COLOUR_TRANSFERS)  # none, rct, lct, mkl, idt, sot, hist
@@ -269,7 +269,7 @@ class FaceSwapper:
     def _mask(self, face: AlignedFace, learned: np.ndarray) -> np.ndarray:
         """The blend mask in crop space (R x R float in [0, 1])."""
         cfg, size = self.config, self.resolution
-        mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size)
+        mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size, crop=face.crop)
         return finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
 
     def _match_colour(self, face_rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
