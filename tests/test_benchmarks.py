@@ -55,6 +55,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "LFW View 1",
         "training: ",
     ),
+    "bench_masks.py": ("machine: ", "occluders NOT seen in training", "segment+hull", "segmenter bf16 autocast"),
     "bench_landmarks.py": (
         "machine: ",
         "1. 68-point predictor vs hand labels",

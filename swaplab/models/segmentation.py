@@ -84,7 +84,7 @@ class FaceSegmenter(nn.Module):
 
 
 BUILT_NETWORKS.register(SEGMENTER_NAME)(
-    BuiltNetwork(SEGMENTER_NAME, FaceSegmenter, FaceSegmenterConfig, "SWAPLAB_FACE_SEGMENTER", "about 4 CPU-minutes")
+    BuiltNetwork(SEGMENTER_NAME, FaceSegmenter, FaceSegmenterConfig, "SWAPLAB_FACE_SEGMENTER", "3-10 CPU-minutes, by load")
 )
 
 

@@ -157,21 +157,22 @@ def load_labelled_faces(facesets: list[str | Path], size: int, polygons: list[st
     return LabelledFaces(np.stack(images), np.stack(labels), ids, used)
 
 
-def lfw_training_faceset(people: int, progress: bool = True) -> Path:
-    """A faceset (256 px, whole_face) of one photo each of the first ``people`` peopleDevTrain people,
-    extracted once into ``<user cache>/nets/faces/lfw-train-<people>`` (resumable)."""
+def lfw_faceset(people: int, split: str = "train", progress: bool = True) -> Path:
+    """A faceset (256 px, whole_face) of one photo each of the first ``people`` people of LFW's
+    ``split`` ("train": peopleDevTrain, for training; "eval": peopleDevTest, for measuring only),
+    extracted once into ``<user cache>/nets/faces/lfw-<split>-<people>`` (resumable)."""
     from swaplab.data.fetch import data_root
-    from swaplab.data.lfw import LFW_TRAIN_PEOPLE, read_people_list
+    from swaplab.data.lfw import SPLIT_FILES, read_people_list
     from swaplab.facesets.extract import ExtractConfig, extract
     from swaplab.system import user_cache_dir
 
     root = data_root() / "lfw"
-    names = list(read_people_list(root / LFW_TRAIN_PEOPLE))[:people]
+    names = list(read_people_list(root / SPLIT_FILES[split]))[:people]
     photos = [root / "lfw-deepfunneled" / name / f"{name}_0001.jpg" for name in names]
     photos = [p for p in photos if p.is_file()]
     if not photos:
         raise FileNotFoundError(f"no LFW photos under {root}: fetch them with `swaplab data fetch lfw`")
-    out = user_cache_dir() / "nets" / "faces" / f"lfw-train-{people}"
+    out = user_cache_dir() / "nets" / "faces" / f"lfw-{split}-{people}"
     cfg = ExtractConfig(size=256)
     cfg.faces.max_faces = 1
     extract(photos, out, cfg, progress=progress)
@@ -275,7 +276,7 @@ class SegmenterRecipe(Recipe):
         if len(cfg.class_weights) != len(cfg.model.classes):
             raise ConfigError(f"class_weights needs one weight per class ({', '.join(cfg.model.classes)})")
         if faces is None:
-            facesets = list(cfg.data.facesets) or [lfw_training_faceset(cfg.data.lfw_people, session.trainer.progress)]
+            facesets = list(cfg.data.facesets) or [lfw_faceset(cfg.data.lfw_people, "train", session.trainer.progress)]
             faces = load_labelled_faces(facesets, 2 * cfg.model.resolution, cfg.data.polygons)
         val = min(cfg.data.val_faces, len(faces.ids) // 4)
         self.train_faces = faces.take(slice(0, len(faces.ids) - val))
