@@ -84,7 +84,9 @@ class FaceSegmenter(nn.Module):
 
 
 BUILT_NETWORKS.register(SEGMENTER_NAME)(
-    BuiltNetwork(SEGMENTER_NAME, FaceSegmenter, FaceSegmenterConfig, "SWAPLAB_FACE_SEGMENTER", "3-10 CPU-minutes, by load")
+    BuiltNetwork(
+        SEGMENTER_NAME, FaceSegmenter, FaceSegmenterConfig, "SWAPLAB_FACE_SEGMENTER", "3-10 CPU-minutes, by load"
+    )
 )
 
 
