@@ -57,7 +57,7 @@ class BuiltNetwork:
 #: name -> ``BuiltNetwork``; the providers register theirs on import.
 BUILT_NETWORKS: Registry[BuiltNetwork] = Registry(
     "built network",
-    providers=("swaplab.models.segmentation",),
+    providers=("swaplab.models.segmentation", "swaplab.models.restoration"),
 )
 
 

@@ -41,7 +41,7 @@ from swaplab.system import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "detect", "align", "model", "mask", "colour", "blend", "mark", "encode")
+STAGES = ("decode", "detect", "align", "model", "mask", "colour", "restore", "blend", "mark", "encode")
 
 
 @dataclass
@@ -64,6 +64,10 @@ class SwapConfig:
     colour: str = choice_field("rct", COLOUR_TRANSFERS)  # none, rct, lct, mkl, idt, sot, hist
     blend: str = choice_field("alpha", BLENDERS)  # alpha, poisson, laplacian
     sharpen: float = 0.0  # unsharp-mask amount on the swapped face (0 = off)
+    # The face restorer (swaplab nets build face-restorer) on the swapped face, upscaled to the
+    # frame's footprint first, so the paste reaches the frame's resolution; strength 0..1.
+    restore: Literal["off", "on"] = "off"
+    restore_strength: float = 1.0
     smoothing: str = choice_field("one_euro", SMOOTHERS)  # one_euro, kalman, none
     smoothing_strength: float = 0.5
     # Settings of iterative models (a sampler and its steps: options={sampler: ddim, steps: 25});
@@ -85,6 +89,8 @@ class SwapConfig:
 
         if self.preview < 0 or self.preview_every < 1 or self.max_frames < 0:
             raise ConfigError("preview and max_frames must be >= 0, preview_every >= 1")
+        if not 0.0 <= self.restore_strength <= 1.0:
+            raise ConfigError(f"restore_strength must be in [0, 1], got {self.restore_strength}")
 
 
 @dataclass
@@ -232,8 +238,12 @@ class FaceSwapper:
                 face_rgb = self._match_colour(face_rgb, face.crop, mask)
                 if self.config.sharpen > 0:
                     face_rgb = sharpen(face_rgb, self.config.sharpen)
+            matrix = face.matrix
+            if self.config.restore == "on":
+                with self.timer("restore"):
+                    face_rgb, mask, matrix = self._restore(face_rgb, mask, matrix)
             with self.timer("blend"):
-                out = self._paste(out, face_rgb, mask, face.matrix)
+                out = self._paste(out, face_rgb, mask, matrix)
         return out
 
     # ------------------------------------------------------------------ steps
@@ -284,10 +294,29 @@ class FaceSwapper:
         out = recoloured[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
         return np.ascontiguousarray(out.numpy())
 
+    def _restore(
+        self, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The swapped face upscaled (bicubic) to its footprint in the frame when that is larger than
+        the model's resolution, then restored; with its mask and its frame -> crop matrix rescaled."""
+        from swaplab.models.restoration import restore_faces
+
+        size = self.resolution
+        scale = 1.0 / np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2])))  # frame px per crop px
+        side = max(size, int(round(size * scale)))
+        if side != size:
+            factor = side / size
+            face_rgb = cv2.resize(face_rgb, (side, side), interpolation=cv2.INTER_CUBIC)
+            mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
+            # Pixel centres sit at integers: x_big = (x + 0.5) * factor - 0.5.
+            upscale = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
+            matrix = (upscale @ np.vstack([matrix, [0, 0, 1]]))[:2]
+        return restore_faces(face_rgb, self.config.restore_strength), mask, matrix
+
     def _paste(self, frame: np.ndarray, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """Warp the face and its mask into the frame's footprint of the crop, then blend."""
         height, width = frame.shape[:2]
-        size = self.resolution
+        size = face_rgb.shape[0]
         corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
         footprint = transform_points(corners, invert_affine(matrix))
         x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 2, 0, [width, height])

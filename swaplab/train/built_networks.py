@@ -21,9 +21,16 @@ def _segmenter(preset: str, overrides: list[str]) -> Any:
     return segmenter_config(preset, overrides)
 
 
+def _restorer(preset: str, overrides: list[str]) -> Any:
+    from swaplab.train.recipes.restorer import restorer_config
+
+    return restorer_config(preset, overrides)
+
+
 #: network name -> (its presets, ``fn(preset, overrides) -> run config``).
 BUILD_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[str, list[str]], Any]]] = {
     "face-segmenter": (("cpu", "test"), _segmenter),
+    "face-restorer": (("cpu", "test"), _restorer),
 }
 
 
