@@ -56,6 +56,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "training: ",
     ),
     "bench_masks.py": ("machine: ", "occluders NOT seen in training", "segment+hull", "segmenter bf16 autocast"),
+    "bench_restore.py": ("machine: ", "held-out degraded faces", "restored, strength 1", "sharpness swap/target"),
     "bench_landmarks.py": (
         "machine: ",
         "1. 68-point predictor vs hand labels",
