@@ -181,3 +181,25 @@ def test_bad_mask_names_list_the_valid_ones() -> None:
 
     with pytest.raises(KeyError, match="face-segmenter \\(cpu, test\\)"):
         build_config("face-segmentr")
+
+
+def test_keep_mouth_cuts_the_inner_lips_out_of_the_mask(pair_facesets: tuple[Path, Path]) -> None:
+    from swaplab.faces.landmarks import LANDMARKS_68
+    from swaplab.facesets.format import Faceset
+    from swaplab.swap.masking import without_mouth_interior
+
+    faceset = Faceset(pair_facesets[0])
+    points = faceset.landmarks(0).copy()
+    inner = points[LANDMARKS_68["inner_lips"]]
+    # Open the mouth: the lower inner lip moves down by 8 px, so the interior is a real region.
+    points[65:68, 1] += 8
+    centre = np.round(points[LANDMARKS_68["inner_lips"]].mean(axis=0)).astype(int)
+    mask = np.ones((faceset.size, faceset.size), np.float32)
+    kept = without_mouth_interior(mask, points)
+    assert kept[centre[1], centre[0]] < 0.05
+    far = np.ones_like(mask, bool)
+    x0, y0 = inner.min(axis=0).astype(int) - 4
+    x1, y1 = inner.max(axis=0).astype(int) + 14
+    far[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(kept[far], mask[far])
+    assert 20 < (kept < 0.5).sum() < 0.05 * mask.size

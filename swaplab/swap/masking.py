@@ -13,10 +13,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from swaplab.faces.landmarks import LANDMARKS_68
 from swaplab.faces.masks import MASKS
 from swaplab.registry import Registry
 
-__all__ = ["MASK_MODES", "finish_mask"]
+__all__ = ["MASK_MODES", "finish_mask", "without_mouth_interior"]
 
 #: Mode name -> ``fn(learned (R, R), landmarks (68, 2) in crop pixels, size R, crop=None) -> mask (R, R)``.
 MASK_MODES: Registry = Registry("swap mask mode")
@@ -90,3 +91,16 @@ def finish_mask(mask: np.ndarray, erode: int, blur: int) -> np.ndarray:
         k = blur * 2 + 1
         mask = cv2.GaussianBlur(mask, (k, k), 0)
     return np.clip(mask, 0.0, 1.0)
+
+
+def without_mouth_interior(mask: np.ndarray, landmarks: np.ndarray, feather: int = 1) -> np.ndarray:
+    """``mask`` with the inside of the inner lips (teeth, tongue, the dark of an open mouth) cut out,
+    so the target's own mouth interior shows through; ``feather`` softens the cut's edge in pixels.
+    A closed mouth has an empty interior and leaves the mask as it was."""
+    size = mask.shape[0]
+    interior = np.zeros((size, size), np.float32)
+    polygon = np.asarray(landmarks, np.float64)[LANDMARKS_68["inner_lips"]]
+    cv2.fillPoly(interior, [np.round(polygon * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    if feather > 0:
+        interior = cv2.GaussianBlur(interior, (2 * feather + 1, 2 * feather + 1), feather / 2.0)
+    return (mask * (1.0 - np.clip(interior, 0.0, 1.0))).astype(np.float32)

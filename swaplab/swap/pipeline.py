@@ -35,7 +35,7 @@ from swaplab.io.video import VideoReader, VideoWriter
 from swaplab.provenance import Provenance, mark_image, video_metadata_tags, write_marked_image
 from swaplab.swap.blend import BLENDERS, sharpen
 from swaplab.swap.colour import COLOUR_TRANSFERS
-from swaplab.swap.masking import MASK_MODES, finish_mask
+from swaplab.swap.masking import MASK_MODES, finish_mask, without_mouth_interior
 from swaplab.swap.smoothing import SMOOTHERS
 from swaplab.system import autocast, autocast_dtype
 
@@ -61,6 +61,7 @@ class SwapConfig:
     mask: str = choice_field("intersection", MASK_MODES)  # learned, hull, intersection, union, segment, segment+hull
     mask_erode: int = 0  # pixels at model resolution; negative dilates
     mask_blur: int = -1  # feather in pixels at model resolution; -1: resolution / 16
+    keep_mouth: bool = False  # cut the inner-lips region out of the mask: the target's own teeth and tongue show
     colour: str = choice_field("rct", COLOUR_TRANSFERS)  # none, rct, lct, mkl, idt, sot, hist
     blend: str = choice_field("alpha", BLENDERS)  # alpha, poisson, laplacian
     sharpen: float = 0.0  # unsharp-mask amount on the swapped face (0 = off)
@@ -280,7 +281,8 @@ class FaceSwapper:
         """The blend mask in crop space (R x R float in [0, 1])."""
         cfg, size = self.config, self.resolution
         mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size, crop=face.crop)
-        return finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
+        mask = finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
+        return without_mouth_interior(mask, face.landmarks, max(1, size // 64)) if cfg.keep_mouth else mask
 
     def _match_colour(self, face_rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.config.colour == "none":
