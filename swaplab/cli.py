@@ -611,11 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
     nets.add_parser("list", help="the built networks and whether each is built here").set_defaults(func=cmd_nets)
     q = nets.add_parser(
         "build",
-        help="train a built network (face-segmenter, face-restorer) and install it in the user cache (resumable)",
+        help="train a built network (face-segmenter, face-restorer, learned-blender) into the user cache (resumable)",
         description="Train one of the swap stage's networks into the user cache, where mask=segment and the "
         "other options find it. Re-running resumes a stopped build. See docs/masks.md.",
     )
-    q.add_argument("name", help="face-segmenter or face-restorer")
+    q.add_argument("name", help="face-segmenter, face-restorer or learned-blender")
     q.add_argument("overrides", nargs="*", help="key=value overrides of the training run")
     q.add_argument("--preset", default="cpu", help="cpu (minutes), or test (seconds, for tests)")
     q.add_argument("-q", "--quiet", action="store_true")

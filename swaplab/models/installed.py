@@ -57,7 +57,7 @@ class BuiltNetwork:
 #: name -> ``BuiltNetwork``; the providers register theirs on import.
 BUILT_NETWORKS: Registry[BuiltNetwork] = Registry(
     "built network",
-    providers=("swaplab.models.segmentation", "swaplab.models.restoration"),
+    providers=("swaplab.models.segmentation", "swaplab.models.restoration", "swaplab.models.learned_blend"),
 )
 
 

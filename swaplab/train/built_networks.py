@@ -27,10 +27,17 @@ def _restorer(preset: str, overrides: list[str]) -> Any:
     return restorer_config(preset, overrides)
 
 
+def _blender(preset: str, overrides: list[str]) -> Any:
+    from swaplab.train.recipes.blender import blender_config
+
+    return blender_config(preset, overrides)
+
+
 #: network name -> (its presets, ``fn(preset, overrides) -> run config``).
 BUILD_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[str, list[str]], Any]]] = {
     "face-segmenter": (("cpu", "test"), _segmenter),
     "face-restorer": (("cpu", "test"), _restorer),
+    "learned-blender": (("cpu", "test"), _blender),
 }
 
 
