@@ -2,9 +2,9 @@
 
 Each example pastes one aligned LFW training-split face (colour-shifted, so the seam shows) over
 another under the latter's landmark hull (randomly eroded or grown), with Poisson blending
-(``swaplab.swap.blend.poisson_blend``) making the target; the network sees frame, face and alpha at
-its resolution and predicts the correction to the face, which is upsampled, added, and composited
-under the alpha exactly as ``blend=learned`` does. Loss: L1 to the Poisson result.
+(``cv2.seamlessClone``, as the swap stage's ``blend=poisson`` does) making the target; the network
+sees frame, face and alpha at its resolution and predicts the correction to the face, which is
+upsampled, added, and composited under the alpha exactly as ``blend=learned`` does. Loss: L1 to the Poisson result.
 """
 
 from __future__ import annotations
@@ -96,8 +96,6 @@ def paste_example(
     """(frame, face, mask, Poisson result) of one swap-like paste: uint8, uint8, float32, uint8."""
     import cv2
 
-    from swaplab.swap.blend import poisson_blend
-
     i, j = rng.choice(len(faces), 2, replace=False)
     frame = faces[i]
     gain = 1.0 + rng.uniform(-colour_shift, colour_shift, 3)
@@ -107,7 +105,23 @@ def paste_example(
     if grow:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(grow) + 1, 2 * abs(grow) + 1))
         mask = cv2.erode(mask, kernel) if grow > 0 else cv2.dilate(mask, kernel)
-    return frame, face, mask, poisson_blend(frame, face, mask)
+    return frame, face, mask, poisson_target(frame, face, mask)
+
+
+def poisson_target(frame: np.ndarray, face: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``cv2.seamlessClone`` of ``face`` into ``frame`` inside ``mask >= 0.5``, composited under ``mask``:
+    what ``blend=poisson`` makes with ``feather_px=0`` for a mask clear of the crop's border (the swap
+    stage's version, in a higher layer, also handles masks that touch the border)."""
+    import cv2
+
+    region = (mask >= 0.5).astype(np.uint8) * 255
+    x, y, w, h = cv2.boundingRect(region)
+    if w == 0 or h == 0:
+        return frame.copy()
+    # seamlessClone centres the mask's bounding box on this point: it keeps the face in place.
+    cloned = cv2.seamlessClone(face, frame, region, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    mixed = frame.astype(np.float32) + mask[..., None] * (cloned.astype(np.float32) - frame)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 def blend_batch(net: LearnedBlender, frame: Tensor, face: Tensor, alpha: Tensor) -> Tensor:
