@@ -41,6 +41,7 @@ from swaplab.system import autocast  # noqa: E402
 from swaplab.train.recipes.segmenter import lfw_faceset, load_labelled_faces, occluded_set  # noqa: E402
 
 SIZE = 128
+CLIP = Path("videos/hdtf_sadtalker/WDA_KatieHill_000.mp4")
 
 
 def predict(net: FaceSegmenter, images: np.ndarray) -> np.ndarray:
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", help="a face-segmenter weights file (default: the installed one)")
+    parser.add_argument("--frames", type=int, default=60, help="frames of the clip for the temporal part")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     data_root()
@@ -82,7 +84,7 @@ def main() -> None:
         from swaplab.train.built_networks import build_network
 
         os.environ["SWAPLAB_CACHE"] = tempfile.mkdtemp(prefix="bench-masks-")
-        args.faces, args.repeats = 8, 1
+        args.faces, args.repeats, args.frames = 8, 1, 4
         args.weights = str(build_network("face-segmenter", "test", progress=False))
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()} (other jobs share this machine: times are upper bounds)")
@@ -128,7 +130,39 @@ def main() -> None:
 
             ms = 1000 * timing(run, args.repeats) / batch
             print(f"  segmenter {label:<13} b{batch:<3}  {ms:8.2f}   ({ms / hull_ms:.0f}x the hull)")
+    temporal(net, args.frames)
     print(f"\nthreads: {threads}; load average at end: {load_average()}")
+
+
+def temporal(net: FaceSegmenter, frames: int) -> None:
+    """Frame-to-frame change of the segment mask in crop space on a talking-head clip, raw and smoothed
+    by the swap's mask smoothers (``mask_smoothing``), landmarks tracked and smoothed as the swap does."""
+    from swaplab.faces.align import alignment_matrix, warp_face
+    from swaplab.faces.analyze import FaceAnalyzer, FaceAnalyzerConfig
+    from swaplab.io.video import VideoReader
+    from swaplab.models.segmentation import FACE
+    from swaplab.swap.smoothing import SMOOTHERS
+
+    clip = data_root() / CLIP
+    analyzer = FaceAnalyzer(FaceAnalyzerConfig(embed=False), template="whole_face", size=64)
+    tracker, points_smoother = analyzer.tracker(), SMOOTHERS.create("one_euro", strength=0.5)
+    raw = []
+    for frame in VideoReader(clip, stop=frames):
+        faces = tracker.update(frame.image)
+        if not faces:
+            continue
+        points = points_smoother.update(faces[0].landmarks_source, frame.time)
+        crop = warp_face(frame.image, alignment_matrix(points, analyzer.template, 64), 64)
+        with torch.inference_mode():
+            raw.append(net.segment(as_batch(crop))[0, FACE].numpy())
+    print(f"\n3. temporal: segment mask on {len(raw)} frames of {CLIP.name} (64 px crops, landmarks one_euro 0.5)")
+    print(f"  {'mask_smoothing':<18} {'frame-to-frame change':>22} {'difference from raw':>20}")
+    for name, strength in (("none", 0.5), ("one_euro", 0.5), ("kalman", 0.5), ("one_euro", 0.9)):
+        smoother = SMOOTHERS.create(name, strength=strength)
+        smoothed = [np.clip(smoother.update(m, i / 25.0), 0, 1) for i, m in enumerate(raw)]
+        change = np.mean([np.abs(b - a).mean() for a, b in zip(smoothed, smoothed[1:])]) if len(raw) > 1 else 0.0
+        lag = np.mean([np.abs(a - b).mean() for a, b in zip(smoothed, raw)])
+        print(f"  {name + f' {strength:g}':<18} {change:22.4f} {lag:20.4f}")
 
 
 def _landmarks(people: int) -> list[np.ndarray]:

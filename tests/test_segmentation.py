@@ -203,3 +203,22 @@ def test_keep_mouth_cuts_the_inner_lips_out_of_the_mask(pair_facesets: tuple[Pat
     far[y0:y1, x0:x1] = False
     np.testing.assert_array_equal(kept[far], mask[far])
     assert 20 < (kept < 0.5).sum() < 0.05 * mask.size
+
+
+def test_mask_smoothing_filters_each_track_and_resets(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
+    from swaplab.faces.analyze import AlignedFace
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    model = _per_pair_model(pair_facesets, tmp_path)
+    swapper = FaceSwapper(model, SwapConfig(mask="learned", mask_blur=0, mask_smoothing="kalman"))
+    size = swapper.resolution
+    face = AlignedFace.__new__(AlignedFace)
+    face.track_id, face.landmarks, face.crop = 0, np.zeros((68, 2), np.float32), np.zeros((size, size, 3), np.uint8)
+    on, off = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
+    assert swapper._mask(face, on).min() == 1.0  # the first frame passes through
+    flicker = swapper._mask(face, off)
+    assert 0.0 < flicker.mean() < 1.0  # a one-frame drop is damped, not followed
+    swapper.reset_tracks()
+    np.testing.assert_array_equal(swapper._mask(face, off), off)
+    with pytest.raises(ConfigError, match="kalman"):
+        apply_overrides(SwapConfig(), ["mask_smoothing=ema"])

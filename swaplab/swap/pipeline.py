@@ -61,6 +61,9 @@ class SwapConfig:
     mask: str = choice_field("intersection", MASK_MODES)  # learned, hull, intersection, union, segment, segment+hull
     mask_erode: int = 0  # pixels at model resolution; negative dilates
     mask_blur: int = -1  # feather in pixels at model resolution; -1: resolution / 16
+    # Video: the mask smoothed over time per face track by a landmark smoother (learned masks flicker).
+    mask_smoothing: str = choice_field("none", SMOOTHERS)  # none, one_euro, kalman
+    mask_smoothing_strength: float = 0.5
     keep_mouth: bool = False  # cut the inner-lips region out of the mask: the target's own teeth and tongue show
     colour: str = choice_field("rct", COLOUR_TRANSFERS)  # none, rct, lct, mkl, idt, sot, hist
     blend: str = choice_field("alpha", BLENDERS)  # alpha, poisson, laplacian
@@ -164,6 +167,7 @@ class FaceSwapper:
         self.model_id = f"{self.card.get('arch', 'model')}-{weights_hash[:12]}"
         self._card_text = card_text
         self.timer = StageTimer()
+        self._mask_tracks: dict[int, tuple[Any, int]] = {}  # track id -> (mask smoother, frames seen)
         self.source: torch.Tensor | None = None
         if self.needs_source and cfg.source:
             self.set_source_photos(cfg.source)
@@ -277,10 +281,22 @@ class FaceSwapper:
             mask = mask.float()[:, 0].clamp(0, 1)
             return rgb.cpu().numpy(), mask.cpu().numpy()
 
+    def reset_tracks(self) -> None:
+        """Forget the per-track state (mask smoothers): call at the start of each video or photo."""
+        self._mask_tracks.clear()
+
     def _mask(self, face: AlignedFace, learned: np.ndarray) -> np.ndarray:
         """The blend mask in crop space (R x R float in [0, 1])."""
         cfg, size = self.config, self.resolution
         mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size, crop=face.crop)
+        if cfg.mask_smoothing != "none":
+            smoother, seen = self._mask_tracks.get(face.track_id) or (
+                SMOOTHERS.create(cfg.mask_smoothing, strength=cfg.mask_smoothing_strength),
+                0,
+            )
+            # The crop follows the face, so the mask is filtered in crop space, one frame per step.
+            mask = np.clip(smoother.update(mask.astype(np.float32), seen / 25.0), 0.0, 1.0)
+            self._mask_tracks[face.track_id] = (smoother, seen + 1)
         mask = finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
         return without_mouth_interior(mask, face.landmarks, max(1, size // 64)) if cfg.keep_mouth else mask
 
@@ -416,6 +432,7 @@ def _swap_photo(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
     timer = swapper.timer
     with timer("decode"):
         frame, _ = read_image(source)
+    swapper.reset_tracks()
     embed = swapper.config.which == "reference"
     known = _known_landmarks(swapper, source, (frame.shape[1], frame.shape[0]))
     with timer("detect"):
@@ -550,6 +567,7 @@ class _Session:
             lambda: SMOOTHERS.create(cfg.smoothing, strength=cfg.smoothing_strength, fps=fps)
         )
         self.tracker = swapper.analyzer.tracker()
+        swapper.reset_tracks()
         self.known = known_landmarks
 
     def swap(self, image: np.ndarray, t: float, report: SwapReport, index: int = 0) -> np.ndarray:
