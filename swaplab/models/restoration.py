@@ -73,12 +73,24 @@ def load_face_restorer(path: str | os.PathLike[str] | None = None) -> FaceRestor
     return load_built(RESTORER_NAME, path)  # type: ignore[return-value]
 
 
-def restore_faces(faces: np.ndarray, strength: float = 1.0, restorer: FaceRestorer | None = None) -> np.ndarray:
-    """Restored RGB uint8 faces (N, H, W, 3), or one face (H, W, 3), of the same shape."""
+def restore_faces(
+    faces: np.ndarray,
+    strength: float = 1.0,
+    restorer: FaceRestorer | None = None,
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Restored RGB uint8 faces (N, H, W, 3), or one face (H, W, 3), of the same shape. ``dtype``:
+    an autocast dtype (bf16 with channels-last runs about 2x faster on this project's CPU)."""
+    from swaplab.system import autocast
+
     net = restorer if restorer is not None else load_face_restorer()
     single = faces.ndim == 3
     device = next(net.parameters()).device
-    with torch.inference_mode():
-        out = net.restore(as_batch(faces, device), strength)
+    batch = as_batch(faces, device)
+    if dtype is not None:
+        net = net.to(memory_format=torch.channels_last)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, dtype):
+        out = net.restore(batch, strength).float()
     out = out.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return out[0] if single else out

@@ -329,7 +329,7 @@ class FaceSwapper:
             # Pixel centres sit at integers: x_big = (x + 0.5) * factor - 0.5.
             upscale = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
             matrix = (upscale @ np.vstack([matrix, [0, 0, 1]]))[:2]
-        return restore_faces(face_rgb, self.config.restore_strength), mask, matrix
+        return restore_faces(face_rgb, self.config.restore_strength, dtype=self.autocast), mask, matrix
 
     def _paste(self, frame: np.ndarray, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """Warp the face and its mask into the frame's footprint of the crop, then blend."""
