@@ -106,6 +106,13 @@ def cmd_faceset_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faceset_polygons(args: argparse.Namespace) -> int:
+    from swaplab.facesets.mask_polygons import write_polygon_template
+
+    print(write_polygon_template(args.faceset, args.face_ids, args.output))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from swaplab.train.entry import build_config
     from swaplab.train.loop import train
@@ -561,6 +568,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-faces", type=int, default=64)
     q.add_argument("--thumb", type=int, default=96)
     q.set_defaults(func=cmd_faceset_sheet)
+    q = fs.add_parser(
+        "polygons",
+        help="start a mask polygons file (the faces' hulls) for correcting their masks (docs/masks.md)",
+    )
+    q.add_argument("faceset")
+    q.add_argument("face_ids", nargs="+", help="ids of the faces to correct (file stems under faces/)")
+    q.add_argument("-o", "--output", default=None, help="default: FACESET/mask_polygons.json")
+    q.set_defaults(func=cmd_faceset_polygons)
 
     p = sub.add_parser("data", help="list, locate and fetch the public sample data sets")
     ds = p.add_subparsers(dest="data_command", required=True)

@@ -53,7 +53,12 @@ def test_user_polygons_override_the_hull(tmp_path: Path, pair_facesets: tuple[Pa
 
     faceset = Faceset(pair_facesets[0])
     first = faceset.records[0].id
-    path = write_polygon_template(pair_facesets[0], [first], tmp_path / "polygons.json")
+    from swaplab.cli import main
+
+    assert main(["faceset", "polygons", str(pair_facesets[0]), first, "-o", str(tmp_path / "polygons.json")]) == 0
+    path = tmp_path / "polygons.json"
+    with pytest.raises(KeyError, match="no face"):
+        write_polygon_template(pair_facesets[0], ["nobody"], tmp_path / "other.json")
     document = json.loads(path.read_text())
     # The user marks a hand over the lower-left of the face.
     document["faces"][first]["occluder"] = [[[10, 80], [60, 80], [60, 127], [10, 127]]]
