@@ -64,7 +64,7 @@ class FaceRestorer(nn.Module):
 
 
 BUILT_NETWORKS.register(RESTORER_NAME)(
-    BuiltNetwork(RESTORER_NAME, FaceRestorer, FaceRestorerConfig, "SWAPLAB_FACE_RESTORER", "3-10 CPU-minutes, by load")
+    BuiltNetwork(RESTORER_NAME, FaceRestorer, FaceRestorerConfig, "SWAPLAB_FACE_RESTORER", "2-5 CPU-minutes, by load")
 )
 
 
