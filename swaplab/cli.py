@@ -127,6 +127,13 @@ def cmd_faceset_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faceset_polygons(args: argparse.Namespace) -> int:
+    from swaplab.facesets.mask_polygons import write_polygon_template
+
+    print(write_polygon_template(args.faceset, args.face_ids, args.output))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from swaplab.train.entry import build_config
     from swaplab.train.loop import train
@@ -309,6 +316,27 @@ def cmd_identity(args: argparse.Namespace) -> int:
         args.encoders, args.weights = [args.name, "dlib-resnet"], str(path)
         args.record, args.out, args.lfw = True, None, None
     return _identity_verify(args)
+
+
+def cmd_nets(args: argparse.Namespace) -> int:
+    """The swap stage's built networks (face segmenter ...): list them, or build one."""
+    from swaplab.models.installed import BUILT_NETWORKS, NetworkMissing, load_built
+
+    if args.nets_command == "list":
+        for name in BUILT_NETWORKS.names():
+            try:
+                load_built(name)
+                state = "ready"
+            except NetworkMissing as err:
+                state = f"not built: {err}"
+            print(f"{name}: {state}")
+        return 0
+    from swaplab.train.built_networks import build_network
+
+    BUILT_NETWORKS.get(args.name)  # an unknown name fails here, listing the known ones
+    path = build_network(args.name, args.preset, args.overrides, progress=not args.quiet)
+    print(f"{args.name} installed: {path}")
+    return 0
 
 
 def _identity_verify(args: argparse.Namespace) -> int:
@@ -564,6 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-faces", type=int, default=64)
     q.add_argument("--thumb", type=int, default=96)
     q.set_defaults(func=cmd_faceset_sheet)
+    q = fs.add_parser(
+        "polygons",
+        help="start a mask polygons file (the faces' hulls) for correcting their masks (docs/masks.md)",
+    )
+    q.add_argument("faceset")
+    q.add_argument("face_ids", nargs="+", help="ids of the faces to correct (file stems under faces/)")
+    q.add_argument("-o", "--output", default=None, help="default: FACESET/mask_polygons.json")
+    q.set_defaults(func=cmd_faceset_polygons)
 
     p = sub.add_parser("data", help="list, locate and fetch the public sample data sets")
     ds = p.add_subparsers(dest="data_command", required=True)
@@ -608,6 +644,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--record", action="store_true", help="add the results to the installed network's model.json")
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_identity)
+
+    p = sub.add_parser("nets", help="list and build the swap stage's own networks (face segmenter ...)")
+    nets = p.add_subparsers(dest="nets_command", required=True)
+    nets.add_parser("list", help="the built networks and whether each is built here").set_defaults(func=cmd_nets)
+    q = nets.add_parser(
+        "build",
+        help="train a built network (face-segmenter, face-restorer, learned-blender) into the user cache (resumable)",
+        description="Train one of the swap stage's networks into the user cache, where mask=segment and the "
+        "other options find it. Re-running resumes a stopped build. See docs/masks.md.",
+    )
+    q.add_argument("name", help="face-segmenter, face-restorer or learned-blender")
+    q.add_argument("overrides", nargs="*", help="key=value overrides of the training run")
+    q.add_argument("--preset", default="cpu", help="cpu (minutes), or test (seconds, for tests)")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_nets, overrides_field="overrides")
 
     from swaplab.study.cli import add_report_parser, add_sweep_parser
 

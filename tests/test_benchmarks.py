@@ -55,6 +55,15 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "LFW View 1",
         "training: ",
     ),
+    "bench_masks.py": (
+        "machine: ",
+        "occluders NOT seen in training",
+        "segment+hull",
+        "segmenter bf16 autocast",
+        "frame-to-frame change",
+    ),
+    "bench_restore.py": ("machine: ", "held-out degraded faces", "restored, strength 1", "sharpness swap/target"),
+    "bench_blend_learned.py": ("machine: ", "seam gradient error", "learned", "256 px"),
     "bench_landmarks.py": (
         "machine: ",
         "1. 68-point predictor vs hand labels",

@@ -168,6 +168,6 @@ def test_bad_inputs_are_named(frame_and_face: Pair) -> None:
         blend(frame, face[:100], mask)
     with pytest.raises(ValueError, match="mask must be"):
         blend(frame, face, mask[:, :10])
-    with pytest.raises(KeyError, match="Known: alpha, laplacian, poisson"):
+    with pytest.raises(KeyError, match="Known: alpha, laplacian, learned, poisson"):
         blend(frame, face, mask, "seamless")
-    assert BLENDERS.names() == sorted(MODES)
+    assert BLENDERS.names() == sorted([*MODES, "learned"])  # learned: tests/test_learned_blend.py

@@ -92,6 +92,8 @@ def test_list_prints_every_registered_name(capsys) -> None:
         "hull",
         "intersection",
         "learned",
+        "segment",
+        "segment+hull",
         "union",
     ]
     assert main(["list", "recipes"]) == 0

@@ -9,7 +9,8 @@ Modes: ``alpha`` (feathered alpha composite), ``poisson`` (``cv2.seamlessClone``
 ``mask >= 0.5``, then composited under the feathered mask) and ``laplacian`` (multi-band blending,
 Burt and Adelson, "A Multiresolution Spline With Application to Image Mosaics", 1983, also
 composited under the feathered mask so that its low frequencies act inside the mask's edge
-instead of leaking up to ``2**levels`` pixels outside it).
+instead of leaking up to ``2**levels`` pixels outside it) and ``learned`` (a network trained to make
+Poisson's correction, ``swaplab.models.learned_blend``, composited the same way).
 """
 
 from __future__ import annotations
@@ -189,3 +190,37 @@ def _pyramid_mix(base: np.ndarray, layer: np.ndarray, alpha: np.ndarray, levels:
         w = weights[level][..., None]
         out = cv2.pyrUp(out) + bands_base[level] + w * (bands_layer[level] - bands_base[level])
     return out[:rows, :cols]
+
+
+@BLENDERS.register("learned")
+def learned_blend(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, feather_px: int = 0) -> np.ndarray:
+    """The learned blender's correction (``swaplab nets build learned-blender``) added to the face, then an
+    alpha composite under the feathered mask, as ``poisson`` does with its clone: a stand-in for
+    ``cv2.seamlessClone`` trained to reproduce it. Pixels where the feathered mask is 0 stay the frame's."""
+    from swaplab.models.learned_blend import load_learned_blender
+
+    mask = _check(frame, face, mask)
+    found = _feathered(mask, feather_px)
+    if found is None:
+        return frame.copy()
+    box, alpha = found
+    corrected = learned_correction(load_learned_blender(), frame[box], face[box], alpha)
+    return _composite(frame, corrected, alpha, box)
+
+
+def learned_correction(net: object, frame: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``face`` (RGB uint8, a box of the frame) plus the net's correction, predicted at its resolution
+    from the frame, the face and the alpha of the same box, and upsampled: float32 (H, W, 3) in 0..255."""
+    import torch
+
+    side = net.resolution  # type: ignore[attr-defined]
+    rows, cols = alpha.shape
+
+    def small(image: np.ndarray) -> torch.Tensor:
+        resized = cv2.resize(image.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(resized.reshape(side, side, -1)).permute(2, 0, 1)[None].contiguous()
+
+    with torch.inference_mode():
+        delta = net(small(frame) / 255.0, small(face) / 255.0, small(alpha))[0]  # type: ignore[operator]
+    delta = cv2.resize(delta.permute(1, 2, 0).numpy(), (cols, rows), interpolation=cv2.INTER_LINEAR)
+    return face.astype(np.float32) + 255.0 * delta

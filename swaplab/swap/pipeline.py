@@ -42,13 +42,13 @@ from swaplab.provenance import Provenance, mark_image, video_metadata_tags, writ
 from swaplab.provenance.content_credentials import sign_in_place
 from swaplab.swap.blend import BLENDERS, sharpen
 from swaplab.swap.colour import COLOUR_TRANSFERS
-from swaplab.swap.masking import MASK_MODES, finish_mask
+from swaplab.swap.masking import MASK_MODES, finish_mask, without_mouth_interior
 from swaplab.swap.smoothing import SMOOTHERS
 from swaplab.system import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "detect", "align", "model", "mask", "colour", "blend", "mark", "encode")
+STAGES = ("decode", "detect", "align", "model", "mask", "colour", "restore", "blend", "mark", "encode")
 
 
 @dataclass
@@ -65,12 +65,20 @@ class SwapConfig:
     # are averaged. Per-pair models learned their source and ignore it.
     source: list[Path] = field(default_factory=list)
     max_identity_distance: float = 0.6
-    mask: str = choice_field("intersection", MASK_MODES)  # learned, hull, intersection, union
+    mask: str = choice_field("intersection", MASK_MODES)  # learned, hull, intersection, union, segment, segment+hull
     mask_erode: int = 0  # pixels at model resolution; negative dilates
     mask_blur: int = -1  # feather in pixels at model resolution; -1: resolution / 16
+    # Video: the mask smoothed over time per face track by a landmark smoother (learned masks flicker).
+    mask_smoothing: str = choice_field("none", SMOOTHERS)  # none, one_euro, kalman
+    mask_smoothing_strength: float = 0.5
+    keep_mouth: bool = False  # cut the inner-lips region out of the mask: the target's own teeth and tongue show
     colour: str = choice_field("rct", COLOUR_TRANSFERS)  # none, rct, lct, mkl, idt, sot, hist
     blend: str = choice_field("alpha", BLENDERS)  # alpha, poisson, laplacian
     sharpen: float = 0.0  # unsharp-mask amount on the swapped face (0 = off)
+    # The face restorer (swaplab nets build face-restorer) on the swapped face, upscaled to the
+    # frame's footprint first, so the paste reaches the frame's resolution; strength 0..1.
+    restore: Literal["off", "on"] = "off"
+    restore_strength: float = 1.0
     smoothing: str = choice_field("one_euro", SMOOTHERS)  # one_euro, kalman, none
     smoothing_strength: float = 0.5
     # Settings of iterative models (a sampler and its steps: options={sampler: ddim, steps: 25});
@@ -92,6 +100,8 @@ class SwapConfig:
 
         if self.preview < 0 or self.preview_every < 1 or self.max_frames < 0:
             raise ConfigError("preview and max_frames must be >= 0, preview_every >= 1")
+        if not 0.0 <= self.restore_strength <= 1.0:
+            raise ConfigError(f"restore_strength must be in [0, 1], got {self.restore_strength}")
 
 
 @dataclass
@@ -164,6 +174,7 @@ class FaceSwapper:
         self.model_id = f"{self.card.get('arch', 'model')}-{weights_hash[:12]}"
         self._card_text = card_text
         self.timer = StageTimer()
+        self._mask_tracks: dict[int, tuple[Any, int]] = {}  # track id -> (mask smoother, frames seen)
         self.source: torch.Tensor | None = None
         if self.needs_source and cfg.source:
             self.set_source_photos(cfg.source)
@@ -239,8 +250,12 @@ class FaceSwapper:
                 face_rgb = self._match_colour(face_rgb, face.crop, mask)
                 if self.config.sharpen > 0:
                     face_rgb = sharpen(face_rgb, self.config.sharpen)
+            matrix = face.matrix
+            if self.config.restore == "on":
+                with self.timer("restore"):
+                    face_rgb, mask, matrix = self._restore(face_rgb, mask, matrix)
             with self.timer("blend"):
-                out = self._paste(out, face_rgb, mask, face.matrix)
+                out = self._paste(out, face_rgb, mask, matrix)
         return out
 
     # ------------------------------------------------------------------ steps
@@ -273,11 +288,24 @@ class FaceSwapper:
             mask = mask.float()[:, 0].clamp(0, 1)
             return rgb.cpu().numpy(), mask.cpu().numpy()
 
+    def reset_tracks(self) -> None:
+        """Forget the per-track state (mask smoothers): call at the start of each video or photo."""
+        self._mask_tracks.clear()
+
     def _mask(self, face: AlignedFace, learned: np.ndarray) -> np.ndarray:
         """The blend mask in crop space (R x R float in [0, 1])."""
         cfg, size = self.config, self.resolution
-        mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size)
-        return finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
+        mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size, crop=face.crop)
+        if cfg.mask_smoothing != "none":
+            smoother, seen = self._mask_tracks.get(face.track_id) or (
+                SMOOTHERS.create(cfg.mask_smoothing, strength=cfg.mask_smoothing_strength),
+                0,
+            )
+            # The crop follows the face, so the mask is filtered in crop space, one frame per step.
+            mask = np.clip(smoother.update(mask.astype(np.float32), seen / 25.0), 0.0, 1.0)
+            self._mask_tracks[face.track_id] = (smoother, seen + 1)
+        mask = finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
+        return without_mouth_interior(mask, face.landmarks, max(1, size // 64)) if cfg.keep_mouth else mask
 
     def _match_colour(self, face_rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.config.colour == "none":
@@ -291,10 +319,29 @@ class FaceSwapper:
         out = recoloured[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
         return np.ascontiguousarray(out.numpy())
 
+    def _restore(
+        self, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The swapped face upscaled (bicubic) to its footprint in the frame when that is larger than
+        the model's resolution, then restored; with its mask and its frame -> crop matrix rescaled."""
+        from swaplab.models.restoration import restore_faces
+
+        size = self.resolution
+        scale = 1.0 / np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2])))  # frame px per crop px
+        side = max(size, int(round(size * scale)))
+        if side != size:
+            factor = side / size
+            face_rgb = cv2.resize(face_rgb, (side, side), interpolation=cv2.INTER_CUBIC)
+            mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
+            # Pixel centres sit at integers: x_big = (x + 0.5) * factor - 0.5.
+            upscale = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
+            matrix = (upscale @ np.vstack([matrix, [0, 0, 1]]))[:2]
+        return restore_faces(face_rgb, self.config.restore_strength, dtype=self.autocast), mask, matrix
+
     def _paste(self, frame: np.ndarray, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """Warp the face and its mask into the frame's footprint of the crop, then blend."""
         height, width = frame.shape[:2]
-        size = self.resolution
+        size = face_rgb.shape[0]
         corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
         footprint = transform_points(corners, invert_affine(matrix))
         x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 2, 0, [width, height])
@@ -394,6 +441,7 @@ def _swap_photo(swapper: FaceSwapper, source: Path, output: Path, report: SwapRe
     timer = swapper.timer
     with timer("decode"):
         frame, _ = read_image(source)
+    swapper.reset_tracks()
     embed = swapper.config.which == "reference"
     known = _known_landmarks(swapper, source, (frame.shape[1], frame.shape[0]))
     with timer("detect"):
@@ -546,6 +594,7 @@ class _Session:
             lambda: SMOOTHERS.create(cfg.smoothing, strength=cfg.smoothing_strength, fps=fps)
         )
         self.tracker = swapper.analyzer.tracker()
+        swapper.reset_tracks()
         self.known = known_landmarks
 
     def swap(self, image: np.ndarray, t: float, report: SwapReport, index: int = 0) -> np.ndarray:

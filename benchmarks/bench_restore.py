@@ -1,0 +1,199 @@
+"""Benchmark: the face restorer on held-out degraded faces and on real swaps.
+
+1. Held-out faces: one photo each of the first ``--faces`` LFW peopleDevTest people (never trained
+   on), aligned at 128 px, each degraded once with a seeded draw of the training degradations
+   (downscale 2-4x, blur, noise, JPEG, bicubic back up). PSNR and SSIM against the clean face and
+   the sharpness ratio (restored over clean, inside the face hull), for the degraded input and the
+   restorer at strength 0.5 and 1.
+2. Real swaps (``--model``, e.g. the demo's ``demo-output/model``): ``--frames`` frames of the
+   target clip swapped with ``restore=off`` and ``restore=on``; inside the target's face hull at
+   256 px, the sharpness ratio swap over target, and the identity distance (1 - cosine) of the
+   swapped face to the source clip's mean face by ``lfw-arcface``, the identity network that
+   trained nothing here; then the swap's ms per face for each.
+
+    .venv/bin/python benchmarks/bench_restore.py [--faces 200] [--model demo-output/model] [--frames 20]
+
+Uses the installed ``face-restorer`` (``swaplab nets build face-restorer``) unless ``--weights``.
+``--smoke``: the ``test`` restorer built in a temporary user cache, 6 faces, and a 2-step model on
+3 frames, scored by the test build of lfw-arcface (the numbers mean nothing; it checks the script end to end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import data_root, load_average, machine, use_threads  # noqa: E402
+
+from swaplab.faces.masks import landmark_masks_torch  # noqa: E402
+from swaplab.metrics.reconstruction import masked_psnr, masked_ssim, sharpness_ratio  # noqa: E402
+from swaplab.models.restoration import load_face_restorer, restore_faces  # noqa: E402
+from swaplab.train.recipes.restorer import degraded_set  # noqa: E402
+from swaplab.train.recipes.segmenter import lfw_faceset  # noqa: E402
+
+SOURCE_CLIP = Path("videos/hdtf_sadtalker/WDA_AlexandriaOcasioCortez_000.mp4")
+TARGET_CLIP = Path("videos/hdtf_sadtalker/WDA_KatieHill_000.mp4")
+
+
+def nchw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0).contiguous()
+
+
+def held_out(args: argparse.Namespace, net) -> None:
+    from swaplab.facesets.format import Faceset
+    from swaplab.train.data import scale_points
+
+    faceset = Faceset(lfw_faceset(args.faces, "eval", progress=False))
+    size = 128
+    import cv2
+
+    clean = np.stack(
+        [cv2.resize(faceset.image(i), (size, size), interpolation=cv2.INTER_AREA) for i in range(len(faceset))]
+    )
+    points = np.stack([scale_points(r.landmarks_array, size / faceset.size) for r in faceset.records]).astype(
+        np.float32
+    )
+    mask = landmark_masks_torch(points, size)
+    degraded = degraded_set(clean, seed=args.seed)
+    print(
+        f"\n1. held-out degraded faces: {len(clean)} (LFW peopleDevTest, first {args.faces} people), seed {args.seed}"
+    )
+    print(f"  {'input':<22} {'PSNR dB':>8} {'SSIM':>7} {'sharpness vs clean':>19}")
+    rows = [("degraded (bicubic)", degraded)]
+    for strength in (0.5, 1.0):
+        rows.append((f"restored, strength {strength:g}", restore_faces(degraded, strength, net)))
+    rows.append(("clean, restored (1)", restore_faces(clean, 1.0, net)))
+    truth = nchw(clean)
+    for name, images in rows:
+        x = nchw(images)
+        psnr, ssim = masked_psnr(x, truth, mask).mean, masked_ssim(x, truth, mask).mean
+        sharp = sharpness_ratio(x, truth, mask).mean
+        print(f"  {name:<22} {psnr:8.2f} {ssim:7.4f} {sharp:19.3f}")
+
+
+def real_swaps(args: argparse.Namespace, model: Path) -> None:
+    import dataclasses
+
+    from swaplab.faces.align import warp_face
+    from swaplab.faces.analyze import FaceAnalyzer, FaceAnalyzerConfig
+    from swaplab.identity.embed import embed_faces
+    from swaplab.identity.registry import IDENTITY_ENCODERS
+    from swaplab.io.video import VideoReader
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    root = data_root()
+    frames = [f.image for i, f in enumerate(VideoReader(root / TARGET_CLIP, stop=args.frames * 10)) if i % 10 == 0]
+    sources = [f.image for i, f in enumerate(VideoReader(root / SOURCE_CLIP, stop=100)) if i % 10 == 0]
+    analyzer = FaceAnalyzer(dataclasses.replace(FaceAnalyzerConfig(), embed=False), template="whole_face", size=256)
+    network = IDENTITY_ENCODERS.create("lfw-arcface")
+    found = [(image, analyzer.analyze(image, embed=False)) for image in sources]
+    source_faces = [(image, max(faces, key=lambda f: f.box.area)) for image, faces in found if faces]
+    source = embed_faces([i for i, _ in source_faces], [f.landmarks5_source for _, f in source_faces], network).mean(0)
+    source /= np.linalg.norm(source)
+    print(
+        f"\n2. real swaps: {model}, {len(frames)} frames of {TARGET_CLIP.name} (every 10th), source {SOURCE_CLIP.name}"
+    )
+    print("  identity: lfw-arcface (trained nothing here); sharpness inside the target's face hull at 256 px")
+    print(f"  {'restore':<16} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
+    for label, options in (
+        ("off", {}),
+        ("on (strength 1)", {"restore": "on"}),
+        ("on (strength .5)", {"restore": "on", "restore_strength": 0.5}),
+    ):
+        swapper = FaceSwapper(model, SwapConfig(which="largest", smoothing="none", **options))
+        swaps, targets, masks, distances, seconds = [], [], [], [], 0.0
+        for frame in frames:
+            faces = swapper.analyzer.analyze(frame, embed=False)
+            if not faces:
+                continue
+            started = time.perf_counter()
+            out, _ = swapper.swap_frame(frame, faces)
+            seconds += time.perf_counter() - started
+            target_face = analyzer.analyze(frame, embed=False)[0]
+            swaps.append(warp_face(out, target_face.matrix, 256))
+            targets.append(target_face.crop)
+            masks.append(target_face.landmarks)
+            swapped_faces = analyzer.analyze(out, embed=False)
+            if swapped_faces:
+                emb = embed_faces([out], [swapped_faces[0].landmarks5_source], network)[0]
+                distances.append(1.0 - float(emb @ source / np.linalg.norm(emb)))
+        mask = landmark_masks_torch(np.stack(masks).astype(np.float32), 256)
+        sharp = sharpness_ratio(nchw(np.stack(swaps)), nchw(np.stack(targets)), mask).mean
+        ms = 1000 * seconds / max(1, len(swaps))
+        print(f"  {label:<16} {sharp:22.3f} {np.mean(distances):18.3f} {ms:12.1f}")
+    target_emb = embed_faces([frames[0]], [analyzer.analyze(frames[0], embed=False)[0].landmarks5_source], network)[0]
+    distance = 1 - float(target_emb @ source / np.linalg.norm(target_emb))
+    print(f"  (the target itself: identity distance to the source {distance:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=200)
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--model", help="an exported swap model (e.g. the demo's demo-output/model)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", help="a face-restorer weights file (default: the installed one)")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    data_root()
+    threads = use_threads(args.threads)
+    if args.smoke:
+        from swaplab.train.built_networks import build_network
+
+        os.environ["SWAPLAB_CACHE"] = tempfile.mkdtemp(prefix="bench-restore-")
+        args.faces, args.frames = 6, 3
+        args.weights = str(build_network("face-restorer", "test", progress=False))
+        os.environ["SWAPLAB_FACE_RESTORER"] = args.weights
+        args.model = str(_smoke_model(Path(os.environ["SWAPLAB_CACHE"])))
+        from swaplab.train.recipes.identity_net import build_identity_network
+
+        os.environ.pop("SWAPLAB_LFW_ARCFACE", None)
+        build_identity_network("lfw-arcface", "test", progress=False)
+    elif args.weights:
+        os.environ["SWAPLAB_FACE_RESTORER"] = args.weights
+    print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()} (other jobs share this machine: times are upper bounds)")
+    net = load_face_restorer(args.weights)
+    print(f"restorer: widths {net.config.widths}, {sum(p.numel() for p in net.parameters()):,} parameters")
+    held_out(args, net)
+    if args.model:
+        real_swaps(args, Path(args.model))
+    else:
+        print("\n2. real swaps: skipped (give --model, e.g. the demo's demo-output/model)")
+    print(f"\nthreads: {threads}; load average at end: {load_average()}")
+
+
+def _smoke_model(root: Path) -> Path:
+    """A liae-cpu model trained for 2 steps on faces of the two clips (smoke runs only)."""
+    from swaplab.config import apply_overrides
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.per_pair import TrainConfig
+
+    cfg = ExtractConfig(size=128, max_frames=16, every=2)
+    cfg.faces.max_faces = 1
+    for name, clip in (("src", SOURCE_CLIP), ("dst", TARGET_CLIP)):
+        extract(data_root() / clip, root / name, cfg, progress=False)
+    run = apply_overrides(
+        TrainConfig(),
+        ["model=liae-cpu", f"data.src={root / 'src'}", f"data.dst={root / 'dst'}", "trainer=test",
+         "trainer.steps=2", "data.holdout=0",
+         f"run_dir={root / 'run'}"],
+    )  # fmt: skip
+    train(run)
+    export_model(root / "run", root / "model")
+    return root / "model"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``swaplab nets build NAME``: train one of the swap stage's built networks and install it.
+
+Each built network (``swaplab.models.installed.BUILT_NETWORKS``) has a recipe and named build
+presets here (``cpu``: the bounded CPU build; ``test``: seconds, for tests). The run lives in
+``<user cache>/nets/NAME/run`` and resumes when stopped; a finished run is only exported again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BUILD_PRESETS", "build_config", "build_network"]
+
+
+def _segmenter(preset: str, overrides: list[str]) -> Any:
+    from swaplab.train.recipes.segmenter import segmenter_config
+
+    return segmenter_config(preset, overrides)
+
+
+def _restorer(preset: str, overrides: list[str]) -> Any:
+    from swaplab.train.recipes.restorer import restorer_config
+
+    return restorer_config(preset, overrides)
+
+
+def _blender(preset: str, overrides: list[str]) -> Any:
+    from swaplab.train.recipes.blender import blender_config
+
+    return blender_config(preset, overrides)
+
+
+#: network name -> (its presets, ``fn(preset, overrides) -> run config``).
+BUILD_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[str, list[str]], Any]]] = {
+    "face-segmenter": (("cpu", "test"), _segmenter),
+    "face-restorer": (("cpu", "test"), _restorer),
+    "learned-blender": (("cpu", "test"), _blender),
+}
+
+
+def build_config(name: str, preset: str = "cpu", overrides: list[str] | None = None) -> Any:
+    """The run config of ``swaplab nets build NAME --preset PRESET OVERRIDES...``."""
+    if name not in BUILD_PRESETS or preset not in BUILD_PRESETS[name][0]:
+        known = "; ".join(f"{n} ({', '.join(p)})" for n, (p, _) in BUILD_PRESETS.items())
+        raise KeyError(f"no built network {name!r} with preset {preset!r}; known: {known}")
+    return BUILD_PRESETS[name][1](preset, list(overrides or []))
+
+
+def build_network(name: str, preset: str = "cpu", overrides: list[str] | None = None, *, progress: bool = True) -> Path:
+    """Train the built network ``name`` (resuming a stopped run) and install it where the swap stage
+    loads it (``swaplab.models.installed.installed_weights``). Returns the installed weights file."""
+    from swaplab.models.installed import installed_weights
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+
+    cfg = build_config(name, preset, overrides)
+    target = installed_weights(name)
+    run_dir = target.parent / "run"
+    trainer = dataclasses.replace(cfg.trainer, progress=progress and cfg.trainer.progress)
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir), trainer=trainer)
+    result = train(cfg)
+    if result.stop_reason == "signal":
+        raise KeyboardInterrupt(f"{name} training stopped at step {result.step}; run the command again to resume")
+    export_model(run_dir, target.parent, overwrite=True)
+    return target

@@ -1,0 +1,246 @@
+"""The face-restorer recipe: a residual U-Net learns to undo synthetic degradations of aligned faces.
+
+Clean faces are LFW training-split crops at ``data.size`` px (about their native resolution);
+each step degrades random patches of them (``degrade_face``: blur, downscale 2-4x, noise, JPEG,
+then bicubic back to size, which is what an upscaled swap looks like) and takes the L1 distance of
+the restored patch to the clean one. A share of inputs stays clean, so a sharp face is left
+nearly as it is. ``swaplab nets build face-restorer`` trains it into the user cache, where the
+swap stage's ``restore=on`` loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from swaplab.config import ConfigError, config_group, group_field
+from swaplab.models.installed import weights_header
+from swaplab.models.restoration import FaceRestorer, FaceRestorerConfig
+from swaplab.train.checkpoint import write_tensors
+from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
+from swaplab.train.data import stream_seed
+from swaplab.train.recipe import RECIPES, Recipe, StepResult
+
+Tensor = torch.Tensor
+
+config_group("model").register("face-restorer")(FaceRestorerConfig)
+config_group("model").register("face-restorer-test")(
+    lambda: FaceRestorerConfig(name="face-restorer-test", widths=(8, 16, 32))
+)
+
+
+@dataclass
+class DegradationConfig:
+    """The synthetic degradations: each drawn uniformly from its range per face."""
+
+    downscale: tuple[float, float] = (2.0, 4.0)
+    blur_sigma: tuple[float, float] = (0.0, 1.5)  # pixels, before downscaling
+    noise_sigma: tuple[float, float] = (0.0, 6.0)  # grey levels, at the low resolution
+    jpeg_quality: tuple[int, int] = (40, 95)
+
+    def __post_init__(self) -> None:
+        if self.downscale[0] < 1 or self.downscale[1] < self.downscale[0]:
+            raise ConfigError(f"degrade.downscale must be an increasing range from >= 1, got {self.downscale}")
+
+
+def degrade_face(image: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig | None = None) -> np.ndarray:
+    """A degraded copy of an RGB uint8 (S, S, 3) face of the same size: blurred, downscaled, noisy,
+    JPEG-compressed, and upscaled back with bicubic interpolation."""
+    cfg = cfg or DegradationConfig()
+    size = image.shape[0]
+    out = image.astype(np.float32)
+    sigma = rng.uniform(*cfg.blur_sigma)
+    if sigma > 0.2:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma)
+    small = max(8, round(size / rng.uniform(*cfg.downscale)))
+    out = cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA)
+    out = out + rng.normal(0.0, rng.uniform(*cfg.noise_sigma), out.shape)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    ok, encoded = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if ok:
+        out = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(cv2.resize(out, (size, size), interpolation=cv2.INTER_CUBIC))
+
+
+@dataclass
+class RestorerDataConfig:
+    name: str = "lfw-faces-restore"
+    facesets: list[str] = field(default_factory=list)  # empty: LFW peopleDevTrain photos (see segmenter)
+    lfw_people: int = 600
+    size: int = 128  # clean faces are the crops resized to this
+    patch: int = 64  # training patches cut from them
+    clean_prob: float = 0.15  # inputs left undegraded (the target is then the input)
+    val_faces: int = 32
+
+    def __post_init__(self) -> None:
+        if self.patch > self.size or self.patch % 4:
+            raise ConfigError(f"data.patch={self.patch} must be a multiple of 4 no larger than data.size={self.size}")
+
+
+config_group("data").register("lfw-faces-restore")(RestorerDataConfig)
+
+register_trainer(
+    "restorer",
+    steps=600,
+    batch_size=12,
+    optimizer="adamw",
+    lr=2e-3,
+    betas=(0.9, 0.99),
+    warmup_steps=50,
+    schedule="cosine",
+    final_lr_ratio=0.05,
+    log_every=25,
+    preview_every=0,
+    checkpoint_every=500,
+    keep_last=1,
+)
+register_trainer("restorer-test", like="restorer", steps=4, batch_size=4, checkpoint_every=2, **TEST_SETTINGS)
+
+
+def _trainer() -> TrainerConfig:
+    return config_group("trainer").create("restorer")
+
+
+@dataclass
+class RestorerTrainConfig:
+    model: FaceRestorerConfig = group_field(FaceRestorerConfig, "model")
+    data: RestorerDataConfig = group_field(RestorerDataConfig, "data")
+    degrade: DegradationConfig = field(default_factory=DegradationConfig)
+    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    run_dir: str = "runs/face-restorer"
+
+
+def load_faces(facesets: list[str | Path], size: int) -> np.ndarray:
+    """Every crop of ``facesets`` resized to ``size``: (N, size, size, 3) uint8."""
+    from swaplab.facesets.format import Faceset
+
+    faces = []
+    for root in facesets:
+        faceset = Faceset(root)
+        faces.extend(
+            cv2.resize(faceset.image(i), (size, size), interpolation=cv2.INTER_AREA) for i in range(len(faceset))
+        )
+    if not faces:
+        raise ValueError(f"no faces in {', '.join(map(str, facesets))}")
+    return np.stack(faces)
+
+
+def degraded_set(faces: np.ndarray, seed: int, cfg: DegradationConfig | None = None) -> np.ndarray:
+    """Each face degraded once with a seeded draw (evaluation sets)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([degrade_face(face, rng, cfg) for face in faces])
+
+
+def _tensor(images: np.ndarray, device: torch.device) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
+
+
+@RECIPES.register("face-restorer")
+class RestorerRecipe(Recipe):
+    """Trains ``FaceRestorer`` with an L1 loss against the clean faces."""
+
+    name = "face-restorer"
+    config_type = RestorerTrainConfig
+
+    def __init__(self, cfg: RestorerTrainConfig, session: Any, faces: np.ndarray | None = None) -> None:
+        super().__init__(cfg, session)
+        if faces is None:
+            from swaplab.train.recipes.segmenter import lfw_faceset
+
+            facesets = list(cfg.data.facesets) or [lfw_faceset(cfg.data.lfw_people, "train", session.trainer.progress)]
+            faces = load_faces(facesets, cfg.data.size)
+        val = min(cfg.data.val_faces, len(faces) // 4)
+        self.train_faces = faces[: len(faces) - val]
+        self.val_faces = faces[len(faces) - val :] if val else None
+        self.val_inputs = degraded_set(self.val_faces, 4321, cfg.degrade) if val else None
+
+    def build(self) -> FaceRestorer:
+        return FaceRestorer(self.cfg.model)
+
+    def data_hashes(self) -> dict[str, Any]:
+        return {
+            "faces": {
+                "train": len(self.train_faces),
+                "validation": 0 if self.val_faces is None else len(self.val_faces),
+            }
+        }
+
+    def train_step(self, step: int) -> StepResult:
+        from swaplab.train.session import apply_gradients
+
+        cfg, session = self.cfg, self.session
+        tcfg = session.trainer
+        rng = np.random.default_rng(stream_seed("restorer", tcfg.seed, step))
+        patch, size = cfg.data.patch, cfg.data.size
+        inputs, targets = [], []
+        for row in rng.integers(0, len(self.train_faces), tcfg.batch_size):
+            clean = self.train_faces[row]
+            if rng.random() < 0.5:
+                clean = clean[:, ::-1]
+            degraded = (
+                clean
+                if rng.random() < cfg.data.clean_prob
+                else degrade_face(np.ascontiguousarray(clean), rng, cfg.degrade)
+            )
+            y, x = rng.integers(0, size - patch + 1, 2)
+            inputs.append(degraded[y : y + patch, x : x + patch])
+            targets.append(clean[y : y + patch, x : x + patch])
+        x_in = _tensor(np.stack(inputs), session.device).contiguous(memory_format=session.memory_format)
+        target = _tensor(np.stack(targets), session.device)
+        with session.autocast():
+            restored = self.module(x_in)
+        loss = (restored.float() - target).abs().mean()
+        loss.backward()
+        applied, grad_norm = apply_gradients(self.optimizers["model"], loss.detach(), tcfg.grad_clip)
+        return StepResult(applied, {"loss": float(loss.detach()), "grad_norm": grad_norm})
+
+    def validate(self, step: int) -> dict[str, float]:
+        if self.val_faces is None:
+            return {}
+        from swaplab.metrics.reconstruction import masked_psnr
+
+        device = self.session.device
+        clean, degraded = _tensor(self.val_faces, device), _tensor(self.val_inputs, device)
+        self.module.eval()
+        try:
+            with torch.inference_mode():
+                restored = self.module.restore(degraded).float()
+                unchanged = self.module.restore(clean).float()
+        finally:
+            self.module.train()
+        return {
+            "val/psnr_degraded": masked_psnr(degraded, clean).mean,
+            "val/psnr_restored": masked_psnr(restored, clean).mean,
+            "val/psnr_clean_kept": masked_psnr(unchanged, clean).mean,
+        }
+
+    @classmethod
+    def export(
+        cls, cfg: RestorerTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        write_tensors(tensors, out_dir / "model.safetensors", weights_header("face-restorer", cfg.model))
+        return {
+            "swapper": None,
+            "built_network": "face-restorer",
+            "validation": {k: v for k, v in (state.get("metrics") or {}).items() if k.startswith("val/")},
+            "split": {"trained_on": "peopleDevTrain.txt"},
+            "conventions": "faces N x 3 x H x W RGB in [0, 1] -> restored faces of the same shape",
+        }
+
+
+def restorer_config(preset: str = "cpu", overrides: list[str] | None = None) -> RestorerTrainConfig:
+    from swaplab.config import apply_overrides, from_dict
+
+    presets = {
+        "cpu": [],
+        "test": ["model=face-restorer-test", "trainer=restorer-test", "data.lfw_people=16", "data.val_faces=4"],
+    }
+    if preset not in presets:
+        raise KeyError(f"no face-restorer build preset {preset!r}; known: {', '.join(presets)}")
+    return apply_overrides(from_dict(RestorerTrainConfig, {}), [*presets[preset], *(overrides or [])])

@@ -1,0 +1,361 @@
+"""The face-segmenter recipe: a U-Net taught background / face / occluder on aligned crops.
+
+Labels come from the landmark face hull (``swaplab.faces.masks``), replaced by the user's polygons
+where a face has them (``swaplab.facesets.mask_polygons``); each step warps the crops a little
+(rotation, zoom, shift, mirror), pastes synthetic occluders with exactly known masks
+(``swaplab.faces.occlusion``, textures from the other faces of the batch) and jitters brightness
+and contrast, then takes a class-weighted cross-entropy. Validation scores held-out faces with
+seeded occluders against the hull mask. ``swaplab nets build face-segmenter`` trains it into the
+user cache, where ``mask=segment`` loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from swaplab.config import ConfigError, config_group, group_field
+from swaplab.faces.masks import landmark_mask
+from swaplab.faces.occlusion import FACE_LABEL, OCCLUDERS, TRAIN_KINDS, occlude
+from swaplab.metrics.segmentation import class_iou
+from swaplab.models.installed import weights_header
+from swaplab.models.segmentation import OCCLUDER, FaceSegmenter, FaceSegmenterConfig
+from swaplab.train.checkpoint import write_tensors
+from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
+from swaplab.train.data import scale_points, stream_seed
+from swaplab.train.recipe import RECIPES, Recipe, StepResult
+
+log = logging.getLogger(__name__)
+Tensor = torch.Tensor
+
+config_group("model").register("face-segmenter")(FaceSegmenterConfig)
+config_group("model").register("face-segmenter-test")(
+    lambda: FaceSegmenterConfig(name="face-segmenter-test", resolution=48, widths=(8, 16, 32))
+)
+
+
+@dataclass
+class SegmenterDataConfig:
+    """Which aligned faces to learn from, and the occluders pasted over them."""
+
+    name: str = "lfw-faces"
+    # Aligned facesets to train on; empty: one photo of each of the first ``lfw_people`` of LFW's
+    # peopleDevTrain people, extracted once into the user cache.
+    facesets: list[str] = field(default_factory=list)
+    lfw_people: int = 600
+    # Polygons files (swaplab.facesets.mask_polygons); each faceset's own mask_polygons.json is read too.
+    polygons: list[str] = field(default_factory=list)
+    val_faces: int = 48  # the last faces, held out for validation
+    occluders: tuple[str, ...] = TRAIN_KINDS
+    occlusion_prob: float = 0.8  # faces that get any occluder
+    max_occluders: int = 2
+    rotation_deg: float = 10.0
+    scale: float = 0.1
+    translation: float = 0.05
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.occluders if k not in OCCLUDERS]
+        if unknown or not self.occluders:
+            raise ConfigError(f"data.occluders {list(self.occluders)}: choose from {', '.join(OCCLUDERS.names())}")
+        if not 0 <= self.occlusion_prob <= 1 or self.max_occluders < 1:
+            raise ConfigError("data.occlusion_prob must be in [0, 1] and data.max_occluders >= 1")
+
+
+config_group("data").register("lfw-faces")(SegmenterDataConfig)
+
+#: The CPU build: about 4 minutes at one thread of the project's 2-vCPU machine.
+register_trainer(
+    "segmenter",
+    steps=1200,
+    batch_size=12,
+    optimizer="adamw",
+    lr=3e-3,
+    betas=(0.9, 0.99),
+    weight_decay=1e-4,
+    warmup_steps=50,
+    schedule="cosine",
+    final_lr_ratio=0.05,
+    log_every=25,
+    preview_every=0,
+    checkpoint_every=500,
+    keep_last=1,
+)
+register_trainer("segmenter-test", like="segmenter", steps=4, batch_size=4, checkpoint_every=2, **TEST_SETTINGS)
+
+
+def _trainer() -> TrainerConfig:
+    return config_group("trainer").create("segmenter")
+
+
+@dataclass
+class SegmenterTrainConfig:
+    model: FaceSegmenterConfig = group_field(FaceSegmenterConfig, "model")
+    data: SegmenterDataConfig = group_field(SegmenterDataConfig, "data")
+    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    # Cross-entropy weight of each class (background, face, occluder): occluders are rarer.
+    class_weights: tuple[float, ...] = (1.0, 1.0, 2.0)
+    run_dir: str = "runs/face-segmenter"
+
+
+# ------------------------------------------------------------------------------ data
+
+
+@dataclass
+class LabelledFaces:
+    """Aligned crops (N, S, S, 3) uint8 with label maps (N, S, S) uint8 and their ids."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    corrected: int = 0  # faces whose labels came from user polygons
+
+    def take(self, rows: slice) -> LabelledFaces:
+        return LabelledFaces(self.images[rows], self.labels[rows], self.ids[rows])
+
+
+def hull_labels(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+    """The hull label map: ``FACE_LABEL`` inside the landmark face hull, background elsewhere."""
+    mask = landmark_mask(scale_points(landmarks, scale), size, "face")
+    return np.where(mask >= 0.5, FACE_LABEL, 0).astype(np.uint8)
+
+
+def load_labelled_faces(facesets: list[str | Path], size: int, polygons: list[str | Path] = ()) -> LabelledFaces:
+    """Every face of ``facesets`` resized to ``size`` with its labels (user polygons override hulls)."""
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, polygon_labels, read_mask_polygons
+
+    corrected = {}
+    for path in polygons:
+        corrected.update(read_mask_polygons(path))
+    images, labels, ids = [], [], []
+    used = 0
+    for root in facesets:
+        faceset = Faceset(root)
+        own = Path(root) / POLYGONS_FILE
+        local = {**(read_mask_polygons(own) if own.is_file() else {}), **corrected}
+        scale = size / faceset.size
+        for index, record in enumerate(faceset.records):
+            image = faceset.image(index)
+            images.append(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
+            if record.id in local:
+                labels.append(polygon_labels(local[record.id], size, scale))
+                used += 1
+            else:
+                labels.append(hull_labels(record.landmarks_array, size, scale))
+            ids.append(record.id)
+    if not images:
+        raise ValueError(f"no faces in {', '.join(map(str, facesets))}")
+    return LabelledFaces(np.stack(images), np.stack(labels), ids, used)
+
+
+def lfw_faceset(people: int, split: str = "train", progress: bool = True) -> Path:
+    """A faceset (256 px, whole_face) of one photo each of the first ``people`` people of LFW's
+    ``split`` ("train": peopleDevTrain, for training; "eval": peopleDevTest, for measuring only),
+    extracted once into ``<user cache>/nets/faces/lfw-<split>-<people>`` (resumable)."""
+    from swaplab.data.fetch import data_root
+    from swaplab.data.lfw import SPLIT_FILES, read_people_list
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.system import user_cache_dir
+
+    root = data_root() / "lfw"
+    names = list(read_people_list(root / SPLIT_FILES[split]))[:people]
+    photos = [root / "lfw-deepfunneled" / name / f"{name}_0001.jpg" for name in names]
+    photos = [p for p in photos if p.is_file()]
+    if not photos:
+        raise FileNotFoundError(f"no LFW photos under {root}: fetch them with `swaplab data fetch lfw`")
+    out = user_cache_dir() / "nets" / "faces" / f"lfw-{split}-{people}"
+    cfg = ExtractConfig(size=256)
+    cfg.faces.max_faces = 1
+    extract(photos, out, cfg, progress=progress)
+    return out
+
+
+def augment_batch(
+    faces: LabelledFaces, rows: np.ndarray, resolution: int, data: SegmenterDataConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warped, mirrored, occluded and jittered crops (B, R, R, 3) uint8 with their labels (B, R, R)."""
+    size = faces.images.shape[1]
+    images, labels = [], []
+    for row in rows:
+        angle = rng.uniform(-data.rotation_deg, data.rotation_deg)
+        zoom = resolution / size * (1.0 + rng.uniform(-data.scale, data.scale))
+        matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, zoom)
+        matrix[:, 2] += resolution / 2 - size / 2 + rng.uniform(-data.translation, data.translation, 2) * resolution
+        image = cv2.warpAffine(
+            faces.images[row], matrix, (resolution, resolution), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT
+        )
+        label = cv2.warpAffine(
+            faces.labels[row],
+            matrix,
+            (resolution, resolution),
+            flags=cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        if rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        images.append(np.ascontiguousarray(image))
+        labels.append(np.ascontiguousarray(label))
+    out_images, out_labels = [], []
+    for index, (image, label) in enumerate(zip(images, labels)):
+        if rng.random() < data.occlusion_prob:
+            donors = [d for j, d in enumerate(images) if j != index] or [image]
+            count = int(rng.integers(1, data.max_occluders + 1))
+            image, label, _ = occlude(image, label, donors, rng, data.occluders, count)
+        gain = 1.0 + rng.uniform(-data.contrast, data.contrast)
+        shift = 255.0 * rng.uniform(-data.brightness, data.brightness)
+        mean = image.mean()
+        image = np.clip((image.astype(np.float32) - mean) * gain + mean + shift, 0, 255).astype(np.uint8)
+        out_images.append(image)
+        out_labels.append(label)
+    return np.stack(out_images), np.stack(out_labels)
+
+
+def occluded_set(
+    faces: LabelledFaces, resolution: int, kinds: tuple[str, ...], seed: int, count: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every face resized to ``resolution`` with ``count`` seeded occluders of ``kinds`` (evaluation sets)."""
+    rng = np.random.default_rng(seed)
+    images = np.stack([cv2.resize(im, (resolution, resolution), interpolation=cv2.INTER_AREA) for im in faces.images])
+    labels = np.stack(
+        [cv2.resize(lb, (resolution, resolution), interpolation=cv2.INTER_NEAREST) for lb in faces.labels]
+    )
+    out_images, out_labels = [], []
+    for index in range(len(images)):
+        donors = [images[(index + k) % len(images)] for k in range(1, 4)]
+        image, label, _ = occlude(images[index], labels[index], donors, rng, kinds, count)
+        out_images.append(image)
+        out_labels.append(label)
+    return np.stack(out_images), np.stack(out_labels)
+
+
+def segment_scores(
+    segmenter: FaceSegmenter, images: np.ndarray, labels: np.ndarray, hull: np.ndarray
+) -> dict[str, float]:
+    """IoU of the face and occluder classes for the network and for the hull mask (which predicts
+    face inside the hull, never an occluder), over (N, S, S, 3) images with their (N, S, S) labels."""
+    from swaplab.models.installed import as_batch
+
+    device = next(segmenter.parameters()).device
+    with torch.inference_mode():
+        predicted = torch.cat(
+            [segmenter.segment(as_batch(images[i : i + 64], device)).argmax(1).cpu() for i in range(0, len(images), 64)]
+        ).numpy()
+    scores = {
+        "iou_face": class_iou(predicted, labels, FACE_LABEL),
+        "iou_occluder": class_iou(predicted, labels, OCCLUDER),
+        "hull_iou_face": class_iou(hull, labels, FACE_LABEL),
+        "hull_iou_occluder": class_iou(hull, labels, OCCLUDER),
+    }
+    scores["miou"] = (scores["iou_face"] + scores["iou_occluder"]) / 2
+    scores["hull_miou"] = (scores["hull_iou_face"] + scores["hull_iou_occluder"]) / 2
+    return scores
+
+
+# ------------------------------------------------------------------------------ the recipe
+
+
+@RECIPES.register("face-segmenter")
+class SegmenterRecipe(Recipe):
+    """Trains ``FaceSegmenter`` on hull (or polygon) labels with synthetic occluders."""
+
+    name = "face-segmenter"
+    config_type = SegmenterTrainConfig
+
+    def __init__(self, cfg: SegmenterTrainConfig, session: Any, faces: LabelledFaces | None = None) -> None:
+        super().__init__(cfg, session)
+        if len(cfg.class_weights) != len(cfg.model.classes):
+            raise ConfigError(f"class_weights needs one weight per class ({', '.join(cfg.model.classes)})")
+        if faces is None:
+            facesets = list(cfg.data.facesets) or [lfw_faceset(cfg.data.lfw_people, "train", session.trainer.progress)]
+            faces = load_labelled_faces(facesets, 2 * cfg.model.resolution, cfg.data.polygons)
+        val = min(cfg.data.val_faces, len(faces.ids) // 4)
+        self.train_faces = faces.take(slice(0, len(faces.ids) - val))
+        self.val_faces = faces.take(slice(len(faces.ids) - val, None)) if val else None
+        self.corrected = faces.corrected
+        self.val_set = None
+        if self.val_faces is not None:
+            self.val_set = occluded_set(self.val_faces, cfg.model.resolution, tuple(cfg.data.occluders), seed=1234)
+
+    def build(self) -> FaceSegmenter:
+        return FaceSegmenter(self.cfg.model)
+
+    def data_hashes(self) -> dict[str, Any]:
+        return {
+            "faces": {
+                "train": len(self.train_faces.ids),
+                "validation": len(self.val_faces.ids) if self.val_faces else 0,
+                "user_polygons": self.corrected,
+            }
+        }
+
+    def train_step(self, step: int) -> StepResult:
+        from swaplab.train.session import apply_gradients
+
+        cfg, session = self.cfg, self.session
+        tcfg = session.trainer
+        rng = np.random.default_rng(stream_seed("segmenter", tcfg.seed, step))
+        rows = rng.integers(0, len(self.train_faces.ids), tcfg.batch_size)
+        images, labels = augment_batch(self.train_faces, rows, cfg.model.resolution, cfg.data, rng)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
+        x = x.to(session.device).contiguous(memory_format=session.memory_format)
+        y = torch.from_numpy(labels).long().to(session.device)
+        weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=session.device)
+        with session.autocast():
+            logits = self.module(x)
+        loss = F.cross_entropy(logits.float(), y, weight=weights)
+        loss.backward()
+        applied, grad_norm = apply_gradients(self.optimizers["model"], loss.detach(), tcfg.grad_clip)
+        return StepResult(applied, {"loss": float(loss.detach()), "grad_norm": grad_norm})
+
+    def validate(self, step: int) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        images, labels = self.val_set
+        hull = self._hull_prediction()
+        self.module.eval()
+        try:
+            scores = segment_scores(self.module, images, labels, hull)  # type: ignore[arg-type]
+        finally:
+            self.module.train()
+        return {f"val/{k}": v for k, v in scores.items()}
+
+    def _hull_prediction(self) -> np.ndarray:
+        """The hull mask's own labels for the validation faces (face inside the hull, no occluders)."""
+        size = self.cfg.model.resolution
+        return np.stack([cv2.resize(lb, (size, size), interpolation=cv2.INTER_NEAREST) for lb in self.val_faces.labels])
+
+    @classmethod
+    def export(
+        cls, cfg: SegmenterTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The network's weights with its config in the header (``swaplab.models.installed.read_built``)."""
+        write_tensors(tensors, out_dir / "model.safetensors", weights_header("face-segmenter", cfg.model))
+        return {
+            "swapper": None,
+            "built_network": "face-segmenter",
+            "classes": list(cfg.model.classes),
+            "validation": {k: v for k, v in (state.get("metrics") or {}).items() if k.startswith("val/")},
+            "conventions": "aligned crops N x 3 x H x W RGB in [0, 1] -> class probabilities N x C x H x W",
+        }
+
+
+def segmenter_config(preset: str = "cpu", overrides: list[str] | None = None) -> SegmenterTrainConfig:
+    from swaplab.config import apply_overrides, from_dict
+
+    presets = {
+        "cpu": [],
+        "test": ["model=face-segmenter-test", "trainer=segmenter-test", "data.lfw_people=16", "data.val_faces=4"],
+    }
+    if preset not in presets:
+        raise KeyError(f"no face-segmenter build preset {preset!r}; known: {', '.join(presets)}")
+    return apply_overrides(from_dict(SegmenterTrainConfig, {}), [*presets[preset], *(overrides or [])])

@@ -1,0 +1,229 @@
+"""The face segmenter: exact occluder labels, user polygons, learning past the hull, and mask=segment
+keeping a hand in front of the face."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swaplab.config import ConfigError, apply_overrides
+from swaplab.faces.occlusion import HELD_OUT_KINDS, OCCLUDER_LABEL, OCCLUDERS, TRAIN_KINDS, occlude, occluder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _face_like(size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kind", TRAIN_KINDS + HELD_OUT_KINDS)
+def test_occlusion_labels_match_the_pasted_pixels_exactly(kind: str) -> None:
+    size, seed = 64, 7
+    image, donor = _face_like(size, 1), _face_like(80, 2)
+    labels = np.zeros((size, size), np.uint8)
+    labels[16:48, 16:48] = 1
+    out, out_labels, union = occlude(image, labels, [donor], np.random.default_rng(seed), [kind], count=1)
+    # The same draws, replayed: which kind, which donor, then the occluder itself.
+    replay = np.random.default_rng(seed)
+    replay.integers(1), replay.integers(1)
+    layer, mask = occluder(kind, size, replay, donor)
+    assert 0 < mask.sum() < size * size
+    np.testing.assert_array_equal(union, mask)
+    np.testing.assert_array_equal(out, np.where(mask[..., None], layer, image))
+    np.testing.assert_array_equal(out_labels, np.where(mask, OCCLUDER_LABEL, labels))
+
+
+def test_occluder_kinds_are_split_and_unknown_ones_are_refused() -> None:
+    assert not set(TRAIN_KINDS) & set(HELD_OUT_KINDS)
+    assert set(TRAIN_KINDS) | set(HELD_OUT_KINDS) == set(OCCLUDERS.names())
+    from swaplab.train.recipes.segmenter import SegmenterDataConfig
+
+    with pytest.raises(ConfigError, match="choose from .*hand"):
+        SegmenterDataConfig(occluders=("hand", "umbrella"))
+
+
+def test_user_polygons_override_the_hull(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import read_mask_polygons, write_polygon_template
+    from swaplab.train.recipes.segmenter import load_labelled_faces
+
+    faceset = Faceset(pair_facesets[0])
+    first = faceset.records[0].id
+    from swaplab.cli import main
+
+    assert main(["faceset", "polygons", str(pair_facesets[0]), first, "-o", str(tmp_path / "polygons.json")]) == 0
+    path = tmp_path / "polygons.json"
+    with pytest.raises(KeyError, match="no face"):
+        write_polygon_template(pair_facesets[0], ["nobody"], tmp_path / "other.json")
+    document = json.loads(path.read_text())
+    # The user marks a hand over the lower-left of the face.
+    document["faces"][first]["occluder"] = [[[10, 80], [60, 80], [60, 127], [10, 127]]]
+    path.write_text(json.dumps(document))
+    assert len(read_mask_polygons(path)[first].occluder) == 1
+    plain = load_labelled_faces([pair_facesets[0]], 64)
+    corrected = load_labelled_faces([pair_facesets[0]], 64, [path])
+    assert corrected.corrected == 1 and plain.corrected == 0
+    assert (corrected.labels[0] == OCCLUDER_LABEL).sum() > 100 and not (plain.labels[0] == OCCLUDER_LABEL).any()
+    np.testing.assert_array_equal(corrected.labels[1:], plain.labels[1:])
+    document["faces"][first]["face"] = [[[1, 2]]]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="at least 3"):
+        read_mask_polygons(path)
+
+
+@pytest.fixture(scope="module")
+def trained_segmenter(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tuple[Path, Path]):
+    """A test-sized segmenter trained on the reference pair's faces for a fixed number of steps."""
+    import torch
+
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.segmenter import SegmenterTrainConfig
+
+    root = tmp_path_factory.mktemp("segmenter")
+    cfg = apply_overrides(
+        SegmenterTrainConfig(),
+        [
+            "model=face-segmenter-test",
+            "trainer=segmenter-test",
+            "trainer.steps=300",
+            "trainer.batch_size=8",
+            "trainer.checkpoint_every=0",
+            f"data.facesets=[{pair_facesets[0]},{pair_facesets[1]}]",
+            "data.val_faces=10",
+            f"run_dir={root / 'run'}",
+        ],
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run", result
+
+
+@pytest.mark.slow
+def test_segmenter_learns_past_the_hull(trained_segmenter) -> None:
+    _, result = trained_segmenter
+    scores = {k.removeprefix("val/"): v for k, v in result.metrics.items() if k.startswith("val/")}
+    # The hull cannot see occluders: its occluder IoU is 0 and its face IoU loses what they cover.
+    assert scores["hull_iou_occluder"] == 0.0
+    assert scores["miou"] > scores["hull_miou"] + 0.1, scores
+    assert scores["iou_occluder"] > 0.3, scores
+
+
+@pytest.mark.slow
+def test_mask_segment_keeps_a_hand_in_front_of_the_face(
+    trained_segmenter, pair_facesets: tuple[Path, Path], lfw: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from swaplab.faces.occlusion import hand_occluder
+    from swaplab.io.images import read_image, write_image
+    from swaplab.models.installed import NetworkMissing
+    from swaplab.swap.pipeline import SwapConfig, swap
+    from swaplab.train.export import export_model
+
+    run_dir, _ = trained_segmenter
+    export_model(run_dir, tmp_path / "segmenter")
+    model = _per_pair_model(pair_facesets, tmp_path)
+    photo = read_image(lfw / "George_W_Bush" / "George_W_Bush_0040.jpg")[0]
+    # A hand (skin from another photo) over the mouth and a cheek, from below; 86% of it lies
+    # inside the face's landmark hull, and the face is still found.
+    donor = read_image(lfw / "Colin_Powell" / "Colin_Powell_0040.jpg")[0]
+    layer, hand = hand_occluder(110, np.random.default_rng(5), donor)
+    occluded = photo.copy()
+    region = (slice(100, 210), slice(90, 200))
+    occluded[region][hand] = layer[hand]
+    hand_full = np.zeros(photo.shape[:2], bool)
+    hand_full[region] = hand
+    path = tmp_path / "hand.png"
+    write_image(path, occluded)
+
+    with pytest.raises(NetworkMissing, match="swaplab nets build face-segmenter"):
+        swap(model, path, tmp_path / "missing.png", SwapConfig(mask="segment"), progress=False)
+    monkeypatch.setenv("SWAPLAB_FACE_SEGMENTER", str(tmp_path / "segmenter" / "model.safetensors"))
+
+    def hand_change(mask: str) -> tuple[float, float]:
+        """Over the hand's pixels: the mean change, and the share changed by more than 40 levels."""
+        out = tmp_path / f"{mask}.png"
+        report = swap(model, path, out, SwapConfig(mask=mask, smoothing="none"), progress=False)
+        assert report.faces_swapped == 1
+        change = np.abs(read_image(out)[0].astype(int) - occluded.astype(int)).max(axis=2)[hand_full]
+        return float(change.mean()), float((change > 40).mean())
+
+    hull = hand_change("hull")
+    assert hull[1] > 0.2, hull  # the hull pastes the swapped face over the hand ...
+    for mask in ("segment", "segment+hull"):
+        kept = hand_change(mask)  # ... the segmenter keeps it (a soft mask still lets a little through)
+        assert kept[0] < 0.6 * hull[0] and kept[1] < 0.25 * hull[1], (mask, kept, hull)
+
+
+def _per_pair_model(pair_facesets: tuple[Path, Path], root: Path) -> Path:
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.per_pair import TrainConfig
+
+    src, dst = pair_facesets
+    cfg = apply_overrides(
+        TrainConfig(),
+        ["model=liae-cpu", f"data.src={src}", f"data.dst={dst}", "trainer=test", "trainer.steps=2",
+         f"run_dir={root / 'model-run'}"],
+    )  # fmt: skip
+    train(cfg)
+    export_model(root / "model-run", root / "model")
+    return root / "model"
+
+
+def test_bad_mask_names_list_the_valid_ones() -> None:
+    from swaplab.swap.pipeline import SwapConfig
+
+    with pytest.raises(ConfigError, match="segment\\+hull"):
+        apply_overrides(SwapConfig(), ["mask=segmentation"])
+    from swaplab.train.built_networks import build_config
+
+    with pytest.raises(KeyError, match="face-segmenter \\(cpu, test\\)"):
+        build_config("face-segmentr")
+
+
+def test_keep_mouth_cuts_the_inner_lips_out_of_the_mask(pair_facesets: tuple[Path, Path]) -> None:
+    from swaplab.faces.landmarks import LANDMARKS_68
+    from swaplab.facesets.format import Faceset
+    from swaplab.swap.masking import without_mouth_interior
+
+    faceset = Faceset(pair_facesets[0])
+    points = faceset.landmarks(0).copy()
+    inner = points[LANDMARKS_68["inner_lips"]]
+    # Open the mouth: the lower inner lip moves down by 8 px, so the interior is a real region.
+    points[65:68, 1] += 8
+    centre = np.round(points[LANDMARKS_68["inner_lips"]].mean(axis=0)).astype(int)
+    mask = np.ones((faceset.size, faceset.size), np.float32)
+    kept = without_mouth_interior(mask, points)
+    assert kept[centre[1], centre[0]] < 0.05
+    far = np.ones_like(mask, bool)
+    x0, y0 = inner.min(axis=0).astype(int) - 4
+    x1, y1 = inner.max(axis=0).astype(int) + 14
+    far[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(kept[far], mask[far])
+    assert 20 < (kept < 0.5).sum() < 0.05 * mask.size
+
+
+def test_mask_smoothing_filters_each_track_and_resets(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
+    from swaplab.faces.analyze import AlignedFace
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    model = _per_pair_model(pair_facesets, tmp_path)
+    swapper = FaceSwapper(model, SwapConfig(mask="learned", mask_blur=0, mask_smoothing="kalman"))
+    size = swapper.resolution
+    face = AlignedFace.__new__(AlignedFace)
+    face.track_id, face.landmarks, face.crop = 0, np.zeros((68, 2), np.float32), np.zeros((size, size, 3), np.uint8)
+    on, off = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
+    assert swapper._mask(face, on).min() == 1.0  # the first frame passes through
+    flicker = swapper._mask(face, off)
+    assert 0.0 < flicker.mean() < 1.0  # a one-frame drop is damped, not followed
+    swapper.reset_tracks()
+    np.testing.assert_array_equal(swapper._mask(face, off), off)
+    with pytest.raises(ConfigError, match="kalman"):
+        apply_overrides(SwapConfig(), ["mask_smoothing=ema"])
