@@ -1,0 +1,214 @@
+"""The DDPM recipe (``model=ddpm-tiny``, ``ddpm-64``, ``ddpm-128``) on the shared loop.
+
+One step (Ho et al. 2020, Algorithm 1): draw t ~ U{0..T-1} and eps ~ N(0, I) per image from the
+step's own stream (so resumed and multi-process runs draw alike), form x_t by the closed form
+``q(x_t | x_0)`` and regress the U-Net's eps on eps (mean squared error) under the run's autocast.
+With ``model.condition=identity`` each face's embedding by ``model.identity_network`` (computed
+once, from the faceset's full-size crop) is the condition, replaced by the null condition for a
+``model.condition_dropout`` share of the images. Previews: held-out faces, their noisy versions and
+x_0-predictions at several t, and samples by ``preview_sampler`` from fixed noise. Validation adds
+the held-out denoising loss at fixed (t, eps) to the zoo's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from swaplab.config import config_group, group_field
+from swaplab.models.diffusion import DDPM, DDPMConfig
+from swaplab.models.samplers import SamplerConfig
+from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
+from swaplab.train.data import stream_seed
+from swaplab.train.image_data import ImageDataConfig
+from swaplab.train.recipe import RECIPES, StepResult
+from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED, GenerativeRecipe
+
+Tensor = torch.Tensor
+
+#: A few CPU-minutes at 32 px: faces take shape in the previews after a few thousand steps.
+register_trainer("ddpm", steps=4000, batch_size=32, optimizer="adam", lr=2e-4, warmup_steps=100, log_every=25,
+                 preview_every=500, checkpoint_every=500, keep_last=2)  # fmt: skip
+register_trainer("ddpm-test", like="ddpm", steps=6, batch_size=8, checkpoint_every=3, warmup_steps=0, **TEST_SETTINGS)
+
+#: Aligned faces of ``data.train``'s facesets at the model's resolution (32 held out).
+config_group("data").register("faces")(functools.partial(ImageDataConfig, name="faces", source="faceset", holdout=32))
+
+#: The timesteps whose noisy faces and x_0-predictions the previews show.
+PREVIEW_TIMESTEPS = (50, 250, 500, 750, 950)
+
+
+@dataclass
+class DDPMTrainConfig:
+    model: DDPMConfig = group_field(DDPMConfig, "model")
+    data: ImageDataConfig = group_field(lambda: config_group("data").create("faces"), "data")
+    preview_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="ddim", steps=25))
+    trainer: TrainerConfig = group_field(lambda: config_group("trainer").create("ddpm"), "trainer")
+    run_dir: str = "runs/ddpm"
+
+
+def identity_embeddings(facesets: list[str], network: str, limit: int = 0) -> Tensor:
+    """(N, D) embeddings by ``network`` of every face of ``facesets`` in reading order (the first
+    ``limit`` when > 0), from the full-size aligned crops."""
+    from swaplab.facesets.format import Faceset
+    from swaplab.models.simswap import TemplateChipIdentity
+    from swaplab.train.recipes.per_pair import alignment_of
+
+    out: list[Tensor] = []
+    encoders: dict[tuple[str, int], TemplateChipIdentity] = {}
+    shared = None
+    for root in facesets:
+        faceset = Faceset(root)
+        template = alignment_of(root)["template"]
+        crops = [faceset.image(i) for i in range(len(faceset.records))]
+        if not crops:
+            continue
+        size = crops[0].shape[0]
+        key = (template, size)
+        if key not in encoders:
+            encoders[key] = TemplateChipIdentity(template, size, shared if shared is not None else network)
+            shared = encoders[key].network
+        with torch.no_grad():
+            batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255.0)
+            out.extend(encoders[key](batch[i : i + 32]) for i in range(0, len(batch), 32))
+    embeddings = torch.cat(out)
+    return embeddings[:limit] if limit else embeddings
+
+
+@RECIPES.register("ddpm")
+class DDPMRecipe(GenerativeRecipe):
+    """Trains a ``DDPM`` by the simple noise-regression loss."""
+
+    name = "ddpm"
+    config_type = DDPMTrainConfig
+
+    def __init__(self, cfg: DDPMTrainConfig, session: Any) -> None:
+        super().__init__(cfg, session)
+        self.identities: Tensor | None = None
+        if cfg.model.condition == "identity":
+            data = cfg.data.resolved(cfg.model)
+            every = identity_embeddings(data.train, cfg.model.identity_network, data.limit)
+            self.identities = every[self.data.train_index]
+            self.heldout_identities = every[self.data.heldout_index]
+
+    def build(self) -> nn.Module:
+        return DDPM(self.cfg.model)
+
+    @property
+    def model(self) -> DDPM:
+        return self.module  # type: ignore[return-value]
+
+    def _draws(self, name: str, count: int, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(t, eps, null-condition flags) of ``step`` on this rank, from their own stream."""
+        session, cfg = self.session, self.cfg.model
+        generator = torch.Generator().manual_seed(stream_seed(name, session.trainer.seed, step, session.dist.rank))
+        t = torch.randint(0, cfg.schedule.train_timesteps, (count,), generator=generator)
+        eps = torch.randn((count, *self.model.image_shape), generator=generator)
+        null = torch.rand(count, generator=generator) < cfg.condition_dropout
+        device = session.device
+        return t.to(device), eps.to(device).contiguous(memory_format=session.memory_format), null.to(device)
+
+    def denoising_loss(self, x0: Tensor, t: Tensor, eps: Tensor, identity: Tensor | None, null: Tensor) -> Tensor:
+        x_t = self.model.schedule.q_sample(x0, t, eps)
+        with self.session.autocast():
+            predicted = self.model(x_t, t, identity, null=null if identity is not None else None)
+        return nn.functional.mse_loss(predicted.float(), eps)
+
+    def train_step(self, step: int) -> StepResult:
+        session = self.session
+        t_cfg = session.trainer
+        positions = self.data.stream.positions((step * session.dist.world_size + session.dist.rank) * t_cfg.batch_size,
+                                               t_cfg.batch_size)  # fmt: skip
+        images = self.data.images[positions].float().div(255.0).to(session.device)
+        x0 = images.mul(2).sub(1).contiguous(memory_format=session.memory_format)
+        identity = self.identities[positions].to(session.device) if self.identities is not None else None
+        t, eps, null = self._draws("ddpm", len(x0), step)
+        loss = self.denoising_loss(x0, t, eps, identity, null)
+        loss.backward()
+        applied, norm = self.apply_gradients("model", loss)
+        return StepResult(applied, {"loss": float(loss.detach()), "grad_norm": norm})
+
+    # ------------------------------------------------------------ pictures and numbers
+
+    def _with_preview_sampler(self):
+        model = self.model
+        previous = model.sampler_config
+        model.sampler_config = self.cfg.preview_sampler
+        return previous
+
+    @torch.no_grad()
+    def pictures(self) -> dict[str, Tensor]:
+        model, device = self.model, self.session.device
+        held, _ = self.data.heldout(PREVIEW_ROWS)
+        x0 = held.to(device).mul(2).sub(1)
+        identity = self.heldout_identities[:PREVIEW_ROWS].to(device) if self.identities is not None else None
+        eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(PREVIEW_SEED)).to(device)
+        out: dict[str, Tensor] = {"held out": held}
+        with self.session.autocast():
+            for t in PREVIEW_TIMESTEPS:
+                x_t = model.schedule.q_sample(x0, t, eps)
+                predicted = model.schedule.predict_x0(x_t, t, model(x_t, t, identity).float())
+                out[f"x_t t={t}"] = x_t.float().add(1).div(2).cpu()
+                out[f"x0 from t={t}"] = predicted.float().add(1).div(2).cpu()
+            previous = self._with_preview_sampler()
+            try:
+                generator = torch.Generator().manual_seed(PREVIEW_SEED)
+                out["samples"] = model.sample(PREVIEW_ROWS, generator).float().cpu()
+                if identity is not None:
+                    generator = torch.Generator().manual_seed(PREVIEW_SEED)
+                    out["samples, held-out identity"] = model.sample(PREVIEW_ROWS, generator, identity=identity).cpu()
+            finally:
+                model.sampler_config = previous
+        return {k: v.clamp(0, 1) for k, v in out.items()}
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict[str, float]:
+        previous = self._with_preview_sampler()
+        try:
+            with self.session.autocast():
+                values = super().validate(step)
+        finally:
+            self.model.sampler_config = previous
+        held, _ = self.data.heldout()
+        x0 = held.to(self.session.device).mul(2).sub(1)
+        t, eps, null = self._draws("ddpm-validation", len(x0), 0)
+        identity = self.heldout_identities.to(self.session.device) if self.identities is not None else None
+        values["val/loss"] = float(self.denoising_loss(x0, t, eps, identity, torch.zeros_like(null)))
+        return values
+
+    # ------------------------------------------------------------ export
+
+    @classmethod
+    def export(cls, cfg: DDPMTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]) -> dict:
+        from swaplab.train.recipes.per_pair import alignment_of
+
+        fields = super().export(cfg, tensors, out_dir, state)
+        data = cfg.data.resolved(cfg.model)
+        network = cfg.model.identity_network
+        fields.update(
+            {
+                "swapper": "diffusion",
+                # The source is embedded by this network: the condition of conditioned models and the
+                # identity guidance of every model, so the evaluator must score identity with another.
+                "identity": {"conditions_on": network, "loss_network": network},
+                "alignment": alignment_of(data.train[0]) if data.source == "faceset" and data.train else {},
+                "split": {"trained_on": "peopleDevTrain.txt", "evaluate_on": "peopleDevTest.txt"},
+                "diffusion": {
+                    "condition": cfg.model.condition,
+                    "schedule": dataclasses.asdict(cfg.model.schedule),
+                    "samplers": "swaplab.models.samplers.SAMPLERS (an option, never a weight)",
+                },
+                "conventions": (
+                    "eps-prediction U-Net over images in [-1, 1]; sample() and the swapper take and give [0, 1]; "
+                    "see swaplab.models.diffusion"
+                ),
+            }
+        )
+        return fields
