@@ -151,6 +151,8 @@ class DDPM(GenerativeModel):
             raise ValueError(f"identity must be (N, {self.config.identity_dim}), got {tuple(identity.shape)}")
         if len(identity) == 1:
             identity = identity.expand(batch, -1)
+        if len(identity) != batch:
+            raise ValueError(f"need one identity or one per image ({batch}), got {len(identity)}")
         return self.identity_projection(nn.functional.normalize(identity.to(device), dim=-1))
 
     def forward(

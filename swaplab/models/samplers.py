@@ -249,15 +249,16 @@ def langevin_steps(
     snr: float = 0.1,
 ) -> Tensor:
     """``count`` unadjusted Langevin steps x <- x + a/2 score(x) + sqrt(a) z towards the density whose
-    score is ``score_fn``. ``step_size`` fixes a; else a = 2 (snr |z| / |score|)^2 per sample (the
+    score is ``score_fn``. ``step_size`` fixes a; else a = 2 (snr |z| / |score|)^2 with the batch's mean norms (the
     predictor-corrector rule of Song et al. 2021, "Score-Based Generative Modeling through SDEs")."""
     for _ in range(count):
         score = score_fn(x).float()
         z = _noise_like(x, generator)
         if step_size is None:
-            dims = tuple(range(1, x.ndim))
-            ratio = z.flatten(1).norm(dim=1) / score.flatten(1).norm(dim=1).clamp_min(1e-12)
-            a = (2 * (snr * ratio) ** 2).reshape(-1, *([1] * len(dims)))
+            # Norms averaged over the batch, as Song et al.'s code does: per-sample ratios of
+            # low-dimensional draws swing wildly (a near-zero score gives a huge step).
+            ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
+            a = 2 * (snr * ratio) ** 2
         else:
             a = torch.as_tensor(step_size, device=x.device)
         x = x + 0.5 * a * score + a.sqrt() * z
@@ -269,9 +270,10 @@ class AnnealedLangevinSampler(Sampler):
     """Annealed Langevin dynamics over ``steps`` noise levels of the variance-preserving schedule.
 
     At each level t the score of p_t is -eps(x, t) / sqrt(1 - abar_t); ``langevin_steps`` Langevin
-    steps sample p_t, then x is rescaled by sqrt(abar_t' / abar_t) for the next, less noisy level (the
-    levels' data scales differ in the VP process, unlike NCSN's). The last level's draw is denoised
-    once by its x_0 prediction (Tweedie's formula), as NCSN's later versions do.
+    steps sample p_t, then one deterministic DDIM step carries x to the next, less noisy level (the
+    levels' data scales differ in the VP process, unlike NCSN's, so the draw must be transported, not
+    just kept). The last level's draw is denoised once by its x_0 prediction (Tweedie's formula), as
+    NCSN's later versions do. Network evaluations: steps * (langevin_steps + 1).
     """
 
     def timesteps(self, strength: float = 1.0) -> list[int]:
@@ -291,7 +293,12 @@ class AnnealedLangevinSampler(Sampler):
                 snr=self.config.snr,
             )  # fmt: skip
             if index + 1 < len(levels):
-                x = x * float((abar[levels[index + 1]] / abar[t]).sqrt())
+                # Carry the draw to the next level along the probability-flow ODE (one DDIM step):
+                # rescaling x by sqrt(abar_t' / abar_t) alone would blow the noise part up ~150x over
+                # the schedule, more than a few Langevin steps per level can pull back.
+                eps = eps_fn(x, t).float()
+                a_next = float(abar[levels[index + 1]])
+                x = math.sqrt(a_next) * self.schedule.predict_x0(x, t, eps) + math.sqrt(1 - a_next) * eps
                 if after_step is not None:
                     x = after_step(x, levels[index + 1])
         x = self.schedule.predict_x0(x, levels[-1], eps_fn(x, levels[-1]).float())

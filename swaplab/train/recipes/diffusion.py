@@ -160,10 +160,10 @@ class DDPMRecipe(GenerativeRecipe):
             previous = self._with_preview_sampler()
             try:
                 generator = torch.Generator().manual_seed(PREVIEW_SEED)
-                out["samples"] = model.sample(PREVIEW_ROWS, generator).float().cpu()
+                out["samples"] = model.sample(len(held), generator).float().cpu()
                 if identity is not None:
                     generator = torch.Generator().manual_seed(PREVIEW_SEED)
-                    out["samples, held-out identity"] = model.sample(PREVIEW_ROWS, generator, identity=identity).cpu()
+                    out["samples, held-out identity"] = model.sample(len(identity), generator, identity=identity).cpu()
             finally:
                 model.sampler_config = previous
         return {k: v.clamp(0, 1) for k, v in out.items()}
