@@ -102,6 +102,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "stylegan-light-digits / stylegan-digits: params",
         "load average at end: ",
     ),
+    "bench_diffusion.py": (
+        "machine: ",
+        "1. sampling, smoke",
+        "dpm-solver++",
+        "2. training, smoke",
+        "load average at end",
+    ),
     "bench_watermark.py": ("machine: ", "cost per frame", "robustness (1080p frames", "unmarked images: vote margin"),
 }
 

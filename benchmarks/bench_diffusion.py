@@ -1,0 +1,101 @@
+"""Cost of the DDPM family: sampling seconds per face for each sampler and step count, and training faces/s,
+fp32 NCHW against bf16 autocast + channels_last, side by side in one run.
+
+1. Sampling: ``ddpm-64`` (64 px, 4.3 M parameters; the weights do not change the cost, so an untrained
+   model is timed) draws a batch of faces with each registered sampler at 10/25/50 steps; both settings
+   run in turn on the same batch, so both see the same load. Seconds per face = batch time / batch size.
+   Annealed Langevin costs steps x (langevin_steps + 1) network calls, the others one per step.
+2. Training: real ``ddpm`` recipe steps (``swaplab.models.diffusion`` forward and backward, Adam) of
+   ``ddpm-tiny`` (32 px) at batch 32 on random images of that shape (the cost does not depend on the
+   pixels), alternating the two settings step by step.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --threads 1
+    python benchmarks/bench_diffusion.py --smoke      # seconds: checks the script only (numbers mean nothing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_average, machine, use_threads  # noqa: E402
+
+from swaplab.models.diffusion import DDPM, DDPMConfig  # noqa: E402
+from swaplab.models.samplers import SAMPLERS  # noqa: E402
+from swaplab.system import autocast  # noqa: E402
+
+SETTINGS = {"fp32 NCHW": (None, torch.contiguous_format), "bf16 + channels_last": (torch.bfloat16, torch.channels_last)}
+
+
+def sampling_table(config: DDPMConfig, batch: int, step_counts: list[int]) -> None:
+    torch.manual_seed(0)
+    model = DDPM(config).eval()
+    print(f"\n1. sampling, {config.name} ({config.resolution} px, batch {batch}): seconds per face")
+    print(f"{'sampler':<14}{'steps':>6}" + "".join(f"{name:>22}" for name in SETTINGS) + f"{'ratio':>8}")
+    for name in SAMPLERS.names():
+        for steps in step_counts:
+            model.configure(sampler=name, **{"sampler.steps": str(steps)})
+            seconds = {}
+            for label, (dtype, memory_format) in SETTINGS.items():
+                model.to(memory_format=memory_format)
+                start = time.perf_counter()
+                with autocast(torch.device("cpu"), dtype):
+                    model.sample(batch, torch.Generator().manual_seed(0))
+                seconds[label] = (time.perf_counter() - start) / batch
+            values = list(seconds.values())
+            print(f"{name:<14}{steps:>6}" + "".join(f"{v:>22.3f}" for v in values) + f"{values[0] / values[1]:>8.2f}")
+
+
+def training_table(config: DDPMConfig, batch: int, steps: int) -> None:
+    torch.manual_seed(0)
+    models = {label: DDPM(config).to(memory_format=mf) for label, (_, mf) in SETTINGS.items()}
+    optimizers = {label: torch.optim.Adam(m.parameters(), lr=2e-4) for label, m in models.items()}
+    images = torch.rand(batch, config.channels, config.resolution, config.resolution).mul(2).sub(1)
+    spent = dict.fromkeys(SETTINGS, 0.0)
+    for step in range(steps + 1):
+        for label, (dtype, memory_format) in SETTINGS.items():
+            model, x0 = models[label], images.contiguous(memory_format=memory_format)
+            start = time.perf_counter()
+            t = torch.randint(0, 1000, (batch,))
+            eps = torch.randn_like(x0)
+            with autocast(torch.device("cpu"), dtype):
+                loss = torch.nn.functional.mse_loss(model(model.schedule.q_sample(x0, t, eps), t).float(), eps)
+            loss.backward()
+            optimizers[label].step()
+            optimizers[label].zero_grad(set_to_none=True)
+            if step:  # the first step warms up
+                spent[label] += time.perf_counter() - start
+    rates = {label: batch * steps / s for label, s in spent.items()}
+    print(f"\n2. training, {config.name} ({config.resolution} px, batch {batch}, {steps} timed steps): faces/s")
+    for label, rate in rates.items():
+        print(f"   {label:<22}{rate:8.1f}")
+    values = list(rates.values())
+    print(f"   bf16 + channels_last / fp32 NCHW: {values[1] / values[0]:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    use_threads(args.threads or torch.get_num_threads())
+    print(f"machine: {machine()}; load average at start: {load_average()}")
+    if args.smoke:
+        tiny = DDPMConfig(name="smoke", resolution=16, widths=[16, 32], attention=[False, True])
+        sampling_table(tiny, 2, [2])
+        training_table(tiny, 4, 1)
+    else:
+        sampling_table(DDPMConfig(name="ddpm-64", resolution=64, widths=[32, 64, 128, 128],
+                                  attention=[False, False, True, False]), args.batch, [10, 25, 50])  # fmt: skip
+        training_table(DDPMConfig(), 32, 6)
+    print(f"load average at end: {load_average()} (other jobs share this machine: trust ratios over times)")
+
+
+if __name__ == "__main__":
+    main()
