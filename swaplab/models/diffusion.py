@@ -27,9 +27,19 @@ from swaplab.models.factory import MODELS
 from swaplab.models.generative import GenerativeModel
 from swaplab.models.samplers import NoiseSchedule, Sampler, SamplerConfig, make_sampler
 
-__all__ = ["DDPM", "DDPMConfig", "parse_sampler_options"]
+__all__ = ["DDPM", "DDPMConfig", "LatentAutoencoderConfig", "parse_sampler_options"]
 
 Tensor = torch.Tensor
+
+
+@dataclass
+class LatentAutoencoderConfig:
+    """The autoencoder of latent diffusion (Rombach et al. 2022, "High-Resolution Image Synthesis with
+    Latent Diffusion Models"): diffusers' ``AutoencoderKL``, downsampling 2^(len(widths) - 1) times.
+    No widths: the diffusion runs on pixels."""
+
+    widths: list[int] = field(default_factory=list)
+    latent_channels: int = 4
 
 
 @dataclass
@@ -47,14 +57,24 @@ class DDPMConfig:
     identity_network: str = "dlib-resnet"  # embeds the source (conditioning) and guides swaps
     identity_dim: int = 128
     condition_dropout: float = 0.1  # share of training steps that see the null condition (for CFG)
+    autoencoder: LatentAutoencoderConfig = field(default_factory=LatentAutoencoderConfig)
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.autoencoder.widths) - 1) if self.autoencoder.widths else 1
 
     def __post_init__(self) -> None:
         if len(self.widths) != len(self.attention) or not self.widths:
             raise ConfigError(
                 f"model.widths {self.widths} and model.attention {self.attention} need one entry per level"
             )
-        if self.resolution % 2 ** (len(self.widths) - 1):
-            raise ConfigError(f"model.resolution {self.resolution} must be divisible by 2^{len(self.widths) - 1}")
+        if self.resolution % (2 ** (len(self.widths) - 1) * self.downsampling):
+            raise ConfigError(
+                f"model.resolution {self.resolution} must be divisible by 2^{len(self.widths) - 1} "
+                f"times the autoencoder's downsampling {self.downsampling}"
+            )
+        if any(w % self.norm_groups for w in self.autoencoder.widths):
+            raise ConfigError("every model.autoencoder.widths entry must be divisible by model.norm_groups")
         if any(w % self.norm_groups for w in self.widths):
             raise ConfigError(f"every model.widths entry must be divisible by model.norm_groups={self.norm_groups}")
         if not 0 <= self.condition_dropout < 1:
@@ -83,15 +103,54 @@ MODEL_PRESETS.register("ddpm-128")(
 )
 
 
-def build_unet(config: DDPMConfig) -> nn.Module:
+# Latent diffusion: a 4x autoencoder (32 px faces -> 4 x 8 x 8 codes) and a two-level U-Net over the codes.
+MODEL_PRESETS.register("ldm-tiny")(
+    lambda: DDPMConfig(
+        name="ldm-tiny",
+        widths=[64, 128],
+        attention=[False, True],
+        schedule=NoiseSchedule(clip=False),
+        autoencoder=LatentAutoencoderConfig(widths=[32, 64, 64]),
+    )  # fmt: skip
+)
+MODEL_PRESETS.register("ldm-64")(
+    lambda: DDPMConfig(
+        name="ldm-64",
+        resolution=64,
+        widths=[64, 128, 128],
+        attention=[False, True, False],
+        schedule=NoiseSchedule(clip=False),
+        autoencoder=LatentAutoencoderConfig(widths=[32, 64, 64]),
+    )  # fmt: skip
+)
+
+
+def build_autoencoder(config: DDPMConfig) -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    blocks = len(config.autoencoder.widths)
+    return AutoencoderKL(
+        in_channels=config.channels,
+        out_channels=config.channels,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=tuple(config.autoencoder.widths),
+        latent_channels=config.autoencoder.latent_channels,
+        norm_num_groups=config.norm_groups,
+        sample_size=config.resolution,
+    )
+
+
+def build_unet(config: Any, channels: int, resolution: int) -> nn.Module:
+    """diffusers' ``UNet2DModel`` over (channels, resolution, resolution) from ``config``'s U-Net fields."""
     from diffusers import UNet2DModel
 
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention))
     return UNet2DModel(
-        sample_size=config.resolution,
-        in_channels=config.channels,
-        out_channels=config.channels,
+        sample_size=resolution,
+        in_channels=channels,
+        out_channels=channels,
         layers_per_block=config.layers_per_block,
         block_out_channels=tuple(config.widths),
         down_block_types=down,
@@ -127,7 +186,11 @@ class DDPM(GenerativeModel):
         self.config = config
         self.image_shape = (config.channels, config.resolution, config.resolution)
         self.schedule = config.schedule
-        self.unet = build_unet(config)
+        self.autoencoder = build_autoencoder(config) if config.autoencoder.widths else None
+        if self.autoencoder is not None:
+            # 1 / std of the training codes, set once when the diffusion phase starts (0: not yet).
+            self.register_buffer("latent_scale", torch.zeros(()))
+        self.unet = build_unet(config, *self.diffusion_shape[:2])
         embed_dim = config.widths[0] * 4  # UNet2DModel's time embedding width
         self.identity_projection = nn.Linear(config.identity_dim, embed_dim) if self.conditioned else None
         self.sampler_config = SamplerConfig()
@@ -135,6 +198,36 @@ class DDPM(GenerativeModel):
     @property
     def conditioned(self) -> bool:
         return self.config.condition == "identity"
+
+    # ------------------------------------------------------------ the space the diffusion runs in
+
+    @property
+    def diffusion_shape(self) -> tuple[int, int, int]:
+        """(C, R, R) of the diffused tensors: the image's, or the autoencoder's code in latent models."""
+        cfg = self.config
+        if self.autoencoder is None:
+            return (cfg.channels, cfg.resolution, cfg.resolution)
+        side = cfg.resolution // cfg.downsampling
+        return (cfg.autoencoder.latent_channels, side, side)
+
+    def _scale(self) -> Tensor | float:
+        return self.latent_scale if float(self.latent_scale) > 0 else 1.0
+
+    def encode_latents(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] -> the autoencoder's posterior means, unscaled."""
+        return self.autoencoder.encode(images.mul(2).sub(1)).latent_dist.mean
+
+    def to_diffusion(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] -> the diffused space: pixels in [-1, 1], or codes scaled to about unit variance."""
+        if self.autoencoder is None:
+            return images.mul(2).sub(1)
+        return self.encode_latents(images) * self._scale()
+
+    def from_diffusion(self, x: Tensor) -> Tensor:
+        """The diffused space -> images in [0, 1] (unclamped)."""
+        if self.autoencoder is not None:
+            x = self.autoencoder.decode(x / self._scale()).sample
+        return x.add(1).div(2)
 
     # ------------------------------------------------------------ the network
 
@@ -201,6 +294,6 @@ class DDPM(GenerativeModel):
         if labels is not None:
             raise ValueError("a DDPM is conditioned on identities, not class labels")
         with torch.no_grad():
-            x = self.noise((n, *self.image_shape), generator)
+            x = self.noise((n, *self.diffusion_shape), generator)
             x0 = self.sampler().run(self.guided_eps(identity, cfg_scale), x, generator)
-        return x0.add(1).div(2).clamp(0, 1)
+            return self.from_diffusion(x0).clamp(0, 1)

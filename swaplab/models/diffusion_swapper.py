@@ -129,7 +129,7 @@ class DiffusionSwapper(Swapper):
             )
         # The swap pipeline runs models under inference mode; guidance needs gradients, so leave it here.
         with torch.inference_mode(False), torch.enable_grad():
-            target = targets.detach().clone().float().contiguous().mul(2).sub(1)
+            target = targets.detach().clone().float().contiguous()
             identity = source.detach().clone().float().reshape(1, -1) if source is not None else None
             if identity is not None and not torch.isfinite(identity).all():
                 raise ValueError("the source identity holds non-finite numbers")
@@ -141,10 +141,14 @@ class DiffusionSwapper(Swapper):
         sampler = model.sampler()
         steps = sampler.timesteps(settings.strength)
         abar = schedule.alphas_cumprod
-        mask = self.face_mask(target.device).expand(len(target), 1, -1, -1)
+        pixel_mask = self.face_mask(target.device).expand(len(target), 1, -1, -1)
+        with torch.no_grad():
+            start = model.to_diffusion(target)  # pixels in [-1, 1], or a latent model's code
+        # The mask in the diffused space (a latent model's code is smaller than the image).
+        mask = torch.nn.functional.interpolate(pixel_mask, size=start.shape[-2:], mode="area")
 
         def noise() -> Tensor:
-            return model.noise(tuple(target.shape), generator)
+            return model.noise(tuple(start.shape), generator)
 
         condition = identity if model.conditioned else None
         base_eps = model.guided_eps(condition, settings.cfg_scale)
@@ -157,20 +161,25 @@ class DiffusionSwapper(Swapper):
                     return base_eps(x, t).float()
             x = x.detach().requires_grad_(True)
             eps = base_eps(x, t).float()
-            x0 = schedule.predict_x0(x, t, eps).clamp(-1, 1)
-            embedding = self.identity_network()(x0.add(1).div(2))
+            x0 = model.from_diffusion(schedule.predict_x0(x, t, eps)).clamp(0, 1)
+            embedding = self.identity_network()(x0)
             loss = 1 - torch.nn.functional.cosine_similarity(embedding, identity.expand_as(embedding), dim=-1)
             (grad,) = torch.autograd.grad(loss.sum(), x)
             return (eps + settings.guidance * math.sqrt(1 - float(abar[t])) * grad).detach()
 
         def reinject(x: Tensor, t_next: int) -> Tensor:
-            known = target if t_next < 0 else schedule.q_sample(target, t_next, noise())
+            known = start if t_next < 0 else schedule.q_sample(start, t_next, noise())
             return mask * x + (1 - mask) * known
 
-        x = schedule.q_sample(target, steps[0], noise())
+        x = schedule.q_sample(start, steps[0], noise())
         x = sampler.run(eps_fn, x, generator, settings.strength, reinject if settings.masking else None)
-        rgb = x.detach().add(1).div(2).clamp(0, 1)
-        return SwapOutput(rgb, mask if settings.masking else torch.ones_like(mask))
+        with torch.no_grad():
+            rgb = model.from_diffusion(x.detach()).clamp(0, 1)
+        if settings.masking and tuple(start.shape[-2:]) != tuple(target.shape[-2:]):
+            # A latent model re-injects codes, which its decoder does not give back exactly: the
+            # target's own pixels are put back outside the mask.
+            rgb = pixel_mask * rgb + (1 - pixel_mask) * target
+        return SwapOutput(rgb, pixel_mask if settings.masking else torch.ones_like(pixel_mask))
 
     def reconstruct(self, faces: Tensor, side: str, identity: Tensor | None = None) -> SwapOutput:
         self._check_side(side)

@@ -1,4 +1,4 @@
-"""The DDPM recipe (``model=ddpm-tiny``, ``ddpm-64``, ``ddpm-128``) on the shared loop.
+"""The DDPM recipe on the shared loop: ``model=ddpm-tiny``, ``ddpm-64``, ``ddpm-128``; latent ``ldm-tiny``, ``ldm-64``.
 
 One step (Ho et al. 2020, Algorithm 1): draw t ~ U{0..T-1} and eps ~ N(0, I) per image from the
 step's own stream (so resumed and multi-process runs draw alike), form x_t by the closed form
@@ -8,6 +8,11 @@ once, from the faceset's full-size crop) is the condition, replaced by the null 
 ``model.condition_dropout`` share of the images. Previews: held-out faces, their noisy versions and
 x_0-predictions at several t, and samples by ``preview_sampler`` from fixed noise. Validation adds
 the held-out denoising loss at fixed (t, eps) to the zoo's numbers.
+
+Latent models first train their autoencoder alone (``autoencoder_steps``; squared error of a decoded
+posterior draw plus a small KL term, as latent diffusion's KL-regularised autoencoder), then freeze
+it, fix the code scale (1 / std of the training codes, kept in the weights) and train the U-Net on
+the codes exactly as above.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class DDPMTrainConfig:
     model: DDPMConfig = group_field(DDPMConfig, "model")
     data: ImageDataConfig = group_field(lambda: config_group("data").create("faces"), "data")
     preview_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="ddim", steps=25))
+    # Latent models (model.autoencoder.widths): the autoencoder trains alone for these first steps
+    # (squared error plus this weight times its KL term), then stays frozen while the U-Net trains.
+    autoencoder_steps: int = 1000
+    autoencoder_kl: float = 1e-6
     trainer: TrainerConfig = group_field(lambda: config_group("trainer").create("ddpm"), "trainer")
     run_dir: str = "runs/ddpm"
 
@@ -110,10 +119,43 @@ class DDPMRecipe(GenerativeRecipe):
         session, cfg = self.session, self.cfg.model
         generator = torch.Generator().manual_seed(stream_seed(name, session.trainer.seed, step, session.dist.rank))
         t = torch.randint(0, cfg.schedule.train_timesteps, (count,), generator=generator)
-        eps = torch.randn((count, *self.model.image_shape), generator=generator)
+        eps = torch.randn((count, *self.model.diffusion_shape), generator=generator)
         null = torch.rand(count, generator=generator) < cfg.condition_dropout
         device = session.device
         return t.to(device), eps.to(device).contiguous(memory_format=session.memory_format), null.to(device)
+
+    @torch.no_grad()
+    def diffusion_inputs(self, images: Tensor, training: bool = False) -> Tensor:
+        """Images in [0, 1] -> what the U-Net denoises (latent models: the frozen autoencoder's scaled codes;
+        the first diffusion-phase training step sets the scale from the first 256 training faces)."""
+        model = self.model
+        if training and model.autoencoder is not None and float(model.latent_scale) == 0:
+            sample = self.data.images[:256].float().div(255.0).to(images.device)
+            with self.session.autocast():
+                codes = torch.cat([model.encode_latents(sample[i : i + 64]).float() for i in range(0, len(sample), 64)])
+            model.latent_scale.fill_(1.0 / float(codes.std().clamp_min(1e-6)))
+        with self.session.autocast():
+            return model.to_diffusion(images).float()
+
+    def autoencoder_step(self, images: Tensor, step: int) -> StepResult:
+        """One step of the latent model's autoencoder: squared error of a decoded posterior draw plus KL."""
+        autoencoder = self.model.autoencoder
+        session = self.session
+        generator = torch.Generator().manual_seed(stream_seed("ldm-autoencoder", session.trainer.seed, step,
+                                                              session.dist.rank))  # fmt: skip
+        with session.autocast():
+            posterior = autoencoder.encode(images.mul(2).sub(1)).latent_dist
+            mean, log_var = posterior.mean.float(), posterior.logvar.float()
+            draw = mean + torch.exp(0.5 * log_var) * torch.randn(mean.shape, generator=generator).to(mean.device)
+            recon = autoencoder.decode(draw).sample.float().add(1).div(2)
+        squared = nn.functional.mse_loss(recon, images)
+        kl = 0.5 * (mean.square() + log_var.exp() - log_var - 1).sum(dim=(1, 2, 3)).mean()
+        loss = squared + self.cfg.autoencoder_kl * kl
+        loss.backward()
+        applied, norm = self.apply_gradients("model", loss)
+        values = {"loss": float(loss.detach()), "loss/reconstruction": float(squared.detach()),
+                  "loss/kl": float(kl.detach()), "grad_norm": norm}  # fmt: skip
+        return StepResult(applied, values)
 
     def denoising_loss(self, x0: Tensor, t: Tensor, eps: Tensor, identity: Tensor | None, null: Tensor) -> Tensor:
         x_t = self.model.schedule.q_sample(x0, t, eps)
@@ -127,7 +169,10 @@ class DDPMRecipe(GenerativeRecipe):
         positions = self.data.stream.positions((step * session.dist.world_size + session.dist.rank) * t_cfg.batch_size,
                                                t_cfg.batch_size)  # fmt: skip
         images = self.data.images[positions].float().div(255.0).to(session.device)
-        x0 = images.mul(2).sub(1).contiguous(memory_format=session.memory_format)
+        images = images.contiguous(memory_format=session.memory_format)
+        if self.model.autoencoder is not None and step < self.cfg.autoencoder_steps:
+            return self.autoencoder_step(images, step)
+        x0 = self.diffusion_inputs(images, training=True)
         identity = self.identities[positions].to(session.device) if self.identities is not None else None
         t, eps, null = self._draws("ddpm", len(x0), step)
         loss = self.denoising_loss(x0, t, eps, identity, null)
@@ -147,7 +192,7 @@ class DDPMRecipe(GenerativeRecipe):
     def pictures(self) -> dict[str, Tensor]:
         model, device = self.model, self.session.device
         held, _ = self.data.heldout(PREVIEW_ROWS)
-        x0 = held.to(device).mul(2).sub(1)
+        x0 = self.diffusion_inputs(held.to(device))
         identity = self.heldout_identities[:PREVIEW_ROWS].to(device) if self.identities is not None else None
         eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(PREVIEW_SEED)).to(device)
         out: dict[str, Tensor] = {"held out": held}
@@ -155,8 +200,8 @@ class DDPMRecipe(GenerativeRecipe):
             for t in PREVIEW_TIMESTEPS:
                 x_t = model.schedule.q_sample(x0, t, eps)
                 predicted = model.schedule.predict_x0(x_t, t, model(x_t, t, identity).float())
-                out[f"x_t t={t}"] = x_t.float().add(1).div(2).cpu()
-                out[f"x0 from t={t}"] = predicted.float().add(1).div(2).cpu()
+                out[f"x_t t={t}"] = model.from_diffusion(x_t).float().cpu()
+                out[f"x0 from t={t}"] = model.from_diffusion(predicted).float().cpu()
             previous = self._with_preview_sampler()
             try:
                 generator = torch.Generator().manual_seed(PREVIEW_SEED)
@@ -177,7 +222,11 @@ class DDPMRecipe(GenerativeRecipe):
         finally:
             self.model.sampler_config = previous
         held, _ = self.data.heldout()
-        x0 = held.to(self.session.device).mul(2).sub(1)
+        if self.model.autoencoder is not None:
+            with self.session.autocast():
+                recon = self.model.from_diffusion(self.model.to_diffusion(held.to(self.session.device)))
+            values["val/reconstruction_mse"] = float(((recon.float().clamp(0, 1).cpu() - held) ** 2).mean())
+        x0 = self.diffusion_inputs(held.to(self.session.device))
         t, eps, null = self._draws("ddpm-validation", len(x0), 0)
         identity = self.heldout_identities.to(self.session.device) if self.identities is not None else None
         values["val/loss"] = float(self.denoising_loss(x0, t, eps, identity, torch.zeros_like(null)))
