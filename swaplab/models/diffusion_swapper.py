@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-from swaplab.config import ConfigError, apply_overrides
+from swaplab.config import ConfigError, apply_overrides, from_dict
 from swaplab.models.diffusion import DDPM
+from swaplab.models.samplers import SamplerConfig
 from swaplab.models.swapper import SWAPPERS, SwapOutput, Swapper
 
 __all__ = ["DiffusionSwapSettings", "DiffusionSwapper", "template_face_mask"]
@@ -83,7 +84,10 @@ class DiffusionSwapper(Swapper):
 
     def __init__(self, model: DDPM, card: dict[str, Any]) -> None:
         super().__init__(model, card)
-        self.settings = DiffusionSwapSettings()
+        defaults = card.get("diffusion") or {}
+        self.settings = from_dict(DiffusionSwapSettings, defaults.get("swap") or {})
+        if defaults.get("sampler"):
+            model.sampler_config = from_dict(SamplerConfig, defaults["sampler"])
         self._identity: Any = None
         self._mask_cache: dict[float, Tensor] = {}
 

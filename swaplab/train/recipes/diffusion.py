@@ -29,6 +29,7 @@ from torch import nn
 
 from swaplab.config import config_group, group_field
 from swaplab.models.diffusion import DDPM, DDPMConfig
+from swaplab.models.diffusion_swapper import DiffusionSwapSettings
 from swaplab.models.samplers import SamplerConfig
 from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
 from swaplab.train.data import stream_seed
@@ -57,6 +58,10 @@ class DDPMTrainConfig:
     preview_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="ddim", steps=25))
     # Latent models (model.autoencoder.widths): the autoencoder trains alone for these first steps
     # (squared error plus this weight times its KL term), then stays frozen while the U-Net trains.
+    # The exported swapper's defaults (``options={...}`` on ``swaplab swap`` still override them), so a
+    # study can ablate swap settings per run: runs that differ only here train identical weights.
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(name="ddim", steps=25))
+    swap: DiffusionSwapSettings = field(default_factory=DiffusionSwapSettings)
     autoencoder_steps: int = 1000
     autoencoder_kl: float = 1e-6
     trainer: TrainerConfig = group_field(lambda: config_group("trainer").create("ddpm"), "trainer")
@@ -251,6 +256,8 @@ class DDPMRecipe(GenerativeRecipe):
                 "split": {"trained_on": "peopleDevTrain.txt", "evaluate_on": "peopleDevTest.txt"},
                 "diffusion": {
                     "condition": cfg.model.condition,
+                    "sampler": dataclasses.asdict(cfg.sampler),
+                    "swap": dataclasses.asdict(cfg.swap),
                     "schedule": dataclasses.asdict(cfg.model.schedule),
                     "samplers": "swaplab.models.samplers.SAMPLERS (an option, never a weight)",
                 },
