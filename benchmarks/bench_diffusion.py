@@ -5,9 +5,11 @@ fp32 NCHW against bf16 autocast + channels_last, side by side in one run.
    model is timed) draws a batch of faces with each registered sampler at 10/25/50 steps; both settings
    run in turn on the same batch, so both see the same load. Seconds per face = batch time / batch size.
    Annealed Langevin costs steps x (langevin_steps + 1) network calls, the others one per step.
-2. Training: real ``ddpm`` recipe steps (``swaplab.models.diffusion`` forward and backward, Adam) of
+2. Training: ``ddpm`` training steps (``swaplab.models.diffusion`` forward and backward, Adam) of
    ``ddpm-tiny`` (32 px) at batch 32 on random images of that shape (the cost does not depend on the
    pixels), alternating the two settings step by step.
+3. Pixel against latent diffusion: ``ddpm-tiny`` against ``ldm-tiny`` (32 px faces diffused as 4 x 8 x 8
+   codes), seconds per face of a 25-step DDIM draw, decoder included (untrained: same cost as trained).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --threads 1
     python benchmarks/bench_diffusion.py --smoke      # seconds: checks the script only (numbers mean nothing)
@@ -25,7 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine, use_threads  # noqa: E402
 
-from swaplab.models.diffusion import DDPM, DDPMConfig  # noqa: E402
+from swaplab.config import config_group  # noqa: E402
+from swaplab.models.diffusion import DDPM, DDPMConfig, LatentAutoencoderConfig  # noqa: E402
 from swaplab.models.samplers import SAMPLERS  # noqa: E402
 from swaplab.system import autocast  # noqa: E402
 
@@ -78,6 +81,28 @@ def training_table(config: DDPMConfig, batch: int, steps: int) -> None:
     print(f"   bf16 + channels_last / fp32 NCHW: {values[1] / values[0]:.2f}x")
 
 
+def latent_table(pixel: DDPMConfig, latent: DDPMConfig, batch: int, steps: int) -> None:
+    """Pixel against latent diffusion at one resolution: parameters, and seconds per face of a DDIM draw
+    (the latent model's includes its decoder), in bf16 + channels_last."""
+    torch.manual_seed(0)
+    print(f"\n3. pixel against latent diffusion ({pixel.resolution} px, DDIM {steps} steps, bf16 + channels_last)")
+    seconds = {}
+    for config in (pixel, latent):
+        model = DDPM(config).eval().to(memory_format=torch.channels_last)
+        model.configure(sampler="ddim", **{"sampler.steps": str(steps)})
+        start = time.perf_counter()
+        with autocast(torch.device("cpu"), torch.bfloat16):
+            model.sample(batch, torch.Generator().manual_seed(0))
+        seconds[config.name] = (time.perf_counter() - start) / batch
+        unet = sum(p.numel() for p in model.unet.parameters())
+        shape = "x".join(map(str, model.diffusion_shape))
+        print(
+            f"   {config.name:<10} diffuses {shape:<9} U-Net {unet / 1e6:5.2f} M",
+            f"  {seconds[config.name]:.3f} s per face",
+        )
+    print(f"   latent / pixel time per face: {seconds[latent.name] / seconds[pixel.name]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=0)
@@ -90,10 +115,16 @@ def main() -> None:
         tiny = DDPMConfig(name="smoke", resolution=16, widths=[16, 32], attention=[False, True])
         sampling_table(tiny, 2, [2])
         training_table(tiny, 4, 1)
+        latent = DDPMConfig(name="smoke-ldm", resolution=16, widths=[16, 32], attention=[False, True],
+                            autoencoder=LatentAutoencoderConfig(widths=[16, 32]))  # fmt: skip
+        latent_table(tiny, latent, 2, 2)
     else:
         sampling_table(DDPMConfig(name="ddpm-64", resolution=64, widths=[32, 64, 128, 128],
                                   attention=[False, False, True, False]), args.batch, [10, 25, 50])  # fmt: skip
         training_table(DDPMConfig(), 32, 6)
+        latent_table(
+            config_group("model").create("ddpm-tiny"), config_group("model").create("ldm-tiny"), args.batch, 25
+        )
     print(f"load average at end: {load_average()} (other jobs share this machine: trust ratios over times)")
 
 

@@ -107,6 +107,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "1. sampling, smoke",
         "dpm-solver++",
         "2. training, smoke",
+        "latent / pixel time per face",
         "load average at end",
     ),
     "bench_watermark.py": ("machine: ", "cost per frame", "robustness (1080p frames", "unmarked images: vote margin"),
