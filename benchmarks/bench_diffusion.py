@@ -12,6 +12,7 @@ fp32 NCHW against bf16 autocast + channels_last, side by side in one run.
    codes), seconds per face of a 25-step DDIM draw, decoder included (untrained: same cost as trained).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --threads 1 --tables 3   # one table
     python benchmarks/bench_diffusion.py --smoke      # seconds: checks the script only (numbers mean nothing)
 """
 
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--tables", default="1,2,3", help="which tables to measure, e.g. 3")
     args = parser.parse_args()
     use_threads(args.threads or torch.get_num_threads())
     print(f"machine: {machine()}; load average at start: {load_average()}")
@@ -119,12 +121,14 @@ def main() -> None:
                             autoencoder=LatentAutoencoderConfig(widths=[16, 32]))  # fmt: skip
         latent_table(tiny, latent, 2, 2)
     else:
-        sampling_table(DDPMConfig(name="ddpm-64", resolution=64, widths=[32, 64, 128, 128],
-                                  attention=[False, False, True, False]), args.batch, [10, 25, 50])  # fmt: skip
-        training_table(DDPMConfig(), 32, 6)
-        latent_table(
-            config_group("model").create("ddpm-tiny"), config_group("model").create("ldm-tiny"), args.batch, 25
-        )
+        tables = set(args.tables.split(","))
+        if "1" in tables:
+            sampling_table(config_group("model").create("ddpm-64"), args.batch, [10, 25, 50])
+        if "2" in tables:
+            training_table(DDPMConfig(), 32, 6)
+        if "3" in tables:
+            presets = config_group("model")
+            latent_table(presets.create("ddpm-tiny"), presets.create("ldm-tiny"), args.batch, 25)
     print(f"load average at end: {load_average()} (other jobs share this machine: trust ratios over times)")
 
 
