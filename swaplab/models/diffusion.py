@@ -8,6 +8,8 @@ optionally conditioned on a source identity, and the samplers of ``swaplab.model
 the U-Net's time embedding (diffusers' ``class_embed_type="identity"`` adds what it is given); a
 zero vector is the "no condition" that training substitutes a ``condition_dropout`` share of the
 time, so classifier-free guidance (Ho & Salimans 2021) mixes the two predictions at sampling.
+With ``autoencoder.widths`` the same process runs on the codes of diffusers' ``AutoencoderKL`` (latent
+diffusion, ``ldm-tiny``): ``to_diffusion`` / ``from_diffusion`` map images to what is diffused and back.
 
 diffusers 0.42.1 is used as it is: its U-Net and its schedulers built from configs run offline on
 this CPU, in fp32 and under bf16 autocast, and the samplers are independent of this network (the
