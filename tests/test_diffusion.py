@@ -367,3 +367,38 @@ def test_latent_diffusion_trains_its_autoencoder_then_the_unet_resumes_and_swaps
     # Codes are re-injected in the latent space; the target's own pixels come back outside the mask.
     assert out.rgb.shape == faces.shape and ((out.rgb - faces).abs() <= out.mask + 1e-5).all()
     assert (out.mask == 0).any()
+
+
+@pytest.mark.slow
+def test_per_identity_fine_tuning_starts_from_the_model_and_swaps_without_a_source(
+    trained: dict, pair_facesets, tmp_path: Path
+) -> None:
+    from swaplab.models.card import read_card
+    from swaplab.models.swapper import load_swapper
+    from swaplab.train.entry import build_config
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import TrainingLoop
+    from swaplab.train.recipe import recipe_for_config
+    from swaplab.train.session import Distributed, resolve_device
+
+    source, prior = pair_facesets[1], pair_facesets[0]
+    words = ["model=ddpm-tiny", *TINY, f"data.train=[{source}]", "data.holdout=4", f"prior=[{prior}]",
+             f"init_from={trained['model']}", "trainer=ddpm-test", "trainer.steps=2", "preview_sampler.steps=2",
+             f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    cfg = build_config(words)
+    loop = TrainingLoop(recipe_for_config(cfg), cfg, Distributed(), resolve_device("cpu"))
+    loop.module.eval()
+    start = loop.recipe.validate(0)["val/loss"]
+    loop.module.train()
+    # It starts from the trained model (about 0.06 there), not from scratch (about 1.1).
+    assert start < 0.5 * trained["before"]["val/loss"], start
+    loop.run()
+    export_model(tmp_path / "run", tmp_path / "model")
+    card, _ = read_card(tmp_path / "model")
+    assert card["identity"]["conditions_on"] is None  # the person is in the weights
+    swapper = load_swapper(tmp_path / "model")
+    swapper.configure(**{"sampler.steps": "4"})
+    assert swapper.swap(torch.rand(1, 3, 16, 16), None, torch.Generator().manual_seed(0)).rgb.shape == (1, 3, 16, 16)
+    other = build_config([*words[:-1], "model.widths=[16,16]", f"run_dir={tmp_path / 'other'}"])
+    with pytest.raises(ConfigError, match="differs in widths"):
+        TrainingLoop(recipe_for_config(other), other, Distributed(), resolve_device("cpu"))

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from swaplab.config import config_group, group_field
+from swaplab.config import ConfigError, config_group, group_field
 from swaplab.models.diffusion import DDPM, DDPMConfig
 from swaplab.models.diffusion_swapper import DiffusionSwapSettings
 from swaplab.models.samplers import SamplerConfig
 from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
 from swaplab.train.data import stream_seed
-from swaplab.train.image_data import ImageDataConfig
+from swaplab.train.image_data import ImageData, ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
 from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED, GenerativeRecipe
 
@@ -64,6 +64,14 @@ class DDPMTrainConfig:
     swap: DiffusionSwapSettings = field(default_factory=DiffusionSwapSettings)
     autoencoder_steps: int = 1000
     autoencoder_kl: float = 1e-6
+    # Per-identity fine-tuning (the DreamBooth idea, Ruiz et al. 2023): start from the exported model
+    # ``init_from`` (same model config) and learn the source person's faces (data.train) while the
+    # faces of other people in ``prior`` keep the general face model (prior preservation, with real
+    # faces rather than the model's own samples), their loss weighted by ``prior_weight``. The exported
+    # model then swaps in that person with no source photo (SDEdit from the target).
+    init_from: str = ""
+    prior: list[str] = field(default_factory=list)
+    prior_weight: float = 1.0
     trainer: TrainerConfig = group_field(lambda: config_group("trainer").create("ddpm"), "trainer")
     run_dir: str = "runs/ddpm"
 
@@ -96,6 +104,22 @@ def identity_embeddings(facesets: list[str], network: str, limit: int = 0) -> Te
     return embeddings[:limit] if limit else embeddings
 
 
+def initial_weights(model_dir: str, config: DDPMConfig) -> dict[str, Tensor]:
+    """The weights of the exported model ``model_dir``, which must have ``config``'s architecture."""
+    from swaplab.config import to_dict
+    from swaplab.models.card import load_weights, read_card
+
+    card, weights = read_card(model_dir)
+    mine, theirs = to_dict(config), dict(card.get("model") or {})
+    differ = sorted(k for k in mine if k != "name" and mine[k] != theirs.get(k))
+    if card.get("arch") != "ddpm" or differ:
+        raise ConfigError(
+            f"init_from={model_dir}: a {card.get('arch')} model whose config differs in {', '.join(differ) or 'arch'}; "
+            f"fine-tune with the model config it was trained with"
+        )
+    return load_weights(card, weights)
+
+
 @RECIPES.register("ddpm")
 class DDPMRecipe(GenerativeRecipe):
     """Trains a ``DDPM`` by the simple noise-regression loss."""
@@ -111,9 +135,26 @@ class DDPMRecipe(GenerativeRecipe):
             every = identity_embeddings(data.train, cfg.model.identity_network, data.limit)
             self.identities = every[self.data.train_index]
             self.heldout_identities = every[self.data.heldout_index]
+        if cfg.prior_weight < 0:
+            raise ConfigError(f"prior_weight must be >= 0, got {cfg.prior_weight}")
+        self.prior = self._load_prior()
+
+    def _load_prior(self) -> tuple[ImageData, Tensor | None] | None:
+        cfg = self.cfg
+        if not cfg.prior:
+            return None
+        data = dataclasses.replace(cfg.data.resolved(cfg.model), train=list(cfg.prior), holdout=0, limit=0)
+        prior = ImageData(data)
+        identities = None
+        if cfg.model.condition == "identity":
+            identities = identity_embeddings(cfg.prior, cfg.model.identity_network)[prior.train_index]
+        return prior, identities
 
     def build(self) -> nn.Module:
-        return DDPM(self.cfg.model)
+        model = DDPM(self.cfg.model)
+        if self.cfg.init_from:
+            model.load_state_dict(initial_weights(self.cfg.init_from, self.cfg.model))
+        return model
 
     @property
     def model(self) -> DDPM:
@@ -181,6 +222,15 @@ class DDPMRecipe(GenerativeRecipe):
         identity = self.identities[positions].to(session.device) if self.identities is not None else None
         t, eps, null = self._draws("ddpm", len(x0), step)
         loss = self.denoising_loss(x0, t, eps, identity, null)
+        if self.prior is not None:
+            prior, prior_identities = self.prior
+            where = prior.stream.positions((step * session.dist.world_size + session.dist.rank) * t_cfg.batch_size,
+                                           t_cfg.batch_size)  # fmt: skip
+            faces = prior.images[where].float().div(255.0).to(session.device)
+            prior_x0 = self.diffusion_inputs(faces.contiguous(memory_format=session.memory_format), training=True)
+            prior_identity = prior_identities[where].to(session.device) if prior_identities is not None else None
+            t, eps, null = self._draws("ddpm-prior", len(prior_x0), step)
+            loss = loss + self.cfg.prior_weight * self.denoising_loss(prior_x0, t, eps, prior_identity, null)
         loss.backward()
         applied, norm = self.apply_gradients("model", loss)
         return StepResult(applied, {"loss": float(loss.detach()), "grad_norm": norm})
@@ -246,12 +296,14 @@ class DDPMRecipe(GenerativeRecipe):
         fields = super().export(cfg, tensors, out_dir, state)
         data = cfg.data.resolved(cfg.model)
         network = cfg.model.identity_network
+        # A model fine-tuned on one person (unconditioned) swaps that person in: it takes no source.
+        per_identity = bool(cfg.init_from or cfg.prior) and cfg.model.condition == "none"
         fields.update(
             {
                 "swapper": "diffusion",
                 # The source is embedded by this network: the condition of conditioned models and the
                 # identity guidance of every model, so the evaluator must score identity with another.
-                "identity": {"conditions_on": network, "loss_network": network},
+                "identity": {"conditions_on": None if per_identity else network, "loss_network": network},
                 "alignment": alignment_of(data.train[0]) if data.source == "faceset" and data.train else {},
                 "split": {"trained_on": "peopleDevTrain.txt", "evaluate_on": "peopleDevTest.txt"},
                 "diffusion": {
