@@ -169,7 +169,7 @@ def test_every_sampler_returns_images_of_the_right_shape_and_bad_names_fail() ->
         assert images.shape == (2, 3, 16, 16) and 0 <= images.min() and images.max() <= 1
         sampler = model.sampler()
         assert len(sampler.timesteps(0.5)) < len(sampler.timesteps(1.0))
-    with pytest.raises(ConfigError, match="ddim, ddpm, dpm-solver\\+\\+, langevin"):
+    with pytest.raises(ConfigError, match="unknown sampler 'euler': one of ddim, ddpm, dpm-solver\\+\\+, langevin"):
         model.configure(sampler="euler")
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
         model.sampler().timesteps(1.5)

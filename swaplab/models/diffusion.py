@@ -27,7 +27,7 @@ from torch import nn
 from swaplab.config import ConfigError, apply_overrides, config_group
 from swaplab.models.factory import MODELS
 from swaplab.models.generative import GenerativeModel
-from swaplab.models.samplers import NoiseSchedule, Sampler, SamplerConfig, make_sampler
+from swaplab.models.samplers import SAMPLERS, NoiseSchedule, Sampler, SamplerConfig, make_sampler
 
 __all__ = ["DDPM", "DDPMConfig", "LatentAutoencoderConfig", "parse_sampler_options"]
 
@@ -167,7 +167,9 @@ def parse_sampler_options(current: SamplerConfig, options: dict[str, Any]) -> Sa
     """``{"sampler": "ddim", "sampler.steps": "25"}`` applied to ``current`` (typed, checked, one-line errors)."""
     words = []
     for key, value in options.items():
-        if key == "sampler":
+        if key in ("sampler", "sampler.name"):
+            if value not in SAMPLERS:
+                raise ConfigError(f"unknown sampler {value!r}: one of {', '.join(SAMPLERS.names())}")
             words.append(f"name={value}")
         elif key.startswith("sampler."):
             words.append(f"{key.removeprefix('sampler.')}={value}")
