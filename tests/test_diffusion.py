@@ -402,3 +402,40 @@ def test_per_identity_fine_tuning_starts_from_the_model_and_swaps_without_a_sour
     other = build_config([*words[:-1], "model.widths=[16,16]", f"run_dir={tmp_path / 'other'}"])
     with pytest.raises(ConfigError, match="differs in widths"):
         TrainingLoop(recipe_for_config(other), other, Distributed(), resolve_device("cpu"))
+
+
+@pytest.mark.slow
+def test_pruning_keeps_the_strongest_channels_fine_tunes_and_reloads(trained: dict, pair_facesets, tmp_path: Path):
+    from swaplab.models.diffusion_pruning import prune_unet
+    from swaplab.models.swapper import load_swapper
+    from swaplab.train.entry import build_config
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import TrainingLoop
+    from swaplab.train.recipe import recipe_for_config
+    from swaplab.train.session import Distributed, resolve_device
+
+    full = load_swapper(trained["model"]).ddpm
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = full(x, 300)
+        pruned = DDPM(full.config)
+        pruned.load_state_dict(full.state_dict())
+        prune_unet(pruned.unet, 0.5)
+        kept = (pruned(x, 300) - reference).square().mean()
+        assert sum(p.numel() for p in pruned.parameters()) < 0.75 * sum(p.numel() for p in full.parameters())
+    assert float(kept) < float(reference.square().mean())  # still a denoiser, not noise
+    words = ["model=ddpm-tiny", *TINY, "model.unet_keep=0.5", f"data.train=[{','.join(map(str, pair_facesets))}]",
+             "data.holdout=16", f"init_from={trained['model']}", "trainer=ddpm-test", "trainer.steps=3",
+             "preview_sampler.steps=2", f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    cfg = build_config(words)
+    loop = TrainingLoop(recipe_for_config(cfg), cfg, Distributed(), resolve_device("cpu"))
+    loop.module.eval()
+    start = loop.recipe.validate(0)["val/loss"]
+    assert start < trained["before"]["val/loss"], start  # the pruned model starts far above scratch
+    loop.module.train()
+    loop.run()
+    export_model(tmp_path / "run", tmp_path / "model")
+    swapper = load_swapper(tmp_path / "model")
+    assert swapper.ddpm.config.unet_keep == 0.5
+    assert swapper.swap(torch.rand(1, 3, 16, 16), swapper.identity_network()(torch.rand(1, 3, 16, 16)).detach(),
+                        torch.Generator().manual_seed(0)).rgb.shape == (1, 3, 16, 16)  # fmt: skip

@@ -60,6 +60,7 @@ class DDPMConfig:
     identity_dim: int = 128
     condition_dropout: float = 0.1  # share of training steps that see the null condition (for CFG)
     autoencoder: LatentAutoencoderConfig = field(default_factory=LatentAutoencoderConfig)
+    unet_keep: float = 1.0  # < 1: each residual block keeps this share of its inner channels (pruned)
 
     @property
     def downsampling(self) -> int:
@@ -79,6 +80,8 @@ class DDPMConfig:
             raise ConfigError("every model.autoencoder.widths entry must be divisible by model.norm_groups")
         if any(w % self.norm_groups for w in self.widths):
             raise ConfigError(f"every model.widths entry must be divisible by model.norm_groups={self.norm_groups}")
+        if not 0 < self.unet_keep <= 1:
+            raise ConfigError(f"model.unet_keep must be in (0, 1], got {self.unet_keep}")
         if not 0 <= self.condition_dropout < 1:
             raise ConfigError(f"model.condition_dropout must be in [0, 1), got {self.condition_dropout}")
 
@@ -195,6 +198,10 @@ class DDPM(GenerativeModel):
             # 1 / std of the training codes, set once when the diffusion phase starts (0: not yet).
             self.register_buffer("latent_scale", torch.zeros(()))
         self.unet = build_unet(config, *self.diffusion_shape[:2])
+        if config.unet_keep < 1:  # the pruned shapes (the weights come from a checkpoint or init_from)
+            from swaplab.models.diffusion_pruning import prune_unet
+
+            prune_unet(self.unet, config.unet_keep)
         embed_dim = config.widths[0] * 4  # UNet2DModel's time embedding width
         self.identity_projection = nn.Linear(config.identity_dim, embed_dim) if self.conditioned else None
         self.sampler_config = SamplerConfig()

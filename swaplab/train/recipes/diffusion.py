@@ -106,18 +106,29 @@ def identity_embeddings(facesets: list[str], network: str, limit: int = 0) -> Te
 
 def initial_weights(model_dir: str, config: DDPMConfig) -> dict[str, Tensor]:
     """The weights of the exported model ``model_dir``, which must have ``config``'s architecture."""
-    from swaplab.config import to_dict
+    from swaplab.config import from_dict, to_dict
     from swaplab.models.card import load_weights, read_card
 
     card, weights = read_card(model_dir)
     mine, theirs = to_dict(config), dict(card.get("model") or {})
-    differ = sorted(k for k in mine if k != "name" and mine[k] != theirs.get(k))
-    if card.get("arch") != "ddpm" or differ:
+    # A smaller unet_keep than the model's is pruning it (swaplab.models.diffusion_pruning).
+    differ = sorted(k for k in mine if k not in ("name", "unet_keep") and mine[k] != theirs.get(k))
+    theirs_keep = float(theirs.get("unet_keep", 1.0))
+    if card.get("arch") != "ddpm" or differ or theirs_keep not in (1.0, config.unet_keep):
+        what = ", ".join(differ) or ("unet_keep (only unpruned models prune)" if card.get("arch") == "ddpm" else "arch")
         raise ConfigError(
-            f"init_from={model_dir}: a {card.get('arch')} model whose config differs in {', '.join(differ) or 'arch'}; "
+            f"init_from={model_dir}: a {card.get('arch')} model whose config differs in {what}; "
             f"fine-tune with the model config it was trained with"
         )
-    return load_weights(card, weights)
+    tensors = load_weights(card, weights)
+    if config.unet_keep == theirs_keep:
+        return tensors
+    from swaplab.models.diffusion_pruning import prune_unet
+
+    source = DDPM(from_dict(DDPMConfig, theirs))
+    source.load_state_dict(tensors)
+    prune_unet(source.unet, config.unet_keep)
+    return source.state_dict()
 
 
 @RECIPES.register("ddpm")
