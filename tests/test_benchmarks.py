@@ -108,6 +108,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "dpm-solver++",
         "2. training, smoke",
         "latent / pixel time per face",
+        "pruned / full time per face",
         "load average at end",
     ),
     "bench_watermark.py": ("machine: ", "cost per frame", "robustness (1080p frames", "unmarked images: vote margin"),
