@@ -111,6 +111,15 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "stylegan-light-digits / stylegan-digits: params",
         "load average at end: ",
     ),
+    "bench_diffusion.py": (
+        "machine: ",
+        "1. sampling, smoke",
+        "dpm-solver++",
+        "2. training, smoke",
+        "latent / pixel time per face",
+        "pruned / full time per face",
+        "load average at end",
+    ),
     "bench_watermark.py": ("machine: ", "cost per frame", "robustness (1080p frames", "unmarked images: vote margin"),
     "bench_reliability.py": ("machine: ", "unknown preset name", "3 are errors, of which 3 print", "0 lose anything"),
 }

@@ -34,7 +34,7 @@ __all__ = ["SWAPPERS", "IdentitySwapper", "PerPairSwapper", "SwapOutput", "Swapp
 
 Tensor = torch.Tensor
 
-SWAPPERS: Registry[type[Swapper]] = Registry("swapper kind")
+SWAPPERS: Registry[type[Swapper]] = Registry("swapper kind", providers=("swaplab.models.diffusion_swapper",))
 
 
 class SwapOutput(NamedTuple):

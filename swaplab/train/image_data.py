@@ -163,6 +163,9 @@ class ImageData:
         all_images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         all_labels = torch.from_numpy(labels)
         self.images, self.labels = all_images[train], all_labels[train]
+        # Which source image (in reading order) each training and held-out image is, for recipes that
+        # compute per-image values from the originals (the DDPM's identity embeddings).
+        self.train_index, self.heldout_index = torch.from_numpy(train), torch.from_numpy(held)
         self.heldout_images, self.heldout_labels = all_images[held], all_labels[held]
         self.stream = EpochStream(len(self.images), cfg.seed, "zoo")
         log.info(

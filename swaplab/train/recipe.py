@@ -46,6 +46,7 @@ RECIPE_MODULES = (
     "swaplab.train.recipes.segmenter",
     "swaplab.train.recipes.restorer",
     "swaplab.train.recipes.blender",
+    "swaplab.train.recipes.diffusion",
 )
 RECIPES: Registry[type[Recipe]] = Registry("training recipe", providers=RECIPE_MODULES)
 for _group in ("model", "loss", "trainer", "augment", "data"):
