@@ -392,3 +392,28 @@ def test_a_two_run_faceshifter_sweep_writes_its_report(lfw_facesets: dict[str, P
     assert runs["baseline"]["config_hash"] != runs["mask-half"]["config_hash"]
     text = result.report.read_text()
     assert "baseline" in text and "mask-half" in text and (result.report.parent / "figures" / "loss.png").is_file()
+
+
+def test_the_shipped_ablation_study_switches_one_thing_per_run() -> None:
+    from swaplab.study import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "faceshifter-ablations.yaml")
+    configs = {run.name: build_config(list(run.overrides)) for run in study.expand()}
+    base = configs.pop("baseline")
+    assert base.model.name == "faceshifter-tiny" and base.trainer.steps == 600
+    changed = {
+        "adain": ("model.parts.generator", "adain"),
+        "mask-half": ("model.mask", "half"),
+        "attribute-levels-3": ("model.attribute_levels", 3),
+        "projected-d": ("model.parts.discriminator", "projected"),
+        "no-adversarial": ("loss.adversarial.weight", 0),
+        "no-attribute": ("loss.attribute.weight", 0),
+        "no-identity": ("loss.identity.weight", 0),
+        "no-reconstruction": ("loss.reconstruction.weight", 0),
+    }
+    assert set(configs) == set(changed)
+    for name, (key, value) in changed.items():
+        obj, base_obj = configs[name], base
+        for part in key.split("."):
+            obj, base_obj = getattr(obj, part), getattr(base_obj, part)
+        assert obj == value and base_obj != value, name
