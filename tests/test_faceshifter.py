@@ -149,7 +149,7 @@ def test_a_loss_weight_of_zero_drops_its_term(term: str) -> None:
     )
     expected = {"adversarial", "attribute", "reconstruction"} - {term}
     assert set(terms.components) == expected
-    assert float(terms.total) == pytest.approx(sum(float(v) for v in terms.components.values()), rel=1e-5)
+    assert float(terms.total.detach()) == pytest.approx(sum(float(v) for v in terms.components.values()), rel=1e-5)
     assert isinstance(cfg, FaceShifterLossConfig) and cfg.attribute.weight == (0 if term == "attribute" else 10)
 
 
@@ -349,6 +349,27 @@ def test_hear_net_trains_with_aei_frozen_and_switches_at_swap_time(
     assert changed.mean() > 0.05 and 60 < ys.mean() < 190 and 60 < xs.mean() < 190
     assert changed[:20].mean() < 0.01 and changed[:, :20].mean() < 0.01
     assert np.abs(on - off).max() > 0  # HEAR-Net refines the swap
+
+    # The evaluator scores it like any identity-conditioned model (HEAR on: the swapper's default).
+    from swaplab.evaluate import evaluate
+
+    result = evaluate(
+        model,
+        out_dir=tmp_path / "eval",
+        protocol="oneshot_v1",
+        limit=1,
+        encoders=("dlib-resnet",),
+        detector_pairs=-1,
+        reference_limit=4,
+        gallery_limit=4,
+        gallery_images=1,
+        kid_subsets=2,
+        kid_subset_size=4,
+        report=False,
+    )
+    metrics = result.metrics["metrics"]
+    assert metrics["masked_ssim/self"]["n"] == 1 and 0 < metrics["masked_ssim/self"]["mean"] < 0.95
+    assert "identity_similarity/dlib-resnet" in metrics
 
 
 def test_the_hear_phase_needs_a_trained_aei_net(tmp_path: Path) -> None:
