@@ -372,6 +372,28 @@ def test_hear_net_trains_with_aei_frozen_and_switches_at_swap_time(
     assert "identity_similarity/dlib-resnet" in metrics
 
 
+@pytest.mark.slow
+def test_a_model_conditioned_on_another_identity_network_says_so(
+    lfw_facesets: dict[str, Path], lfw_arcface: Path, tmp_path: Path
+) -> None:
+    """model.identity_network=lfw-arcface: the faces are embedded by it up front, the card says so."""
+    from swaplab.models.swapper import load_swapper
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+
+    arcface = ("model=faceshifter-tiny", "model.identity_network=lfw-arcface", "trainer.steps=1")
+    with pytest.raises(ConfigError, match="lfw-arcface embeds in 16 dimensions: set model.identity_dim=16"):
+        train(build_config(overrides(lfw_facesets, tmp_path / "wrong", *arcface)))
+    run = tmp_path / "run"
+    assert train(build_config(overrides(lfw_facesets, run, *arcface, "model.identity_dim=16"))).step == 1
+    export_model(run, tmp_path / "model")
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert card["identity"] == {"conditions_on": "lfw-arcface", "loss_network": "dlib-resnet"}
+    swapper = load_swapper(tmp_path / "model")
+    assert swapper.conditions_on == "lfw-arcface"
+    assert swapper.swap(torch.rand(2, 3, 64, 64), torch.randn(1, 16)).rgb.shape == (2, 3, 64, 64)
+
+
 def test_the_hear_phase_needs_a_trained_aei_net(tmp_path: Path) -> None:
     from swaplab.train.loop import train
 

@@ -106,8 +106,47 @@ def _card_fields(cfg: Any, model: FaceShifterConfig) -> dict[str, Any]:
     }
 
 
+class ConditionedRecipe(OneShotRecipe):
+    """A one-shot recipe whose model is conditioned on ``conditioning``'s embeddings: the faces are
+    embedded by it once, up front, when it is not the network the facesets store; and the identity
+    loss, when its network (``gan.identity_network``) is another, compares with the source's
+    embedding by that network."""
+
+    def setup_identities(self, conditioning: str, identity_dim: int) -> None:
+        stored = self.data.identities
+        if conditioning != STORED_IDENTITY:
+            self._condition_on(conditioning, identity_dim)
+        loss_network = self.cfg.gan.identity_network
+        self.loss_identities: Tensor | None = None
+        if self.cfg.loss.identity.weight and loss_network != conditioning:
+            encoder = self.loss_identity_encoder(loss_network)
+            self.loss_identities = stored if loss_network == STORED_IDENTITY else embed_all(self.data, encoder)
+        self.face_rows = {face: k for k, face in enumerate(self.data.ids)}
+
+    def _condition_on(self, network: str, identity_dim: int) -> None:
+        """Replace the stored descriptors by ``network``'s embeddings of the crops."""
+        encoder = self.loss_identity_encoder(network)
+        for pairs in {id(p): p for p in (self.data, self.eval_data)}.values():
+            pairs.identities = embed_all(pairs, encoder)
+        if self.data.identities.shape[1] != identity_dim:
+            dim = self.data.identities.shape[1]
+            raise ConfigError(f"{network} embeds in {dim} dimensions: set model.identity_dim={dim}")
+        batch, ids = self.eval_batch, self.eval_data.ids
+        self.eval_batch = batch._replace(
+            source_identity=self.eval_data.identities[[ids.index(i) for i in batch.source_ids]],
+            target_identity=self.eval_data.identities[[ids.index(i) for i in batch.target_ids]],
+        )
+
+    def loss_targets(self, source_identity: Tensor) -> Tensor:
+        """The identity loss' targets for the last batch: the sources' embeddings by the loss' network."""
+        if self.loss_identities is None:
+            return source_identity
+        rows = [self.face_rows[face] for face in self.last_batch.source_ids]
+        return self.loss_identities[rows].to(source_identity.device)
+
+
 @RECIPES.register("faceshifter")
-class FaceShifterRecipe(OneShotRecipe):
+class FaceShifterRecipe(ConditionedRecipe):
     """Trains AEI-Net and its discriminator on ``data.train`` (peopleDevTrain people)."""
 
     name = "faceshifter"
@@ -117,22 +156,7 @@ class FaceShifterRecipe(OneShotRecipe):
         super().__init__(cfg, session)
         if cfg.model.with_hear:
             raise ConfigError("HEAR-Net trains in its own phase on a finished AEI-Net: model=hearnet-tiny aei=RUN")
-        if cfg.model.identity_network != STORED_IDENTITY:
-            self._condition_on(cfg.model.identity_network)
-
-    def _condition_on(self, network: str) -> None:
-        """Replace the stored descriptors by ``network``'s embeddings of the crops (once, up front)."""
-        encoder = self.loss_identity_encoder(network)
-        for pairs in {id(p): p for p in (self.data, self.eval_data)}.values():
-            pairs.identities = embed_all(pairs, encoder)
-        if self.data.identities.shape[1] != self.cfg.model.identity_dim:
-            dim = self.data.identities.shape[1]
-            raise ConfigError(f"{network} embeds in {dim} dimensions: set model.identity_dim={dim}")
-        batch, ids = self.eval_batch, self.eval_data.ids
-        self.eval_batch = batch._replace(
-            source_identity=self.eval_data.identities[[ids.index(i) for i in batch.source_ids]],
-            target_identity=self.eval_data.identities[[ids.index(i) for i in batch.target_ids]],
-        )
+        self.setup_identities(cfg.model.identity_network, cfg.model.identity_dim)
 
     def create_objective(self) -> nn.Module:
         cfg = self.cfg
@@ -167,7 +191,7 @@ class FaceShifterRecipe(OneShotRecipe):
                 g_terms: LossTerms = objective.generator_loss(
                     fake.float(),
                     target.float(),
-                    source_identity,
+                    self.loss_targets(source_identity),
                     same,
                     lambda: generator.attributes(fake),
                     target_attributes,
@@ -221,7 +245,7 @@ def load_aei(path: str | Path) -> tuple[FaceShifterConfig, dict[str, Tensor]]:
 
 
 @RECIPES.register("hearnet")
-class HearRecipe(OneShotRecipe):
+class HearRecipe(ConditionedRecipe):
     """Trains HEAR-Net on occluded ``data.train`` targets with a finished AEI-Net frozen."""
 
     name = "hearnet"
@@ -243,6 +267,7 @@ class HearRecipe(OneShotRecipe):
         super().__init__(cfg, session)
         # HEAR's heuristic error needs each target's own embedding, as the exported swapper computes it.
         self.own_identity = self.loss_identity_encoder(aei_config.identity_network)
+        self.setup_identities(aei_config.identity_network, aei_config.identity_dim)
 
     def create_objective(self) -> nn.Module:
         cfg = self.cfg
@@ -285,7 +310,9 @@ class HearRecipe(OneShotRecipe):
         occluded, _ = paste_occluders(target, seed, self.cfg.occlusion)
         occluded = occluded.contiguous(memory_format=session.memory_format)
         refined, aei_swap = self.refine(occluded, source_identity)
-        terms: LossTerms = self.objective(refined.float(), aei_swap.float(), occluded.float(), source_identity, same)
+        terms: LossTerms = self.objective(
+            refined.float(), aei_swap.float(), occluded.float(), self.loss_targets(source_identity), same
+        )
         terms.total.backward()
         clip, world = session.trainer.grad_clip, session.dist.world_size
         ok, norm = apply_gradients(self.optimizers["model"], terms.total.detach(), clip, world, True)

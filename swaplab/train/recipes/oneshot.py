@@ -136,6 +136,7 @@ class OneShotRecipe(Recipe):
         batch = self.data.batch(
             step, batch_size=session.trainer.batch_size, rank=session.dist.rank, world_size=session.dist.world_size
         )
+        self.last_batch = batch  # its face ids index other per-face tables (e.g. another network's embeddings)
         target = batch.target.to(session.device)
         if self.cfg.data.flip:
             seed = stream_seed("oneshot-flip", session.trainer.seed, step, session.dist.rank)
