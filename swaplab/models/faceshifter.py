@@ -215,15 +215,12 @@ class FaceShifter(nn.Module):
         z_att = self.attributes(target)
         return self.generator(identity, z_att), z_att
 
-    def heuristic_error(self, target: Tensor, target_identity: Tensor) -> Tensor:
-        """``target - AEI(target, target_identity)``: what AEI-Net cannot reconstruct of the target."""
-        return target - self.generator(target_identity, self.attributes(target))
-
     def forward(self, target: Tensor, source_identity: Tensor, target_identity: Tensor | None = None) -> Tensor:
         z_att = self.attributes(target)
         swap = self.generator(source_identity, z_att)
         if self.hear is None or target_identity is None:
             return swap
+        # HEAR's heuristic error: what AEI-Net cannot reconstruct of the target (occlusions, mostly).
         error = target - self.generator(target_identity, z_att)
         return self.hear(swap, error)
 
