@@ -300,6 +300,12 @@ def test_aei_run_logs_every_term_and_exports_a_faceshifter_swapper(aei_run: Path
         swapper.configure(hear="on")
     with pytest.raises(ValueError, match="takes the option hear"):
         swapper.configure(steps="3")
+    # HEAR-Net's phase starts from the run or from its export alike.
+    from swaplab.train.recipes.faceshifter import load_aei
+
+    from_run, from_export = load_aei(aei_run), load_aei(tmp_path / "model")
+    assert from_run[0] == from_export[0] and from_run[1].keys() == from_export[1].keys()
+    assert all(torch.equal(from_run[1][k], from_export[1][k]) for k in from_run[1])
 
 
 @pytest.mark.slow
