@@ -334,6 +334,12 @@ def test_hear_net_trains_with_aei_frozen_and_switches_at_swap_time(
     card = json.loads((model / "model.json").read_text())
     assert (card["recipe"], card["arch"], card["swapper"]) == ("hearnet", "faceshifter", "faceshifter")
     assert card["model"]["with_hear"] and card["hear"]["aei"] == str(aei_run)
+    from swaplab.train.recipes.faceshifter import tensors_sha256
+
+    frozen = {k.removeprefix("generator."): v for k, v in aei.items() if k.startswith("generator.")}
+    assert card["hear"]["aei_weights_sha256"] == tensors_sha256(frozen)
+    manifest = json.loads((hear_run / "manifest.json").read_text())
+    assert manifest["facesets"]["aei"]["weights_sha256"] == tensors_sha256(frozen)
 
     # Two peopleDevTest people none of the runs saw.
     source = sorted((lfw / "Adel_Al-Jubeir").glob("*.jpg"))[0]

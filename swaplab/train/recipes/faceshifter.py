@@ -12,6 +12,7 @@ so the refiner learns to bring back what the swap loses; its export holds both n
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,15 @@ class FaceShifterRecipe(ConditionedRecipe):
         return {**super().export(cfg, tensors, out_dir, state), **_card_fields(cfg, cfg.model)}
 
 
+def tensors_sha256(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 of named tensors (names and raw bytes, in name order): which AEI-Net a HEAR run froze."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_aei(path: str | Path) -> tuple[FaceShifterConfig, dict[str, Tensor]]:
     """(config, weights) of a trained AEI-Net: an exported model folder or a ``faceshifter`` run folder."""
     from swaplab.models.card import CardError, load_weights, read_card
@@ -264,6 +274,7 @@ class HearRecipe(ConditionedRecipe):
                 f"model.resolution {cfg.model.resolution} must be the AEI-Net's {aei_config.resolution} px"
             )
         self.full_config = dataclasses.replace(aei_config, with_hear=True, hear=cfg.model)
+        self.aei_sha256 = tensors_sha256(self.aei_weights)
         super().__init__(cfg, session)
         # HEAR's heuristic error needs each target's own embedding, as the exported swapper computes it.
         self.own_identity = self.loss_identity_encoder(aei_config.identity_network)
@@ -337,11 +348,15 @@ class HearRecipe(ConditionedRecipe):
             "self-swap": to_hwc(self_swap),
         }
 
+    def data_hashes(self) -> dict[str, Any]:
+        return {**super().data_hashes(), "aei": {"path": str(self.cfg.aei), "weights_sha256": self.aei_sha256}}
+
     def trainer_state(self, step: int) -> dict[str, Any]:
         return {
             "kind": "hearnet",
             "pairs_seen": step * self.samples_per_step,
             "faceshifter_model": to_dict(self.full_config),
+            "aei_weights_sha256": self.aei_sha256,
         }
 
     @classmethod
@@ -355,6 +370,10 @@ class HearRecipe(ConditionedRecipe):
             "arch": "faceshifter",
             "model": to_dict(model),
             "resolution": model.resolution,
-            "hear": {"aei": cfg.aei, "occlusion": to_dict(cfg.occlusion)},
+            "hear": {
+                "aei": cfg.aei,
+                "aei_weights_sha256": state["trainer"].get("aei_weights_sha256"),
+                "occlusion": to_dict(cfg.occlusion),
+            },
             **_card_fields(cfg, model),
         }
