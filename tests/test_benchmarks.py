@@ -39,6 +39,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "extrapolated to a 1000-pair protocol",
     ),
     "bench_extract.py": ("machine: ", "detect every frame", "track every 5, no identity", "tracking (every 5) is"),
+    "bench_faceshifter.py": ("machine: ", "faceshifter-tiny", "speed-up of bf16 + channels_last", "+HEAR bf16+cl"),
     "bench_identity.py": (
         "CPU: ",
         "faces per second",

@@ -27,6 +27,7 @@ MODELS: Registry = Registry(
         "swaplab.models.zoo.stylegan",
         "swaplab.models.zoo.cyclegan",
         "swaplab.models.diffusion",
+        "swaplab.models.faceshifter",
     ),
 )
 

@@ -34,7 +34,9 @@ __all__ = ["SWAPPERS", "IdentitySwapper", "PerPairSwapper", "SwapOutput", "Swapp
 
 Tensor = torch.Tensor
 
-SWAPPERS: Registry[type[Swapper]] = Registry("swapper kind", providers=("swaplab.models.diffusion_swapper",))
+SWAPPERS: Registry[type[Swapper]] = Registry(
+    "swapper kind", providers=("swaplab.models.diffusion_swapper", "swaplab.models.faceshifter")
+)
 
 
 class SwapOutput(NamedTuple):
@@ -119,6 +121,16 @@ class IdentitySwapper(Swapper):
     def swap(
         self, targets: Tensor, source: Tensor | None = None, generator: torch.Generator | None = None
     ) -> SwapOutput:
+        out = self.model(targets, self._per_target(targets, source))
+        rgb, mask = out if isinstance(out, tuple) else (out, torch.ones_like(out[:, :1]))
+        return SwapOutput(rgb, mask)
+
+    def reconstruct(self, faces: Tensor, side: str, identity: Tensor | None = None) -> SwapOutput:
+        self._check_side(side)
+        return self.swap(faces, identity)
+
+    def _per_target(self, targets: Tensor, source: Tensor | None) -> Tensor:
+        """The source embedding(s) as (N, D), one row per target, checked."""
         if source is None:
             raise ValueError(
                 f"this model swaps in any person: give the source's {self.conditions_on} embedding (swap: source=PHOTO)"
@@ -128,13 +140,7 @@ class IdentitySwapper(Swapper):
             source = source.expand(len(targets), -1)
         if len(source) != len(targets) or not torch.isfinite(source).all():
             raise ValueError(f"need one finite source embedding or one per target, got {tuple(source.shape)}")
-        out = self.model(targets, source)
-        rgb, mask = out if isinstance(out, tuple) else (out, torch.ones_like(out[:, :1]))
-        return SwapOutput(rgb, mask)
-
-    def reconstruct(self, faces: Tensor, side: str, identity: Tensor | None = None) -> SwapOutput:
-        self._check_side(side)
-        return self.swap(faces, identity)
+        return source
 
 
 def load_swapper(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> Swapper:

@@ -81,11 +81,18 @@ class OneShotRecipe(Recipe):
         self.eval_batch = self.eval_data.batch(0, batch_size=cfg.data.eval_pairs)
         if self.eval_data is self.data:  # training pairs: show real swaps, not same-identity ones
             self.eval_batch = self._different_identity(self.eval_batch, self.data)
-        identity = None
-        if cfg.loss.identity.weight:
-            identity = TemplateChipIdentity(self.data.template, resolution, cfg.gan.identity_network)
-            identity = identity.to(session.device).eval().requires_grad_(False)
-        self.objective = SimSwapObjective(cfg.loss, identity_encoder=identity).to(session.device)
+        self.objective = self.create_objective()
+
+    def loss_identity_encoder(self, network: str) -> TemplateChipIdentity:
+        """The frozen identity network ``network`` on this data's aligned crops (for identity losses)."""
+        identity = TemplateChipIdentity(self.data.template, self.cfg.model.resolution, network)
+        return identity.to(self.session.device).eval().requires_grad_(False)
+
+    def create_objective(self) -> nn.Module:
+        """The family's losses (SimSwap's here; other one-shot families override this)."""
+        cfg = self.cfg
+        identity = self.loss_identity_encoder(cfg.gan.identity_network) if cfg.loss.identity.weight else None
+        return SimSwapObjective(cfg.loss, identity_encoder=identity).to(self.session.device)
 
     @staticmethod
     def _different_identity(batch: OneShotBatch, pairs: OneShotPairs) -> OneShotBatch:
@@ -129,6 +136,7 @@ class OneShotRecipe(Recipe):
         batch = self.data.batch(
             step, batch_size=session.trainer.batch_size, rank=session.dist.rank, world_size=session.dist.world_size
         )
+        self.last_batch = batch  # its face ids index other per-face tables (e.g. another network's embeddings)
         target = batch.target.to(session.device)
         if self.cfg.data.flip:
             seed = stream_seed("oneshot-flip", session.trainer.seed, step, session.dist.rank)
