@@ -26,6 +26,7 @@ MODELS: Registry = Registry(
         "swaplab.models.zoo.gan",
         "swaplab.models.zoo.stylegan",
         "swaplab.models.zoo.cyclegan",
+        "swaplab.models.glgan",
     ),
 )
 

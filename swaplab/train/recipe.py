@@ -43,6 +43,7 @@ RECIPE_MODULES = (
     "swaplab.train.recipes.zoo_gan",
     "swaplab.train.recipes.zoo_stylegan",
     "swaplab.train.recipes.zoo_cyclegan",
+    "swaplab.train.recipes.glgan",
 )
 RECIPES: Registry[type[Recipe]] = Registry("training recipe", providers=RECIPE_MODULES)
 for _group in ("model", "loss", "trainer", "augment", "data"):

@@ -8,6 +8,7 @@ from swaplab.models.parts import (
     ablation,  # noqa: F401  (registers the ablation substitutes)
     dfl,  # noqa: F401  (registers the DeepFaceLab parts)
     discriminators,  # noqa: F401  (registers the discriminators)
+    glgan,  # noqa: F401  (registers GL-GAN's PatchGAN)
     simswap,  # noqa: F401  (registers SimSwap's generator parts)
 )
 from swaplab.models.parts.ablation import ChannelReductionDecoder, GrayscaleResizeEncoder, PassThroughBottleneck
