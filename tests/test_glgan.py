@@ -250,13 +250,13 @@ def test_phase2_changes_no_generator_weight(phase2_run: Path) -> None:
 
 @pytest.mark.slow
 def test_the_model_learns_on_real_faces(facesets: dict[str, Path], tmp_path: Path) -> None:
-    """30 steps: the reconstruction of same-person pairs and the identity loss both fall."""
+    """24 steps: the reconstruction of same-person pairs and the identity loss both fall."""
     run_dir = tmp_path / "learn"
-    extra = ("trainer.steps=30", "trainer.checkpoint_every=0", "data.same_identity_ratio=1.0")
+    extra = ("trainer.steps=24", "trainer.checkpoint_every=0", "data.same_identity_ratio=1.0")
     train(build_config(overrides(facesets, run_dir, *extra)))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss/reconstruction" in r]
-    assert len(rows) == 30
+    assert len(rows) == 24
     for key in ("loss/reconstruction", "loss/identity"):
         first, last = np.mean([r[key] for r in rows[:5]]), np.mean([r[key] for r in rows[-5:]])
         assert last < 0.8 * first, (key, first, last)
@@ -301,7 +301,11 @@ def test_glgan_swaps_two_unseen_test_split_faces_end_to_end(exported: Path, lfw:
         protocol="oneshot_v1",
         limit=2,
         encoders=("dlib-resnet",),
-        detector_pairs=-1,
+        detector_pairs=-1,  # detectability is the evaluator's own test; a small gallery and reference set
+        reference_limit=8,
+        gallery_limit=8,
+        gallery_images=1,
+        report=False,
     )
     metrics = result.metrics["metrics"]
     assert np.isfinite(metrics["identity_similarity/dlib-resnet"]["mean"])
