@@ -250,16 +250,17 @@ def test_phase2_changes_no_generator_weight(phase2_run: Path) -> None:
 
 @pytest.mark.slow
 def test_the_model_learns_on_real_faces(facesets: dict[str, Path], tmp_path: Path) -> None:
-    """24 steps: the reconstruction of same-person pairs and the identity loss both fall."""
+    """24 steps: the reconstruction of same-person pairs, the identity loss and the total fall."""
     run_dir = tmp_path / "learn"
     extra = ("trainer.steps=24", "trainer.checkpoint_every=0", "data.same_identity_ratio=1.0")
     train(build_config(overrides(facesets, run_dir, *extra)))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "loss/reconstruction" in r]
     assert len(rows) == 24
-    for key in ("loss/reconstruction", "loss/identity"):
+    # Measured on other faces: reconstruction 2.14 -> 0.93, identity 1.18 -> 0.85, total 9.2 -> 5.4.
+    for key, ratio in (("loss/reconstruction", 0.7), ("loss/identity", 0.9), ("loss", 0.8)):
         first, last = np.mean([r[key] for r in rows[:5]]), np.mean([r[key] for r in rows[-5:]])
-        assert last < 0.8 * first, (key, first, last)
+        assert last < ratio * first, (key, first, last)
 
 
 @pytest.fixture(scope="module")
