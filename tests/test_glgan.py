@@ -351,3 +351,53 @@ def test_a_two_run_sweep_writes_its_report(facesets: dict[str, Path], tmp_path: 
     text = result.report.read_text()
     assert "baseline" in text and "paste" in text
     assert (tmp_path / "sweep" / "report" / "figures" / "loss.png").is_file()
+
+
+# ---------------------------------------------------------------- blending through the same parts
+
+
+def test_the_blender_remakes_only_the_seam_band_and_starts_as_the_paste() -> None:
+    from swaplab.models.glgan import GLGANBlender
+
+    torch.manual_seed(0)
+    blender = GLGANBlender(config_group("model").create("glgan-blend-tiny")).eval()
+    band = blender.band[0, 0]
+    assert 0.05 < (band > 0).float().mean() < 0.5  # a band around the face hull, not the whole crop
+    ring = (band > 0) & (blender.mask[0, 0] == 0)
+    assert ring.any() and ((band > 0) & (blender.mask[0, 0] == 1)).any()  # on both sides of the edge
+    composite = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(blender(composite), composite, atol=1e-3, rtol=0)  # untrained: the paste
+        torch.nn.init.normal_(blender.unet.head.weight, std=0.5)
+        blended = blender(composite)
+    outside = (band == 0).expand_as(composite[0])
+    assert torch.equal(blended[:, outside], composite[:, outside])  # face inside and frame outside kept exactly
+    assert (blended - composite).abs()[:, (band > 0.5).expand_as(composite[0])].mean() > 1e-3
+
+
+@pytest.mark.slow
+def test_the_blending_recipe_trains_and_exports_the_blender(facesets: dict[str, Path], tmp_path: Path) -> None:
+    from swaplab.models.card import load_model
+    from swaplab.train.export import export_model
+
+    run_dir = tmp_path / "blend"
+    cfg = build_config(
+        [
+            "model=glgan-blend-tiny",
+            "trainer=oneshot-test",
+            "trainer.steps=3",
+            f"data.train=[{facesets['train']}]",
+            f"data.lists_dir={facesets['lists']}",
+            f"run_dir={run_dir}",
+        ]
+    )
+    assert train(cfg).step == 3
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "seam_l1_pasted" in r]
+    assert len(rows) == 3 and rows[0]["seam_l1_pasted"] > 0
+    assert rows[0]["loss/seam_l1"] == pytest.approx(10 * rows[0]["seam_l1_pasted"], rel=1e-3)  # step 1: the paste
+    export_model(run_dir, tmp_path / "model")
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert (card["arch"], card["blender"]) == ("glgan-blend", "seam") and "swapper" not in card
+    blender = load_model(tmp_path / "model")
+    assert blender(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)

@@ -19,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,9 +33,12 @@ from swaplab.models.parts.glgan import (
     RegionBox,
     UNetGlobalGenerator,
     crop_regions,
+    face_hull_mask,
+    logit,
     paste_regions,
     region_boxes,
     region_mask,
+    seam_band,
     template_landmarks,
 )
 from swaplab.models.simswap import DiscriminatorConfig
@@ -252,3 +256,99 @@ class GLGANDiscriminator(nn.Module):
 
 def create_discriminator(config: GLGANConfig) -> GLGANDiscriminator:
     return GLGANDiscriminator(config)
+
+
+# ---------------------------------------------------------------- blending through the same parts
+
+
+@dataclass
+class GLGANBlendConfig:
+    """The article's blending use: the global U-Net makes the seam of a face pasted into a frame.
+
+    ``seam_width``: the band either side of the pasted face's edge, as a fraction of the side
+    (the template's brows-to-mouth hull is the pasted region).
+    """
+
+    name: str = "glgan-blend-256"
+    arch: Literal["glgan-blend"] = "glgan-blend"
+    resolution: int = 256
+    template: str = "whole_face"
+    dims: int = 64
+    max_dims: int = 256
+    depth: int = 3
+    n_blocks: int = 2
+    seam_width: float = 0.06
+    norm: Literal["batch", "instance", "none"] = "batch"
+    discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(n_layers=3, scales=1))
+
+    def __post_init__(self) -> None:
+        if self.resolution % 2**self.depth:
+            raise ConfigError(f"model.resolution {self.resolution} must be divisible by 2^depth = {2**self.depth}")
+        if not 0 < self.seam_width < 0.5:
+            raise ConfigError(f"model.seam_width must be in (0, 0.5), got {self.seam_width}")
+
+
+config_group("model").register("glgan-blend-256")(GLGANBlendConfig)
+config_group("model").register("glgan-blend-tiny")(
+    lambda: GLGANBlendConfig(
+        name="glgan-blend-tiny",
+        resolution=64,
+        dims=16,
+        max_dims=64,
+        discriminator=DiscriminatorConfig(dims=16, n_layers=3, scales=1),
+    )
+)
+
+
+@MODELS.register("glgan-blend")
+class GLGANBlender(nn.Module):
+    """``forward(composite, mask=None) -> blended``: a face pasted into a frame, its seam re-made.
+
+    ``composite`` (N, 3, R, R) in [0, 1] is the aligned frame with the new face pasted over
+    ``mask`` (N or 1, 1, R, R; default the template's brows-to-mouth hull). The U-Net sees
+    [composite, mask, band] and only the band around the mask's edge is taken from it: the
+    pasted face inside and the frame outside keep their pixels exactly.
+    """
+
+    config_type = GLGANBlendConfig
+
+    def __init__(self, config: GLGANBlendConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.resolution = config.resolution
+        self.width = max(1, round(config.seam_width * config.resolution))
+        mask = face_hull_mask(config.template, config.resolution)
+        self.register_buffer("mask", torch.from_numpy(mask)[None, None], persistent=False)
+        self.register_buffer("band", torch.from_numpy(seam_band(mask, self.width))[None, None], persistent=False)
+        self.unet = UNetGlobalGenerator(
+            resolution=config.resolution,
+            in_channels=5,
+            dims=config.dims,
+            depth=config.depth,
+            max_dims=config.max_dims,
+            n_blocks=config.n_blocks,
+            norm=config.norm,
+        )
+        # The U-Net's output (sigmoid) is read as a correction of the composite's logits, 0 at 0.5:
+        # with its head at zero an untrained blender is the plain paste, and it learns from there.
+        nn.init.zeros_(self.unet.head.weight)
+        nn.init.zeros_(self.unet.head.bias)
+
+    def seam(self, mask: Tensor) -> Tensor:
+        """The band of ``mask``'s edge (the template's band for the template's mask)."""
+        if mask is self.mask:
+            return self.band
+        array = mask.detach().float().cpu().numpy()
+        bands = [seam_band(m[0], self.width) for m in array]
+        return torch.from_numpy(np.stack(bands))[:, None].to(mask.device)
+
+    def forward(self, composite: Tensor, mask: Tensor | None = None) -> Tensor:
+        size = self.resolution
+        if composite.ndim != 4 or composite.shape[1:] != (3, size, size):
+            raise ValueError(f"GLGANBlender expects (N, 3, {size}, {size}) composites, got {tuple(composite.shape)}")
+        mask = self.mask if mask is None else mask
+        band = self.seam(mask).to(composite.dtype).expand(len(composite), 1, size, size)
+        mask = mask.to(composite.dtype).expand(len(composite), 1, size, size)
+        correction = self.unet(torch.cat([composite, mask, band], dim=1)).float() - 0.5
+        made = torch.sigmoid(logit(composite) + 8.0 * correction).to(composite.dtype)
+        return composite + band * (made - composite)

@@ -113,6 +113,28 @@ def region_mask(boxes: Sequence[RegionBox], resolution: int, device: torch.devic
     return mask
 
 
+def face_hull_mask(template: str | AlignmentTemplate, resolution: int) -> np.ndarray:
+    """(R, R) float32: 1 inside the convex hull of the template's defined landmarks (brows to mouth)."""
+    import cv2
+
+    points = template_landmarks(template, resolution)
+    points = points[~np.isnan(points).any(axis=1)]
+    hull = cv2.convexHull(np.round(points).astype(np.int32))
+    mask = np.zeros((resolution, resolution), np.float32)
+    cv2.fillConvexPoly(mask, hull, 1.0)
+    return mask
+
+
+def seam_band(mask: np.ndarray, width: int) -> np.ndarray:
+    """(R, R) float32 in [0, 1]: the band ``width`` px either side of ``mask``'s edge, feathered."""
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    band = cv2.dilate(mask, kernel) - cv2.erode(mask, kernel)
+    band = np.clip(cv2.GaussianBlur(band, (0, 0), max(width / 2.0, 0.5)) * 1.5, 0.0, 1.0)
+    return np.where(band < 0.02, 0.0, band).astype(np.float32)  # no blur tails: far pixels stay exactly
+
+
 def _conv_norm_relu(in_channels: int, out_channels: int, norm: str, kernel_size: int = 3) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
@@ -145,6 +167,10 @@ class UpLevel(nn.Module):
 class UNetGlobalGenerator(nn.Module):
     """``forward(face, identity) -> rgb``: the whole aligned face through an identity-conditioned U-Net.
 
+    ``face`` has ``in_channels`` channels (3: an RGB face; more when a use adds masks).
+    ``identity=None`` (blending, smoothing) drives every AdaIN with a zero vector, so each applies
+    its learned constant scale and shift.
+
     Encoder: a conv + norm + ReLU level at each of ``depth`` widths, max pooling between levels and
     once more below the last; the bottom (R / 2^depth) runs ``n_blocks`` identity-injection blocks;
     the decoder climbs back with ``UpLevel``s (skips from each encoder level) to a 3x3 RGB head
@@ -155,6 +181,7 @@ class UNetGlobalGenerator(nn.Module):
         self,
         *,
         resolution: int,
+        in_channels: int = 3,
         dims: int = 64,
         depth: int = 3,
         max_dims: int = 256,
@@ -166,8 +193,9 @@ class UNetGlobalGenerator(nn.Module):
         if resolution % 2**depth:
             raise ValueError(f"resolution {resolution} must be divisible by 2^depth = {2**depth}")
         widths = unet_widths(dims, depth, max_dims)
+        self.identity_dim = identity_dim
         self.down = nn.ModuleList()
-        channels = 3
+        channels = in_channels
         for width in widths:
             self.down.append(_conv_norm_relu(channels, width, norm))
             channels = width
@@ -184,7 +212,9 @@ class UNetGlobalGenerator(nn.Module):
             channels = target
         self.head = nn.Conv2d(channels, 3, 3, padding=1)
 
-    def forward(self, face: Tensor, identity: Tensor) -> Tensor:
+    def forward(self, face: Tensor, identity: Tensor | None = None) -> Tensor:
+        if identity is None:  # unconditioned uses (blending): the AdaINs apply their learned constant style
+            identity = face.new_zeros(len(face), self.identity_dim, dtype=torch.float32)
         identity = F.normalize(identity.float(), dim=1)
         skips, x = [], face
         for level in self.down:
@@ -250,7 +280,8 @@ class LocalGenerator(nn.Module):
         return torch.sigmoid(self.head(torch.cat([x, stem], dim=1)))
 
 
-def _logit(x: Tensor, eps: float = 1e-4) -> Tensor:
+def logit(x: Tensor, eps: float = 1e-4) -> Tensor:
+    """The inverse of the sigmoid, in float32, for images in [0, 1] (clamped away from 0 and 1)."""
     x = x.float().clamp(eps, 1.0 - eps)
     return torch.log(x) - torch.log1p(-x)
 
@@ -281,7 +312,7 @@ class FusionNetwork(nn.Module):
         x = self.inner(torch.cat([global_rgb.to(pasted.dtype), pasted, mask], dim=1))
         y = self.up(self.middle(self.down(x)))
         correction = self.head(self.out(torch.cat([y, x], dim=1)))
-        return torch.sigmoid(_logit(pasted) + correction.float()).to(pasted.dtype)
+        return torch.sigmoid(logit(pasted) + correction.float()).to(pasted.dtype)
 
 
 @DISCRIMINATORS.register("patchgan")

@@ -24,9 +24,12 @@ from torch import nn
 
 from swaplab.config import ConfigError, config_group, group_field
 from swaplab.losses.glgan import GLGANLossConfig, GLGANObjective
-from swaplab.models.glgan import GLGANConfig, GLGANDiscriminator, GLGANGenerator
+from swaplab.models.glgan import GLGANBlendConfig, GLGANBlender, GLGANConfig, GLGANDiscriminator, GLGANGenerator
+from swaplab.models.parts import DISCRIMINATORS
 from swaplab.train.config import TrainerConfig
-from swaplab.train.recipe import RECIPES, GanPair, StepResult
+from swaplab.train.data import stream_seed
+from swaplab.train.oneshot_data import train_pairs
+from swaplab.train.recipe import RECIPES, GanPair, Recipe, StepResult
 from swaplab.train.recipes.oneshot import OneShotRecipe
 from swaplab.train.recipes.oneshot_config import GanConfig, OneShotDataConfig
 from swaplab.train.session import apply_gradients
@@ -159,3 +162,168 @@ class GLGANRecipe(OneShotRecipe):
             "phase2_steps": cfg.gan.phase2_steps,
         }
         return fields
+
+
+# ---------------------------------------------------------------- blending through the same parts
+
+
+@dataclass
+class BlendLossConfig:
+    """The blender's losses: L1 to the real face on the seam band, hinge adversarial on whole faces."""
+
+    name: str = "glgan-blend"
+    reconstruction: float = 10.0
+    adversarial: float = 1.0
+    colour_gain: float = 0.2  # the pasted face's per-channel gain is drawn from 1 +- this
+    colour_shift: float = 0.08  # and its per-channel shift from +- this
+
+
+config_group("loss").register("glgan-blend")(BlendLossConfig)
+
+
+def _default_blend_model() -> GLGANBlendConfig:
+    return config_group("model").create("glgan-blend-tiny")
+
+
+@dataclass
+class GLGANBlendTrainConfig:
+    """A blending run: faces of ``data.train`` (peopleDevTrain people) with recoloured pasted faces."""
+
+    model: GLGANBlendConfig = group_field(_default_blend_model, "model")
+    data: OneShotDataConfig = field(default_factory=OneShotDataConfig)
+    loss: BlendLossConfig = group_field(BlendLossConfig, "loss")
+    trainer: TrainerConfig = group_field(_default_trainer, "trainer")
+    run_dir: str = "runs/glgan-blend"
+
+
+def paste_mismatched(faces: Tensor, mask: Tensor, gain: float, shift: float, seed: int) -> Tensor:
+    """``faces`` whose ``mask`` region is recoloured (per-sample, per-channel gain and shift, seeded):
+    a face pasted from another photo, with the colour and light mismatch that leaves a seam."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(faces)
+    gains = 1.0 + (torch.rand(n, 3, 1, 1, generator=generator) * 2 - 1) * gain
+    shifts = (torch.rand(n, 3, 1, 1, generator=generator) * 2 - 1) * shift
+    pasted = (faces * gains.to(faces) + shifts.to(faces)).clamp(0.0, 1.0)
+    return faces + mask * (pasted - faces)
+
+
+@RECIPES.register("glgan-blend")
+class GLGANBlendRecipe(Recipe):
+    """Trains GL-GAN's U-Net to make the seam of a pasted face (the article's blending use).
+
+    Each step takes this rank's target faces, pastes a recoloured copy of their inner face back
+    over the template's face hull, and asks the blender for the seam band: L1 to the real face on
+    the band, and a PatchGAN judging blended against real faces (hinge). The one-shot recipe's
+    data (``peopleDevTrain`` people only) is reused; no identity is involved.
+    """
+
+    name = "glgan-blend"
+    config_type = GLGANBlendTrainConfig
+
+    def __init__(self, cfg: GLGANBlendTrainConfig, session: Any) -> None:
+        from swaplab.losses.registry import LOSSES
+
+        super().__init__(cfg, session)
+        if not cfg.data.train:
+            raise ConfigError("data.train must name the training faceset folder(s) (peopleDevTrain people)")
+        self.data = train_pairs(
+            cfg.data.train, cfg.model.resolution, seed=cfg.data.seed, lists_dir=cfg.data.lists_dir or None
+        )
+        if cfg.model.template != self.data.template:
+            raise ConfigError(f"model.template is {cfg.model.template!r}, the facesets' is {self.data.template!r}")
+        self.adversarial = LOSSES.create("hinge")
+
+    def build(self) -> nn.Module:
+        d = self.cfg.model.discriminator
+        discriminator = DISCRIMINATORS.create(
+            "patchgan", resolution=self.cfg.model.resolution, dims=d.dims, n_layers=d.n_layers, norm=d.norm
+        )
+        return GanPair(GLGANBlender(self.cfg.model), discriminator)
+
+    def param_groups(self, module: nn.Module) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "generator": [{"params": list(module.generator.parameters())}],
+            "discriminator": [{"params": list(module.discriminator.parameters())}],
+        }
+
+    @property
+    def generator(self) -> GLGANBlender:
+        return self.module.generator  # type: ignore[union-attr]
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.module.discriminator  # type: ignore[union-attr]
+
+    def composites(self, step: int) -> tuple[Tensor, Tensor]:
+        """(real faces, the same faces with a mismatched face pasted in) of ``step``."""
+        session = self.session
+        batch = self.data.batch(
+            step, batch_size=session.trainer.batch_size, rank=session.dist.rank, world_size=session.dist.world_size
+        )
+        real = batch.target.to(session.device)
+        seed = stream_seed("glgan-blend", session.trainer.seed, step, session.dist.rank)
+        loss = self.cfg.loss
+        composite = paste_mismatched(real, self.generator.mask, loss.colour_gain, loss.colour_shift, seed)
+        return real, composite
+
+    def train_step(self, step: int) -> StepResult:
+        session, cfg = self.session, self.cfg.loss
+        world, clip = session.dist.world_size, session.trainer.grad_clip
+        real, composite = self.composites(step)
+        with session.autocast():
+            blended = self.generator(composite)
+            d_real, d_fake = self.adversarial.discriminator_terms(
+                self.discriminator(real), self.discriminator(blended.detach())
+            )
+        d_total = d_real + d_fake
+        d_total.backward()
+        d_ok, _ = apply_gradients(self.optimizers["discriminator"], d_total.detach(), clip, world, True)
+
+        self.discriminator.requires_grad_(False)
+        try:
+            band = self.generator.band
+            with session.autocast():
+                adversarial = self.adversarial.generator_loss(self.discriminator(blended))
+            seam_error = ((blended.float() - real).abs() * band).sum() / (band.sum() * 3 * len(real))
+            total = cfg.reconstruction * seam_error + cfg.adversarial * adversarial
+            total.backward()
+        finally:
+            self.discriminator.requires_grad_(True)
+        g_ok, _ = apply_gradients(self.optimizers["generator"], total.detach(), clip, world, True)
+        before = ((composite - real).abs() * band).sum() / (band.sum() * 3 * len(real))
+        values = {
+            "loss": float(total.detach()),
+            "loss/seam_l1": float(cfg.reconstruction * seam_error.detach()),
+            "loss/adversarial": float(cfg.adversarial * adversarial.detach()),
+            "seam_l1_pasted": float(before),  # the same error of the plain paste, for comparison
+            "d_loss": float(d_total.detach()),
+        }
+        return StepResult(d_ok and g_ok, values)
+
+    def preview(self, step: int) -> Path | None:
+        from swaplab.train.preview import compose_grid, save_preview, to_hwc
+
+        real, composite = self.composites(0)
+        with torch.no_grad():
+            blended = self.generator(composite[:6])
+        columns = [to_hwc(real[:6]), to_hwc(composite[:6]), to_hwc(blended)]
+        names = ("real", "pasted", "blended")
+        grid = compose_grid(columns, names=names, title=f"step {step}")
+        return save_preview(grid, self.session.previews, step, model_id="swaplab-glgan-blend-training")
+
+    def data_hashes(self) -> dict[str, Any]:
+        return {"train": self.data.content_hashes()}
+
+    def trainer_state(self, step: int) -> dict[str, Any]:
+        return {"kind": "glgan-blend", "faces_seen": step * self.samples_per_step}
+
+    @classmethod
+    def export(
+        cls, cfg: GLGANBlendTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        blender = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        super().export(cfg, blender, out_dir, state)
+        return {
+            "blender": "seam",
+            "conventions": "blender(composite (N, 3, R, R) in [0, 1], mask (N, 1, R, R) or None) -> blended",
+        }
