@@ -28,6 +28,7 @@ MODELS: Registry = Registry(
         "swaplab.models.zoo.cyclegan",
         "swaplab.models.diffusion",
         "swaplab.models.faceshifter",
+        "swaplab.models.glgan",
     ),
 )
 

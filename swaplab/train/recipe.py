@@ -48,6 +48,7 @@ RECIPE_MODULES = (
     "swaplab.train.recipes.blender",
     "swaplab.train.recipes.diffusion",
     "swaplab.train.recipes.faceshifter",
+    "swaplab.train.recipes.glgan",
 )
 RECIPES: Registry[type[Recipe]] = Registry("training recipe", providers=RECIPE_MODULES)
 for _group in ("model", "loss", "trainer", "augment", "data"):
