@@ -8,6 +8,7 @@ from swaplab.models.parts import (
     ablation,  # noqa: F401  (registers the ablation substitutes)
     dfl,  # noqa: F401  (registers the DeepFaceLab parts)
     discriminators,  # noqa: F401  (registers the discriminators)
+    faceswap_gan,  # noqa: F401  (registers faceswap-GAN's encoder and decoder)
     simswap,  # noqa: F401  (registers SimSwap's generator parts)
 )
 from swaplab.models.parts.ablation import ChannelReductionDecoder, GrayscaleResizeEncoder, PassThroughBottleneck
