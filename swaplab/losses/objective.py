@@ -124,6 +124,16 @@ class LossConfig:
 config_group("loss").register("dfl")(lambda: LossConfig(name="dfl"))
 config_group("loss").register("dfl-eyes")(lambda: LossConfig(name="dfl-eyes", eyes_mouth=EyesMouthTerm(weight=20.0)))
 config_group("loss").register("l1")(lambda: LossConfig(name="l1", pixel=PixelTerm(norm="l1"), mask=MaskTerm(norm="l1")))
+#: The original DeepFakes objective: L1 over the whole crop (no mask weighting, no DSSIM); the
+#: mask term only trains the mask the swap stage pastes with.
+config_group("loss").register("deepfakes")(
+    lambda: LossConfig(
+        name="deepfakes",
+        dssim=DSSIMTerm(weight=0.0),
+        pixel=PixelTerm(weight=10.0, norm="l1"),
+        masked=MaskedTraining(enabled=False),
+    )
+)
 #: SAEHD's terms plus what sharpens: eyes and mouth weighted 3x inside every image term and an
 #: edge term (weights picked so the edge term starts about as large as the pixel term).
 config_group("loss").register("dfl-sharp")(
