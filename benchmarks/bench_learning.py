@@ -119,16 +119,18 @@ def train_variant(name: str, faces: dict[str, Path], work: Path, seconds: float,
     """One recipe for ``seconds``: one session, or two when it has a final stretch (see the docstring)."""
     overrides, _ = VARIANTS[name]
     run, log = work / f"run-{name}", work / f"train-{name}.log"
+    # The recipe's overrides come after the common ones: ``trainer=cpu-quick`` replaces the whole
+    # trainer section, so a ``trainer.*`` field set before it would be lost.
     base = [*overrides, f"data.src={faces['src']}", f"data.dst={faces['dst']}", "data.holdout=2"]
     if pretrained is not None:
         base.append(f"init={pretrained}")
     stretch = any(o.startswith("trainer.final_stretch=") for o in overrides)
     first = seconds * (1 - FINAL_STRETCH) if stretch else seconds
-    if launch([*base, *common_overrides(run, first, args.seed)], log, args.threads).wait() != 0:
+    if launch([*common_overrides(run, first, args.seed), *base], log, args.threads).wait() != 0:
         raise RuntimeError(f"training {name} failed: see {log}")
     if stretch:
         steps = max(last_step(run) + 1, round(last_step(run) / (1 - FINAL_STRETCH)))
-        second = [*base, *common_overrides(run, seconds - first, args.seed), f"trainer.steps={steps}"]
+        second = [*common_overrides(run, seconds - first, args.seed), *base, f"trainer.steps={steps}"]
         if launch(second, log, args.threads).wait() != 0:
             raise RuntimeError(f"training {name} (final stretch) failed: see {log}")
 
@@ -150,8 +152,10 @@ def pretrain(work: Path, args, people: int, per_person: int) -> tuple[Path, dict
     )
     extracted = time.time() - started
     run = work / "run-pretrain"
-    overrides = [*PRETRAIN_MODEL, f"data.src={faces}", f"data.dst={faces}", "data.holdout=2"]
-    overrides += common_overrides(run, args.pretrain_minutes * 60, args.seed)
+    if last_step(run):  # trained by an earlier call: a further session would train it longer
+        return run, {"faces": summary.faces, "minutes": args.pretrain_minutes, "steps": last_step(run), "reused": True}
+    overrides = common_overrides(run, args.pretrain_minutes * 60, args.seed)
+    overrides += [*PRETRAIN_MODEL, f"data.src={faces}", f"data.dst={faces}", "data.holdout=2"]
     if launch(overrides, work / "train-pretrain.log", args.threads).wait() != 0:
         raise RuntimeError(f"pretraining failed: see {work / 'train-pretrain.log'}")
     info = {"faces": summary.faces, "extract_s": round(extracted, 1), "minutes": args.pretrain_minutes}

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ class GanTermConfig:
     dims: int = 32
     n_layers: int = 3
     scales: int = 1
-    norm: str = "none"
+    norm: Literal["instance", "batch", "none"] = "none"
     lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
