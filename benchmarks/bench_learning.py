@@ -1,16 +1,28 @@
-"""Learning, honestly measured: per-pair presets trained on a real LFW pair for a fixed CPU budget.
+"""Learning, honestly measured: per-pair recipes trained side by side on a real LFW pair at equal budgets.
 
-Extracts George_W_Bush (src) and Colin_Powell (dst) from LFW, trains each model preset for the
-same budget, then scores reconstructions of **held-out** faces of each person inside the face
-mask (SSIM, PSNR, L1) and writes the preview grid of those held-out faces. Numbers go to
+Extracts George_W_Bush (src) and Colin_Powell (dst) from LFW **without** the photos ``per_pair_v1``
+holds out (the last 24 of each by file name), trains each recipe (``VARIANTS``) for the same wall
+budget at the same threads, then, for each: scores reconstructions of the held-out photos inside
+the face mask (SSIM, PSNR, L1), writes the held-out preview grid (``heldout-<name>.png``), and
+scores the exported model with ``swaplab eval`` on ``per_pair_v1`` (identity by every built
+network, pose, expression, sharpness, FD/KID; no detectability classifier). Numbers go to
 ``WORK/learning.json``; commit the numbers and this command, never the weights.
 
-    .venv/bin/python benchmarks/bench_learning.py --models df-cpu liae-cpu --minutes 30 --threads 1
+    .venv/bin/python benchmarks/bench_learning.py --minutes 30 --threads 1
+    .venv/bin/python benchmarks/bench_learning.py --models baseline-df64 liae-cpu --minutes 30
 
-With ``--threads 1`` and two models, both train at once, one core each: 30 CPU-minutes apiece.
+The recipes: ``baseline-df64`` (the reference line: a plain DeepFakes autoencoder at 64 px, L1 on
+the whole face, no warp tricks, no GAN, no pretraining), ``liae-cpu`` (DeepFaceLab losses),
+``liae-cpu-sharp`` (eye-aware weights, edge loss, the final 20 % without random warp at a tenth of
+the LR), ``liae-cpu-gan`` (that plus GAN power 0.1), ``liae-cpu-pretrained`` (``liae-cpu-sharp``
+started from ``liae-cpu`` pretrained on LFW training people without the pair, for
+``--pretrain-minutes``, counted separately), ``faceswap-gan-64``. The final stretch of a budget is
+run as a second session: the first stops at 80 % of the budget (step S), the second resumes with
+``trainer.steps = S / 0.8`` so that the last fifth of the steps is the stretch.
 
-``--smoke``: the first 8 photos of each person (2 held out), 2 seconds of training per model, in a
-temporary folder (``--work`` is ignored): checks the script end to end in seconds (the numbers mean
+``--smoke``: ``baseline-df64`` and ``liae-cpu-sharp`` only, 8 photos each (2 held out), a few
+seconds of training each, no ``swaplab eval``,
+in a temporary folder (``--work`` is ignored): checks the script end to end (the numbers mean
 nothing).
 """
 
@@ -27,41 +39,66 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import data_root, machine  # noqa: E402
+from common import data_root, load_average, machine  # noqa: E402
 
 PAIR = ("George_W_Bush", "Colin_Powell")
-HOLDOUT = 24  # faces per person never trained on
-SMOKE_PHOTOS, SMOKE_HOLDOUT = 8, 2  # --smoke: photos per person extracted, and held out
+PROTOCOL_HELDOUT = 24  # per_pair_v1 holds out the last 24 photos of each person by file name
+SMOKE_PHOTOS, SMOKE_HOLDOUT = 8, 2  # --smoke: training photos per person, and held-out photos
+SMOKE_MODELS = ["baseline-df64", "liae-cpu-sharp"]  # --smoke: the reference line and a two-session stretch
+FINAL_STRETCH = 0.2
+SHARP = ["loss=dfl-sharp", f"trainer.final_stretch={FINAL_STRETCH}"]
+
+#: name -> (train overrides, uses the pretrained run). Each is one command a user can type.
+VARIANTS: dict[str, tuple[list[str], bool]] = {
+    "baseline-df64": (["model=df-64-plain", "loss=deepfakes"], False),
+    "liae-cpu": (["model=liae-cpu"], False),
+    "liae-cpu-sharp": (["model=liae-cpu", *SHARP], False),
+    "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1"], False),
+    "liae-cpu-pretrained": (["model=liae-cpu", *SHARP], True),
+    "faceswap-gan-64": (["model=faceswap-gan-64", "loss=faceswap-gan", "gan.power=0.1"], False),
+}
+PRETRAIN_MODEL = ["model=liae-cpu", "loss=dfl-sharp"]
 
 
-def extract_pair(work: Path, photos: int = 0) -> tuple[Path, Path]:
-    """Both people's facesets: every photo, or the first ``photos`` by file name."""
+def protocol_heldout() -> dict[str, list[Path]]:
+    from swaplab.evaluate.protocol import load_protocol
+
+    protocol = load_protocol("per_pair_v1")
+    root = data_root()
+    return {side: [root / p for p in protocol.heldout[side]] for side in ("src", "dst")}
+
+
+def extract_pair(work: Path, photos: int = 0, holdout: int = PROTOCOL_HELDOUT) -> dict[str, Path]:
+    """Training facesets (every photo but the protocol's held-out ones, or the first ``photos``) and
+    held-out facesets (the protocol's held-out photos, or the first ``holdout`` of them)."""
     from swaplab.facesets.extract import ExtractConfig, extract
 
     cfg = ExtractConfig(size=128)
     cfg.faces.max_faces = 1  # LFW photos sometimes show a second person at the edge
     lfw = data_root() / "lfw" / "lfw-deepfunneled"
-    out = []
-    for person in PAIR:
-        dest = work / f"faceset-{person}"
-        source = sorted((lfw / person).glob("*.jpg"))[:photos] if photos else lfw / person
-        extract(source, dest, cfg, progress=False)  # resumes: free after the first run
-        out.append(dest)
-    return out[0], out[1]
+    held = protocol_heldout()
+    out = {}
+    for side, person in zip(("src", "dst"), PAIR, strict=True):
+        kept = {p.name for p in held[side]}
+        train_photos = [p for p in sorted((lfw / person).glob("*.jpg")) if p.name not in kept]
+        out[side] = work / f"faceset-{person}"
+        extract(train_photos[:photos] if photos else train_photos, out[side], cfg, progress=False)  # resumes
+        out[f"{side}_heldout"] = work / f"heldout-{person}"
+        extract(held[side][:holdout], out[f"{side}_heldout"], cfg, progress=False)
+    return out
 
 
-def train_one(
-    model: str, src: Path, dst: Path, work: Path, minutes: float, threads: int, seed: int, holdout: int = HOLDOUT
-) -> subprocess.Popen:
-    run = work / f"run-{model}"
-    overrides = [
-        f"model={model}",
-        f"data.src={src}",
-        f"data.dst={dst}",
-        f"data.holdout={holdout}",
+def launch(overrides: list[str], log: Path, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    handle = open(log, "a")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "swaplab.train", *overrides], env=env, stdout=handle, stderr=handle)
+
+
+def common_overrides(run: Path, seconds: float, seed: int) -> list[str]:
+    return [
         "trainer=cpu-quick",
         "trainer.steps=1000000",
-        f"trainer.time_budget_s={minutes * 60}",
+        f"trainer.time_budget_s={seconds}",
         "trainer.preview_every=1000",
         "trainer.checkpoint_every=2000",
         "trainer.keep_last=1",
@@ -69,117 +106,216 @@ def train_one(
         f"trainer.seed={seed}",
         f"run_dir={run}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log = open(work / f"train-{model}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "swaplab.train", *overrides], env=env, stdout=log, stderr=log)
 
 
-def train_seconds(run: Path) -> float | None:
-    """Wall seconds of the run's training loop (its last session), from ``metrics.jsonl``'s ``time_s``."""
+def last_step(run: Path) -> int:
+    from swaplab.train.checkpoint import load_latest_good
+
+    checkpoint, _ = load_latest_good(run / "checkpoints", with_optimizer=False)
+    return checkpoint.step if checkpoint else 0
+
+
+def train_variant(name: str, faces: dict[str, Path], work: Path, seconds: float, args, pretrained: Path | None) -> None:
+    """One recipe for ``seconds``: one session, or two when it has a final stretch (see the docstring)."""
+    overrides, _ = VARIANTS[name]
+    run, log = work / f"run-{name}", work / f"train-{name}.log"
+    # The recipe's overrides come after the common ones: ``trainer=cpu-quick`` replaces the whole
+    # trainer section, so a ``trainer.*`` field set before it would be lost.
+    base = [*overrides, f"data.src={faces['src']}", f"data.dst={faces['dst']}", "data.holdout=2"]
+    if pretrained is not None:
+        base.append(f"init={pretrained}")
+    stretch = any(o.startswith("trainer.final_stretch=") for o in overrides)
+    first = seconds * (1 - FINAL_STRETCH) if stretch else seconds
+    if launch([*common_overrides(run, first, args.seed), *base], log, args.threads).wait() != 0:
+        raise RuntimeError(f"training {name} failed: see {log}")
+    if stretch:
+        steps = max(last_step(run) + 1, round(last_step(run) / (1 - FINAL_STRETCH)))
+        second = [*common_overrides(run, seconds - first, args.seed), *base, f"trainer.steps={steps}"]
+        if launch(second, log, args.threads).wait() != 0:
+            raise RuntimeError(f"training {name} (final stretch) failed: see {log}")
+
+
+def pretrain(work: Path, args, people: int, per_person: int) -> tuple[Path, dict]:
+    """``liae-cpu`` trained on LFW training people (the pair left out) for ``--pretrain-minutes``."""
+    from swaplab.data.fetch import data_root as root
+    from swaplab.train.pretrain import build_pretraining_faceset
+
+    started = time.time()
+    faces = work / "faceset-pretrain"
+    summary = build_pretraining_faceset(
+        faces,
+        root() / "lfw" / "lfw-deepfunneled",
+        per_person=per_person,
+        max_people=people,
+        exclude=PAIR,
+        progress=False,
+    )
+    extracted = time.time() - started
+    run = work / "run-pretrain"
+    if last_step(run):  # trained by an earlier call: a further session would train it longer
+        return run, {"faces": summary.faces, "minutes": args.pretrain_minutes, "steps": last_step(run), "reused": True}
+    overrides = common_overrides(run, args.pretrain_minutes * 60, args.seed)
+    overrides += [*PRETRAIN_MODEL, f"data.src={faces}", f"data.dst={faces}", "data.holdout=2"]
+    if launch(overrides, work / "train-pretrain.log", args.threads).wait() != 0:
+        raise RuntimeError(f"pretraining failed: see {work / 'train-pretrain.log'}")
+    info = {"faces": summary.faces, "extract_s": round(extracted, 1), "minutes": args.pretrain_minutes}
+    info["steps"] = last_step(run)
+    return run, info
+
+
+def train_seconds(run: Path) -> float:
+    """Wall seconds of the run's training loop over its sessions, from ``metrics.jsonl``'s ``time_s``."""
     from swaplab.train.run import RunFolder
 
-    times = [row["time_s"] for row in RunFolder(run).read_metrics() if "time_s" in row]
-    return times[-1] if times else None
+    total, previous = 0.0, 0.0
+    for row in RunFolder(run).read_metrics():
+        if "time_s" in row:
+            if row["time_s"] < previous:  # a new session restarts the clock
+                total += previous
+            previous = row["time_s"]
+    return total + previous
 
 
-def score(model: str, work: Path, src: Path, dst: Path, holdout: int = HOLDOUT) -> dict:
+def score(name: str, work: Path, faces: dict[str, Path], evaluate_too: bool) -> dict:
     import torch
 
     from swaplab.metrics.reconstruction import masked_l1, masked_psnr, masked_ssim
     from swaplab.models.card import load_model
     from swaplab.provenance import Provenance, write_marked_image
-    from swaplab.train.data import PairData, to_float
+    from swaplab.train.data import load_faces, to_float
     from swaplab.train.export import export_model
     from swaplab.train.preview import preview_grid
-    from swaplab.train.run import RunFolder
 
-    run = work / f"run-{model}"
-    export_model(run, work / f"model-{model}", overwrite=True)  # --score-only scores the latest checkpoint
-    net = load_model(work / f"model-{model}")  # the bare per-pair network: reconstruct_src/dst, swap
-    data = PairData(src, dst, net.resolution, holdout=holdout, seed=0)
-    result: dict = {"model": model}
+    run, model_dir = work / f"run-{name}", work / f"model-{name}"
+    export_model(run, model_dir, overwrite=True)  # --score-only scores the latest checkpoint
+    net = load_model(model_dir)
+    result: dict = {"model": name, "overrides": VARIANTS[name][0]}
+    held = {side: load_faces(faces[f"{side}_heldout"], net.resolution) for side in ("src", "dst")}
     with torch.inference_mode():
         for side, reconstruct in (("src", net.reconstruct_src), ("dst", net.reconstruct_dst)):
-            held = data.holdout[side]
-            batch = to_float({"image": held.images, "mask": held.masks})
+            batch = to_float({"image": held[side].images, "mask": held[side].masks})
             rgb, _ = reconstruct(batch["image"])
             result[side] = {
-                "faces": len(held),
+                "faces": len(held[side]),
                 "ssim": float(masked_ssim(rgb, batch["image"], batch["mask"]).mean),
                 "psnr": float(masked_psnr(rgb, batch["image"], batch["mask"]).mean),
                 "l1": float(masked_l1(rgb, batch["image"], batch["mask"]).mean),
             }
-        faces = data.preview_faces(6)
-        floats = to_float(faces)
-        grid = preview_grid(net, floats["src"], floats["dst"], step=-1)
-    write_marked_image(work / f"heldout-{model}.png", grid, Provenance.create(f"bench-learning-{model}"))
-    card = json.loads((work / f"model-{model}" / "model.json").read_text())
-    metrics = [row for row in RunFolder(run).read_metrics() if "loss" in row]
+        grid = preview_grid(
+            net, to_float({"f": held["src"].images[:6]})["f"], to_float({"f": held["dst"].images[:6]})["f"], -1
+        )
+    write_marked_image(work / f"heldout-{name}.png", grid, Provenance.create(f"bench-learning-{name}"))
+    card = json.loads((model_dir / "model.json").read_text())
     result.update(
         steps=card["step"],
-        final_loss=metrics[-1].get("loss") if metrics else None,
-        train_seconds=train_seconds(run),
+        train_seconds=round(train_seconds(run), 1),
         parameters=sum(p.numel() for p in net.parameters()),
     )
+    if evaluate_too:
+        from swaplab.evaluate.evaluator import evaluate
+        from swaplab.evaluate.results import EvalOptions
+
+        evaluation = evaluate(model_dir, out_dir=work / f"eval-{name}", options=EvalOptions(detector_pairs=-1))
+        result["eval"] = {key: float(value) for key, value in evaluation.summary.items()}
     return result
+
+
+EVAL_COLUMNS = (
+    ("identity_retrieval/lfw-arcface top1", "id top1 (arcface)"),
+    ("pose_error", "pose err"),
+    ("expression_error", "expr err"),
+    ("sharpness_ratio", "sharpness"),
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["df-cpu", "liae-cpu"])
+    parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--pretrain-minutes", type=float, default=30.0, help="pretraining budget (counted apart)")
+    parser.add_argument("--pretrain-people", type=int, default=0, help="LFW training people to pretrain on (0 = all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    parser.add_argument("--parallel", type=int, default=0, help="trainings at once (0 = CPUs / threads)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-learning"))
     parser.add_argument("--score-only", action="store_true", help="score existing runs without training")
-    parser.add_argument("--smoke", action="store_true", help="8 photos each, 2 s of training, in a temporary folder")
+    parser.add_argument("--no-eval", action="store_true", help="skip `swaplab eval` (held-out reconstruction only)")
+    parser.add_argument("--smoke", action="store_true", help="8 photos each, seconds of training, no eval, temporary")
     args = parser.parse_args()
     if args.smoke:
         with tempfile.TemporaryDirectory(prefix="bench-learning-") as tmp:
-            args.work, args.minutes, args.score_only = Path(tmp), 2 / 60, False
-            run(args, photos=SMOKE_PHOTOS, holdout=SMOKE_HOLDOUT)
+            args.models = SMOKE_MODELS
+            args.work, args.minutes, args.pretrain_minutes, args.score_only, args.no_eval = (
+                Path(tmp),
+                3 / 60,
+                2 / 60,
+                False,
+                True,
+            )
+            run(args, photos=SMOKE_PHOTOS, holdout=SMOKE_HOLDOUT, pretrain_people=4, per_person=1)
         print("(smoke: that temporary folder is removed on exit)")
     else:
-        run(args)
+        run(args, pretrain_people=args.pretrain_people)
 
 
-def run(args: argparse.Namespace, photos: int = 0, holdout: int = HOLDOUT) -> None:
+def run(args, photos: int = 0, holdout: int = PROTOCOL_HELDOUT, pretrain_people: int = 0, per_person: int = 2) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
-    src, dst = extract_pair(args.work, photos)
+    print(f"load before: {load_average()}")
+    faces = extract_pair(args.work, photos, holdout)
+    pretrain_info = None
     if not args.score_only:
         started = time.time()
-        parallel = args.threads * len(args.models) <= (os.cpu_count() or 1)
+        pretrained = None
+        if any(VARIANTS[name][1] for name in args.models):
+            pretrained, pretrain_info = pretrain(args.work, args, pretrain_people, per_person)
+            print(f"pretraining (counted apart): {pretrain_info}")
+        parallel = args.parallel or max(1, (os.cpu_count() or 1) // args.threads)
         print(
             f"training {', '.join(args.models)} for {args.minutes:g} min each, {args.threads} thread(s) each, "
-            f"{'concurrently' if parallel else 'one after another'}"
+            f"{parallel} at a time"
         )
-        procs = []
-        for model in args.models:
-            procs.append(train_one(model, src, dst, args.work, args.minutes, args.threads, args.seed, holdout))
-            if not parallel:
-                procs[-1].wait()
-        for proc in procs:
-            if proc.wait() != 0:
-                for log in sorted(args.work.glob("train-*.log")):
-                    print(f"--- {log.name}\n{log.read_text()[-3000:]}", file=sys.stderr)
-                sys.exit(f"training failed: see {args.work}/train-*.log")
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(parallel) as pool:
+            jobs = [
+                pool.submit(
+                    train_variant,
+                    name,
+                    faces,
+                    args.work,
+                    args.minutes * 60,
+                    args,
+                    pretrained if VARIANTS[name][1] else None,
+                )
+                for name in args.models
+            ]
+            for job in jobs:
+                job.result()
         print(f"trained in {(time.time() - started) / 60:.1f} min wall")
-    results = [score(model, args.work, src, dst, holdout) for model in args.models]
+    results = [score(name, args.work, faces, not args.no_eval) for name in args.models]
+    print(f"load after: {load_average()}")
     print(f"\nheld-out reconstruction inside the face mask ({holdout} faces per person never trained on)")
     columns = ("params", "steps", "src SSIM", "src PSNR", "dst SSIM", "dst PSNR")
-    print(f"{'model':10s} " + " ".join(f"{c:>9s}" for c in columns))
+    print(f"{'model':20s} " + " ".join(f"{c:>9s}" for c in columns))
     for r in results:
         print(
-            f"{r['model']:10s} {r['parameters'] / 1e6:7.1f}M {r['steps']:6d} {r['src']['ssim']:9.3f} "
+            f"{r['model']:20s} {r['parameters'] / 1e6:7.1f}M {r['steps']:6d} {r['src']['ssim']:9.3f} "
             f"{r['src']['psnr']:8.2f}dB {r['dst']['ssim']:9.3f} {r['dst']['psnr']:8.2f}dB"
         )
+    if not args.no_eval:
+        print("\nswaplab eval on per_pair_v1 (24 held-out Colin_Powell photos swapped to George_W_Bush)")
+        print(f"{'model':20s} " + " ".join(f"{label:>18s}" for _, label in EVAL_COLUMNS))
+        for r in results:
+            values = [r["eval"].get(key, float("nan")) for key, _ in EVAL_COLUMNS]
+            print(f"{r['model']:20s} " + " ".join(f"{v:18.3f}" for v in values))
     out = {
         "machine": machine(),
         "minutes": args.minutes,
         "threads": args.threads,
         "pair": PAIR,
         "holdout": holdout,
+        "pretraining": pretrain_info,
         "results": results,
     }
     (args.work / "learning.json").write_text(json.dumps(out, indent=1))

@@ -41,6 +41,26 @@ def _print_lines(lines: Sequence[str]) -> None:
 # ---------------------------------------------------------------- commands
 
 
+def cmd_pretrain_faces(args: argparse.Namespace) -> int:
+    from swaplab.data.fetch import data_root
+    from swaplab.train.pretrain import build_pretraining_faceset
+
+    lfw = Path(args.lfw) if args.lfw else data_root() / "lfw" / "lfw-deepfunneled"
+    summary = build_pretraining_faceset(
+        args.output,
+        lfw,
+        per_person=args.per_person,
+        max_people=args.people,
+        exclude=args.exclude,
+        videos=args.videos,
+        size=args.size,
+        progress=not args.quiet,
+    )
+    _print_lines(summary.lines())
+    print(f"pretrain with: swaplab train model=PRESET data.src={args.output} data.dst={args.output} run_dir=RUN")
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from swaplab.config import apply_overrides
     from swaplab.facesets.extract import ExtractConfig, extract
@@ -503,6 +523,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-sheet", action="store_true", help="do not write contact_sheet.jpg")
     p.set_defaults(func=cmd_extract, overrides_field="inputs")
+
+    p = sub.add_parser(
+        "pretrain-faces",
+        help="a many-identity faceset (LFW training people, sample videos) for pretraining per-pair models",
+    )
+    p.add_argument("-o", "--output", required=True, help="faceset folder (created or resumed)")
+    p.add_argument("--people", type=int, default=0, help="peopleDevTrain people to take (0 = all)")
+    p.add_argument("--per-person", type=int, default=2, help="photos per person")
+    p.add_argument("--exclude", nargs="*", default=[], help="people left out (e.g. the pair to be scored)")
+    p.add_argument("--videos", nargs="*", default=[], help="videos whose faces join (every 10th frame)")
+    p.add_argument("--size", type=int, default=128, help="crop side in pixels")
+    p.add_argument("--lfw", default="", help="LFW image folder (default: the data folder's lfw-deepfunneled)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pretrain_faces)
 
     p = sub.add_parser(
         "train",

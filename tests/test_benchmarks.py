@@ -73,7 +73,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "bench_learning.py": (
         "machine: ",
-        "training df-cpu, liae-cpu",
+        "training baseline-df64, liae-cpu-sharp",
         "held-out reconstruction inside the face mask (2 faces per person",
         "src SSIM",
         "liae-cpu",

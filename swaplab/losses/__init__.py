@@ -18,6 +18,7 @@ from swaplab.losses.feature_matching import FeatureMatchingLoss, select_layers
 from swaplab.losses.identity import IdentityLoss
 from swaplab.losses.objective import (
     DSSIMTerm,
+    EdgeTerm,
     EyesMouthTerm,
     IdentityTerm,
     LossConfig,
@@ -25,6 +26,7 @@ from swaplab.losses.objective import (
     MaskedTraining,
     MaskTerm,
     MSDSSIMTerm,
+    PerceptualTerm,
     PixelTerm,
     ReconstructionObjective,
 )
@@ -36,7 +38,9 @@ __all__ = [
     "LOSSES",
     "DSSIMLoss",
     "DSSIMTerm",
+    "EdgeTerm",
     "EyesMouthTerm",
+    "PerceptualTerm",
     "IdentityLoss",
     "IdentityTerm",
     "LossConfig",

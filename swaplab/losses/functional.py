@@ -141,6 +141,22 @@ def soften_mask(mask: Tensor, resolution: int | None = None) -> Tensor:
     return blurred.clamp(0.0, 0.5) * 2.0
 
 
+def eye_aware_weights(face_weight: Tensor, eyes_mouth_mask: Tensor, priority: float) -> Tensor:
+    """faceswap-GAN's eye-aware weight map: ``face_weight * (1 + priority * eyes_mouth_mask)``.
+
+    Both maps (N, 1, H, W) in [0, 1]; the result is ``face_weight`` outside the eyes and mouth and
+    up to ``1 + priority`` times it inside, so a loss averaged under this weight spends that much
+    more of its attention on the features a viewer looks at first.
+    """
+    if priority < 0:
+        raise ValueError(f"eyes-and-mouth priority must be >= 0, got {priority}")
+    if face_weight.shape != eyes_mouth_mask.shape:
+        raise ValueError(
+            f"face weight {tuple(face_weight.shape)} and eyes/mouth mask {tuple(eyes_mouth_mask.shape)} differ"
+        )
+    return face_weight * (1.0 + priority * eyes_mouth_mask.to(face_weight.dtype))
+
+
 def ms_ssim_weights(levels: int) -> list[float]:
     """Wang et al.'s five MS-SSIM scale exponents, the first ``levels`` of them renormalised to 1."""
     base = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]

@@ -11,6 +11,12 @@ for eye and mouth regions covering about 5-8 % of a full-face crop is 15-24 x th
 *inside* the regions. Here the term is that region mean (an interpretable number) times
 ``eyes_mouth.weight``; preset ``dfl-eyes`` sets 20, about SAEHD's strength. Off by default, as
 in SAEHD.
+
+Sharpening terms (all off in ``dfl``): ``masked.eyes_mouth_priority`` multiplies every image
+term's weight map by ``1 + priority`` inside the eyes and mouth (faceswap-GAN's eye-aware loss,
+``eye_aware_weights``); ``edge`` compares image gradients (``EdgeLoss``); ``perceptual`` compares
+the early features of the frozen dlib ResNet port (``PerceptualLoss``). Presets ``dfl-sharp`` and
+``faceswap-gan`` switch them on.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 from torch import nn
 
 from swaplab.config import config_group
-from swaplab.losses.functional import soften_mask
+from swaplab.losses.functional import eye_aware_weights, soften_mask
 from swaplab.losses.identity import IdentityEncoder
 from swaplab.losses.registry import LOSSES
 
@@ -67,6 +73,23 @@ class EyesMouthTerm:
 
 
 @dataclass
+class EdgeTerm:
+    """Error between the image gradients of reconstruction and target (``EdgeLoss``)."""
+
+    weight: float = 0.0
+    norm: Literal["l1", "l2"] = "l1"
+
+
+@dataclass
+class PerceptualTerm:
+    """L1 between early features of the frozen dlib ResNet port (``PerceptualLoss``): ``stages``
+    residual stages after the stem."""
+
+    weight: float = 0.0
+    stages: int = 2
+
+
+@dataclass
 class IdentityTerm:
     """1 - cosine of identity embeddings of reconstruction and target (needs an encoder)."""
 
@@ -79,6 +102,9 @@ class MaskedTraining:
 
     enabled: bool = True
     soften: bool = True
+    # Extra weight inside the eyes and mouth for every image term: weight map x (1 + priority x
+    # eyes_mouth mask). Needs the eyes/mouth mask; 0 = off.
+    eyes_mouth_priority: float = 0.0
 
 
 @dataclass
@@ -90,12 +116,46 @@ class LossConfig:
     mask: MaskTerm = field(default_factory=MaskTerm)
     eyes_mouth: EyesMouthTerm = field(default_factory=EyesMouthTerm)
     identity: IdentityTerm = field(default_factory=IdentityTerm)
+    edge: EdgeTerm = field(default_factory=EdgeTerm)
+    perceptual: PerceptualTerm = field(default_factory=PerceptualTerm)
     masked: MaskedTraining = field(default_factory=MaskedTraining)
 
 
 config_group("loss").register("dfl")(lambda: LossConfig(name="dfl"))
 config_group("loss").register("dfl-eyes")(lambda: LossConfig(name="dfl-eyes", eyes_mouth=EyesMouthTerm(weight=20.0)))
 config_group("loss").register("l1")(lambda: LossConfig(name="l1", pixel=PixelTerm(norm="l1"), mask=MaskTerm(norm="l1")))
+#: The original DeepFakes objective: L1 over the whole crop (no mask weighting, no DSSIM); the
+#: mask term only trains the mask the swap stage pastes with.
+config_group("loss").register("deepfakes")(
+    lambda: LossConfig(
+        name="deepfakes",
+        dssim=DSSIMTerm(weight=0.0),
+        pixel=PixelTerm(weight=10.0, norm="l1"),
+        masked=MaskedTraining(enabled=False),
+    )
+)
+#: SAEHD's terms plus what sharpens: eyes and mouth weighted 3x inside every image term and an
+#: edge term (weights picked so the edge term starts about as large as the pixel term).
+config_group("loss").register("dfl-sharp")(
+    lambda: LossConfig(
+        name="dfl-sharp",
+        edge=EdgeTerm(weight=10.0),
+        masked=MaskedTraining(eyes_mouth_priority=2.0),
+    )
+)
+#: faceswap-GAN's reconstruction terms: L1 inside the eye-aware weight map, edges, perceptual
+#: features (the dlib port's early stages standing in for VGGFace), the mask; no DSSIM. The
+#: adversarial term is the per-pair recipe's ``gan`` section.
+config_group("loss").register("faceswap-gan")(
+    lambda: LossConfig(
+        name="faceswap-gan",
+        dssim=DSSIMTerm(weight=0.0),
+        pixel=PixelTerm(weight=10.0, norm="l1"),
+        edge=EdgeTerm(weight=10.0),
+        perceptual=PerceptualTerm(weight=1.0),
+        masked=MaskedTraining(eyes_mouth_priority=2.0),
+    )
+)
 
 
 class LossTerms(NamedTuple):
@@ -127,6 +187,10 @@ class ReconstructionObjective(nn.Module):
             self.image_terms["ms_dssim"] = LOSSES.create("ms_dssim", cfg.ms_dssim.levels, cfg.ms_dssim.window_size)
         if cfg.pixel.weight:
             self.image_terms["pixel"] = LOSSES.create("pixel", cfg.pixel.norm)
+        if cfg.edge.weight:
+            self.image_terms["edge"] = LOSSES.create("edge", cfg.edge.norm)
+        if cfg.perceptual.weight:
+            self.image_terms["perceptual"] = LOSSES.create("perceptual", cfg.perceptual.stages)
         for name in self.image_terms:
             self.weights[name] = getattr(cfg, name).weight
         self.mask_term = LOSSES.create("mask", cfg.mask.norm) if cfg.mask.weight else None
@@ -152,6 +216,11 @@ class ReconstructionObjective(nn.Module):
         weight = None
         if cfg.masked.enabled and target_mask is not None:
             weight = soften_mask(target_mask) if cfg.masked.soften else target_mask
+        if cfg.masked.eyes_mouth_priority and self.image_terms:
+            if eyes_mouth_mask is None:
+                raise ValueError("loss.masked.eyes_mouth_priority > 0 needs eyes_mouth_mask; pass it or set it to 0")
+            base = weight if weight is not None else torch.ones_like(eyes_mouth_mask)
+            weight = eye_aware_weights(base, eyes_mouth_mask, cfg.masked.eyes_mouth_priority)
         parts: dict[str, Tensor] = {}
         for name, loss in self.image_terms.items():
             parts[name] = self.weights[name] * loss(pred_rgb, target_rgb, weight)

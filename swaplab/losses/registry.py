@@ -13,6 +13,16 @@ LOSSES: Registry = Registry(
     "loss",
     providers=tuple(
         f"swaplab.losses.{name}"
-        for name in ("adversarial", "cycle", "feature_matching", "identity", "pixel", "ssim", "regularizers")
+        for name in (
+            "adversarial",
+            "cycle",
+            "feature_matching",
+            "identity",
+            "pixel",
+            "ssim",
+            "regularizers",
+            "edge",
+            "perceptual",
+        )
     ),
 )

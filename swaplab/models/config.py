@@ -90,6 +90,34 @@ config_group("model").register("df-cpu")(lambda: ModelConfig(name="df-cpu", arch
 config_group("model").register("liae-cpu")(lambda: ModelConfig(name="liae-cpu", arch="liae", **CPU_PRESET))
 
 
+#: The reference line of the per-pair benchmarks: a plain DeepFakes-style autoencoder at 64 px (no
+#: variant letters, widths 64..512 in the encoder, 256..64 in each decoder, a 512-wide code), to
+#: be trained with ``loss=deepfakes``. DeepFaceLab's parts (its decoder has residual blocks), so
+#: only the sizes and losses are DeepFakes'.
+config_group("model").register("df-64-plain")(
+    lambda: ModelConfig(name="df-64-plain", arch="df", resolution=64, ae_dims=512, e_dims=64, d_dims=32, d_mask_dims=8)
+)
+
+#: faceswap-GAN (``swaplab.models.parts.faceswap_gan``): the DeepFakes wiring with its
+#: self-attention encoder and alpha-predicting decoder. Widths shrink as the side grows so the
+#: dense bottleneck stays a few million weights; sizes are starting points, not measured optima.
+FACESWAP_GAN_PRESETS = {
+    64: dict(ae_dims=256, e_dims=16, d_dims=32),
+    128: dict(ae_dims=256, e_dims=16, d_dims=32),
+    256: dict(ae_dims=256, e_dims=8, d_dims=16),
+}
+for _side, _sizes in FACESWAP_GAN_PRESETS.items():
+    config_group("model").register(f"faceswap-gan-{_side}")(
+        lambda side=_side, sizes=_sizes: ModelConfig(
+            name=f"faceswap-gan-{side}",
+            arch="df",
+            resolution=side,
+            parts=PartsConfig(encoder="faceswap-gan", decoder="faceswap-gan"),
+            **sizes,
+        )
+    )
+
+
 def model_preset(name: str, **overrides: object) -> ModelConfig:
     """A registered preset with fields replaced: ``model_preset("liae-ud", resolution=256)``."""
     return dataclasses.replace(config_group("model").create(name), **overrides)

@@ -34,6 +34,11 @@ class TrainerConfig:
     warmup_steps: int = 0  # linear warmup from 0 to ``lr``
     schedule: Literal["constant", "cosine"] = "constant"
     final_lr_ratio: float = 0.1  # cosine ends at lr * final_lr_ratio at ``steps``
+    # The last ``final_stretch`` of ``steps`` (a fraction, 0 = off) polishes: the LR is multiplied by
+    # ``final_stretch_lr`` and recipes that warp their inputs stop warping (DeepFaceLab's habit of
+    # switching random warp off and lowering the LR for the end of a run).
+    final_stretch: float = 0.0
+    final_stretch_lr: float = 0.1
     grad_clip: float = 0.0  # max global gradient norm (0 = off)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA or bf16-capable CPUs
     channels_last: bool = True
@@ -69,8 +74,24 @@ class TrainerConfig:
                 raise ConfigError(f"trainer.{key} must be >= 0, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ConfigError(f"trainer.lr must be positive, got {self.lr}")
+        if not 0 <= self.final_stretch < 1:
+            raise ConfigError(f"trainer.final_stretch must be in [0, 1), got {self.final_stretch}")
+        if self.final_stretch_lr <= 0:
+            raise ConfigError(f"trainer.final_stretch_lr must be positive, got {self.final_stretch_lr}")
         if not 0 < self.nan_lr_factor <= 1:
             raise ConfigError(f"trainer.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
+
+    @property
+    def final_stretch_start(self) -> int | None:
+        """The first step of the final stretch (``steps - round(steps * final_stretch)``), or None when off."""
+        if not self.final_stretch:
+            return None
+        return self.steps - round(self.steps * self.final_stretch)
+
+    def in_final_stretch(self, step: int) -> bool:
+        """Whether optimiser step ``step`` (0-based) belongs to the final stretch."""
+        start = self.final_stretch_start
+        return start is not None and step >= start
 
 
 TRAINER_PRESETS = config_group("trainer")

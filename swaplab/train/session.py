@@ -138,7 +138,10 @@ def stop_on_signals(flags: dict[str, Any]) -> Iterator[None]:
 
 def learning_rate(step: int, cfg: TrainerConfig, scale: float = 1.0) -> float:
     """LR of optimiser step ``step`` (0-based): linear warm-up from ``lr / (warmup_steps + 1)``,
-    then constant, or cosine down to ``lr * final_lr_ratio`` at ``steps``. Every trainer uses this."""
+    then constant, or cosine down to ``lr * final_lr_ratio`` at ``steps``; times ``final_stretch_lr``
+    in the final stretch (``cfg.in_final_stretch``). Every trainer uses this."""
+    if cfg.in_final_stretch(step):
+        scale *= cfg.final_stretch_lr
     if step < cfg.warmup_steps:
         return cfg.lr * scale * (step + 1) / (cfg.warmup_steps + 1)
     if cfg.schedule == "constant":

@@ -6,26 +6,36 @@ and ``run_dir``. Each step draws both sides' batches (a pure function of seed, s
 and rank), warps and jitters them, reconstructs both through the shared parts in one forward
 (what DistributedDataParallel wraps), and sums both sides' losses; gradient accumulation and DDP
 are exact. Previews show src, dst, their reconstructions, the swap and the masks on held-out faces.
+
+Options that sharpen: ``gan.power`` > 0 adds DeepFaceLab's "GAN power", an adversarial term from
+a patch discriminator on the face region (off by default, and then nothing of it is built: the
+run is the plain one, bit for bit); ``trainer.final_stretch`` stops random warp (and lowers the
+LR) for the last part of the run; ``init=RUN_OR_MODEL`` starts from pretrained weights (for
+instance a run trained on many faces, docs/per-pair.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from swaplab.config import ConfigError, group_field, to_dict
-from swaplab.losses import LossConfig, LossTerms, ReconstructionObjective
+from swaplab.config import ConfigError, choice_field, group_field, to_dict
+from swaplab.losses import LOSSES, LossConfig, LossTerms, ReconstructionObjective
+from swaplab.losses.adversarial import CRITERIA
+from swaplab.losses.functional import soften_mask
 from swaplab.models import ModelConfig, create_model
+from swaplab.models.parts import DISCRIMINATORS
 from swaplab.train.augment import AugmentConfig, Augmenter
 from swaplab.train.config import TrainerConfig
 from swaplab.train.data import PairData, stream_seed, to_float
 from swaplab.train.preview import preview_grid, save_preview
-from swaplab.train.recipe import RECIPES, Recipe, StepResult
+from swaplab.train.recipe import RECIPES, GanPair, Recipe, StepResult
 
 Tensor = torch.Tensor
 
@@ -43,6 +53,32 @@ class DataConfig:
 
 
 @dataclass
+class GanTermConfig:
+    """DeepFaceLab's "GAN power": an adversarial term on the reconstructed face region.
+
+    ``power`` 0 (the default) builds no discriminator and changes nothing. Otherwise the model's
+    loss gains ``power`` x the generator side of ``criterion`` on a ``discriminator`` (any
+    registered one; a patch discriminator by default) that sees targets and reconstructions
+    inside the softened face mask, and that discriminator trains at ``lr_scale`` x the LR.
+    """
+
+    power: float = 0.0
+    discriminator: str = choice_field("multiscale", DISCRIMINATORS)
+    criterion: str = choice_field("lsgan", LOSSES)
+    dims: int = 32
+    n_layers: int = 3
+    scales: int = 1
+    norm: Literal["instance", "batch", "none"] = "none"
+    lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.power < 0:
+            raise ConfigError(f"gan.power must be >= 0, got {self.power}")
+        if self.criterion not in CRITERIA:
+            raise ConfigError(f"gan.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
+
+
+@dataclass
 class TrainConfig:
     """Everything a per-pair training run depends on; saved as the run's ``config.yaml``."""
 
@@ -51,6 +87,10 @@ class TrainConfig:
     loss: LossConfig = group_field("dfl", "loss")
     augment: AugmentConfig = group_field(AugmentConfig, "augment")
     trainer: TrainerConfig = group_field(TrainerConfig, "trainer")
+    gan: GanTermConfig = field(default_factory=GanTermConfig)
+    # Pretrained weights to start from: a run folder (its latest good checkpoint) or an exported
+    # model folder of the same preset. A run that resumes ignores it (its checkpoint wins).
+    init: str = ""
     run_dir: str = "runs/default"
 
     @property
@@ -81,20 +121,53 @@ class PerPairRecipe(Recipe):
         )
         self.objective = ReconstructionObjective(cfg.loss).to(session.device)
         self.augmenter = Augmenter(cfg.augment)
+        # The final stretch trains on unwarped faces: the same draws, so only the warp changes.
+        self.polish_augmenter = Augmenter(dataclasses.replace(cfg.augment, warp=False))
+        self.adversarial = LOSSES.create(cfg.gan.criterion) if cfg.gan.power else None
+        if cfg.init:
+            pretrained_weights(cfg.init)  # refuse a missing or unreadable source before any file is written
         self.ddp: nn.Module | None = None
         self.forward: nn.Module | None = None
 
     def build(self) -> nn.Module:
-        return create_model(self.cfg.model)
+        model = create_model(self.cfg.model)
+        if self.cfg.init:
+            load_pretrained(model, self.cfg.init)
+        if not self.cfg.gan.power:
+            return model
+        gan = self.cfg.gan
+        discriminator = DISCRIMINATORS.create(
+            gan.discriminator,
+            in_channels=3,
+            resolution=self.cfg.model.resolution,
+            dims=gan.dims,
+            n_layers=gan.n_layers,
+            scales=gan.scales,
+            norm=gan.norm,
+        )
+        return GanPair(model, discriminator)
+
+    def param_groups(self, module: nn.Module) -> dict[str, list[dict[str, Any]]]:
+        if not isinstance(module, GanPair):
+            return super().param_groups(module)
+        return {
+            "model": [{"params": [p for p in module.generator.parameters() if p.requires_grad]}],
+            "discriminator": [{"params": list(module.discriminator.parameters()), "lr_scale": self.cfg.gan.lr_scale}],
+        }
+
+    @property
+    def model(self) -> nn.Module:
+        """The per-pair network (the generator when a GAN term trains a discriminator beside it)."""
+        return self.module.generator if isinstance(self.module, GanPair) else self.module
 
     def start(self) -> None:
         # DDP wraps the model's forward(src, dst), which runs both reconstructions; compile wraps DDP.
-        session, forward = self.session, self.module
+        session, forward = self.session, self.model
         if session.dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [session.device.index] if session.device.type == "cuda" else None
-            self.ddp = forward = DistributedDataParallel(self.module, device_ids=device_ids)
+            self.ddp = forward = DistributedDataParallel(self.model, device_ids=device_ids)
         self.forward = torch.compile(forward) if session.trainer.compile else forward
         self.preview_faces = {
             side: to_float({side: faces}, session.device, session.trainer.channels_last)[side]
@@ -110,10 +183,11 @@ class PerPairRecipe(Recipe):
     def _augment(self, floats: dict[str, Tensor], step: int, micro: int) -> dict[str, dict[str, Tensor]]:
         """Both sides' augmented batches; random draws are seeded by (seed, step, micro, rank, side)."""
         session, out = self.session, {}
+        augmenter = self.polish_augmenter if session.trainer.in_final_stretch(step) else self.augmenter
         for side, other in (("src", "dst"), ("dst", "src")):
             generator = torch.Generator(device=session.device)
             generator.manual_seed(stream_seed("augment", session.trainer.seed, step, micro, session.dist.rank, side))
-            out[side] = self.augmenter(
+            out[side] = augmenter(
                 {"image": floats[side], "mask": floats[f"{side}_mask"], "eyes_mouth": floats[f"{side}_features"]},
                 generator,
                 reference=floats[other],
@@ -121,7 +195,8 @@ class PerPairRecipe(Recipe):
             )
         return out
 
-    def _loss(self, step: int, micro: int) -> LossTerms:
+    def _loss(self, step: int, micro: int) -> tuple[LossTerms, Any, dict[str, dict[str, Tensor]]]:
+        """Both sides' reconstruction terms, the model's outputs and the augmented batches."""
         session, tcfg = self.session, self.session.trainer
         raw = self.data.batch(
             step,
@@ -137,32 +212,74 @@ class PerPairRecipe(Recipe):
         with session.autocast():
             out = self.forward(src_in, dst_in)
         # Losses in fp32: SSIM's variances are differences of nearly equal numbers.
-        return self.objective.pair(
+        terms = self.objective.pair(
             (out.src_rgb.float(), out.src_mask.float()),
             (out.dst_rgb.float(), out.dst_mask.float()),
             sides["src"],
             sides["dst"],
         )
+        return terms, out, sides
+
+    def _face_regions(self, out: Any, sides: dict[str, dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+        """(real, fake) batches the discriminator judges: targets and reconstructions of both sides
+        inside the softened target face mask (the background is not the model's job)."""
+        weights = [soften_mask(sides[side]["mask"]) for side in ("src", "dst")]
+        real = torch.cat([sides[side]["target"] * w for side, w in zip(("src", "dst"), weights, strict=True)])
+        fake = torch.cat([out.src_rgb.float() * weights[0], out.dst_rgb.float() * weights[1]])
+        return real, fake
 
     def train_step(self, step: int) -> StepResult:
         """One optimiser step (with accumulation): loss, loss/<term>, grad_norm."""
         from swaplab.train.session import apply_gradients
 
-        accumulate = self.session.trainer.accumulate
-        total = torch.zeros((), device=self.session.device)
+        session = self.session
+        accumulate = session.trainer.accumulate
+        total = torch.zeros((), device=session.device)
         components: dict[str, Tensor] = {}
+        judged: list[tuple[Tensor, Tensor]] = []  # (real, detached fake) per micro-step, for the discriminator
+        discriminator = self.module.discriminator if self.adversarial is not None else None
         for micro in range(accumulate):
             last = micro == accumulate - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
             with sync:
-                terms = self._loss(step, micro)
-                (terms.total / accumulate).backward()
-            total += terms.total.detach() / accumulate
+                terms, out, sides = self._loss(step, micro)
+                loss = terms.total
+                if discriminator is not None:
+                    real, fake = self._face_regions(out, sides)
+                    discriminator.requires_grad_(False)  # the generator's step leaves D's gradients empty
+                    with session.autocast():
+                        fake_logits = discriminator(fake)
+                    adversarial = self.cfg.gan.power * self.adversarial.generator_loss(fake_logits)
+                    discriminator.requires_grad_(True)
+                    loss = loss + adversarial
+                    components["gan/generator"] = (
+                        components.get("gan/generator", 0.0) + adversarial.detach() / accumulate
+                    )
+                    judged.append((real, fake.detach()))
+                (loss / accumulate).backward()
+            total += loss.detach() / accumulate
             for key, value in terms.components.items():
                 components[key] = components.get(key, 0.0) + value / accumulate
-        applied, grad_norm = apply_gradients(self.optimizers["model"], total, self.session.trainer.grad_clip)
+        applied, grad_norm = apply_gradients(self.optimizers["model"], total, session.trainer.grad_clip)
         values = {f"loss/{key}": float(value) for key, value in components.items()}
         values.update(loss=float(total), grad_norm=grad_norm)
+        if discriminator is not None:
+            d_total = torch.zeros((), device=session.device)
+            for real, fake in judged:
+                with session.autocast():
+                    real_logits, fake_logits = discriminator(real), discriminator(fake)
+                d_loss = self.adversarial.discriminator_loss(real_logits, fake_logits) / accumulate
+                d_loss.backward()
+                d_total += d_loss.detach()
+            d_applied, _ = apply_gradients(
+                self.optimizers["discriminator"],
+                d_total,
+                session.trainer.grad_clip,
+                session.dist.world_size,
+                average=session.dist.active,
+            )
+            applied = applied and d_applied
+            values["d_loss"] = float(d_total)
         return StepResult(applied, values)
 
     # ------------------------------------------------------------ records
@@ -176,7 +293,7 @@ class PerPairRecipe(Recipe):
         if not len(self.preview_faces["src"]):
             return None
         with self.session.autocast():
-            grid = preview_grid(self.module, self.preview_faces["src"], self.preview_faces["dst"], step)
+            grid = preview_grid(self.model, self.preview_faces["src"], self.preview_faces["dst"], step)
         return save_preview(grid, self.session.previews, step)
 
     def data_hashes(self) -> dict[str, Any]:
@@ -194,6 +311,9 @@ class PerPairRecipe(Recipe):
     def export(
         cls, cfg: TrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
+        # A GAN term's discriminator stays in the run: the exported model is the per-pair network.
+        if any(key.startswith("generator.") for key in tensors):
+            tensors = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
         super().export(cfg, tensors, out_dir, state)
         return {
             "swapper": "per-pair",
@@ -213,3 +333,37 @@ def alignment_of(faceset: str) -> dict[str, Any]:
     except FacesetError:
         return {"template": "whole_face"}
     return {"template": header.template, "faceset_crop_size": header.size}
+
+
+def pretrained_weights(source: str | Path) -> dict[str, Tensor]:
+    """The per-pair network's weights in a run folder (its latest good checkpoint) or an exported
+    model folder (``model.safetensors``), without a GAN term's discriminator."""
+    from swaplab.models.card import CardError, load_weights, read_card
+    from swaplab.train.checkpoint import load_latest_good
+
+    path = Path(source)
+    if (path / "checkpoints").is_dir():
+        checkpoint, _ = load_latest_good(path / "checkpoints", with_optimizer=False)
+        if checkpoint is None:
+            raise ConfigError(f"init={source}: the run folder has no usable checkpoint")
+        tensors = checkpoint.model
+    else:
+        try:
+            card, weights = read_card(path)
+        except CardError as err:
+            raise ConfigError(f"init={source}: not a run folder nor an exported model ({err})") from None
+        tensors = load_weights(card, weights)
+    if any(key.startswith("generator.") for key in tensors):
+        tensors = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+    return tensors
+
+
+def load_pretrained(model: nn.Module, source: str | Path) -> None:
+    """Copy pretrained weights into ``model``; every tensor must be there with its shape."""
+    try:
+        model.load_state_dict(pretrained_weights(source))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ConfigError(
+            f"init={source}: the weights do not fit model={getattr(model.config, 'name', '?')} ({first})"
+        ) from None

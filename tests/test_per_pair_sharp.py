@@ -1,0 +1,238 @@
+"""Per-pair terms that sharpen: eye-aware weights, the edge loss, the optional GAN term, the final
+stretch of a schedule, and the faceswap-GAN model (self-attention, alpha mask) trained on real faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from swaplab.config import ConfigError
+from swaplab.faces.masks import landmark_mask
+from swaplab.facesets.format import Faceset
+from swaplab.losses import LOSSES, LossConfig, ReconstructionObjective
+from swaplab.losses.functional import eye_aware_weights
+from swaplab.models.parts.faceswap_gan import SelfAttention
+from swaplab.train.augment import Augmenter
+from swaplab.train.data import scale_points
+from swaplab.train.entry import build_config
+from swaplab.train.loop import train
+from swaplab.train.session import learning_rate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_MODEL = ["model=liae-cpu", "model.ae_dims=32", "model.e_dims=8", "model.d_dims=8", "model.d_mask_dims=4"]
+
+
+def overrides(pair: tuple[Path, Path], run_dir: Path, *extra: str) -> list[str]:
+    src, dst = pair
+    return [*TINY_MODEL, "trainer=test", f"data.src={src}", f"data.dst={dst}", f"run_dir={run_dir}", *extra]
+
+
+def checkpoint(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / f"checkpoints/step-{step:07d}/model.safetensors")
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- eye-aware weights
+
+
+def test_eye_aware_weight_map_is_larger_in_the_eyes_of_a_real_face(pair_facesets):
+    faceset = Faceset(pair_facesets[0])
+    record, size = faceset.records[0], 64
+    points = scale_points(record.landmarks_array, size / faceset.size)
+    face = torch.from_numpy(landmark_mask(points, size, "face"))[None, None]
+    eyes_mouth = torch.from_numpy(landmark_mask(points, size, "eyes_mouth"))[None, None]
+    eyes = landmark_mask(points, size, "eyes") > 0.99
+    cheeks = (landmark_mask(points, size, "face") > 0.99) & (landmark_mask(points, size, "eyes_mouth", erode=-3) == 0)
+    assert eyes.sum() > 20 and cheeks.sum() > 200  # the landmarks put eyes and plain skin where expected
+    weights = eye_aware_weights(face, eyes_mouth, priority=2.0)[0, 0].numpy()
+    assert np.allclose(weights[eyes], 3.0, atol=1e-4)  # 1 + priority inside the eyes
+    assert np.allclose(weights[cheeks], 1.0)  # the face's own weight elsewhere
+    assert weights[eyes].mean() > 2.5 * weights[cheeks].mean()
+    assert float(weights.max()) == pytest.approx(3.0, abs=1e-4) and float(weights.min()) == 0.0
+    with pytest.raises(ValueError, match="priority"):
+        eye_aware_weights(face, eyes_mouth, priority=-1.0)
+
+
+def test_priority_moves_the_loss_towards_the_eyes_and_needs_the_mask():
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 32, 32, generator=generator)
+    face = torch.ones(2, 1, 32, 32)
+    eyes = torch.zeros(2, 1, 32, 32)
+    eyes[..., 8:12, 8:24] = 1.0
+    pred = target.clone()
+    pred[..., 8:12, 8:24] += 0.2  # an error only in the eye band
+    plain = LossConfig(name="t", dssim=LossConfig().dssim.__class__(weight=0.0))
+    plain.masked.soften = False
+    prioritised = LossConfig(name="t", dssim=plain.dssim)
+    prioritised.masked.soften, prioritised.masked.eyes_mouth_priority = False, 2.0
+    mask = face[:, :1]
+    base = ReconstructionObjective(plain)(pred, mask, target, face, eyes).components["pixel"]
+    more = ReconstructionObjective(prioritised)(pred, mask, target, face, eyes).components["pixel"]
+    # The band is 64 of 1024 pixels: weight 3 there raises the weighted mean by 3 / (1 + 2 * 64/1024).
+    assert float(more / base) == pytest.approx(3.0 / (1.0 + 2.0 * 64 / 1024), rel=1e-5)
+    with pytest.raises(ValueError, match="eyes_mouth_mask"):
+        ReconstructionObjective(prioritised)(pred, mask, target, face, None)
+
+
+# ---------------------------------------------------------------- edge loss
+
+
+def test_edge_loss_is_zero_for_identical_images_and_matches_a_hand_computed_case():
+    edge = LOSSES.create("edge")
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert float(edge(images, images)) == 0.0
+    assert float(edge(images, images + 0.3)) == pytest.approx(0.0, abs=1e-6)  # a constant shift has no edges
+    pred = torch.tensor([[[[0.0, 1.0, 3.0], [0.0, 0.0, 0.0]]]])
+    target = torch.zeros_like(pred)
+    # x differences: |1|, |2|, |0|, |0| -> mean 3/4; y differences: |0|, |-1|, |-3| -> mean 4/3.
+    assert float(edge(pred, target)) == pytest.approx(0.5 * (3 / 4 + 4 / 3))
+    # L2 on the same: x (1 + 4) / 4, y (1 + 9) / 3.
+    assert float(LOSSES.create("edge", "l2")(pred, target)) == pytest.approx(0.5 * (5 / 4 + 10 / 3))
+    # A weight that keeps only the first column: x pairs weigh (1+0)/2 in column pair 0, 0 in pair 1;
+    # y pairs weigh 1 in column 0 only, whose difference is 0.
+    weight = torch.tensor([[[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]]])
+    assert float(edge(pred, target, weight)) == pytest.approx(0.5 * ((0.5 * 1 + 0.5 * 0) / 1.0 + 0.0))
+
+
+# ---------------------------------------------------------------- GAN term
+
+
+@pytest.mark.slow
+def test_gan_term_off_changes_nothing_and_on_trains_a_discriminator(pair_facesets, tmp_path):
+    plain = tmp_path / "plain"
+    train(build_config(overrides(pair_facesets, plain, "trainer.steps=2")))
+    off = tmp_path / "off"  # every other GAN setting changed, power 0: nothing of it may act
+    train(build_config(overrides(pair_facesets, off, "trainer.steps=2", "gan.discriminator=residual", "gan.dims=8")))
+    want, got = checkpoint(plain, 2), checkpoint(off, 2)
+    assert sorted(got) == sorted(want) and not any(key.startswith("discriminator.") for key in got)
+    assert all(torch.equal(got[key], want[key]) for key in want)
+    assert [row["loss"] for row in metrics(off)] == [row["loss"] for row in metrics(plain)]
+
+    on = tmp_path / "on"
+    train(build_config(overrides(pair_facesets, on, "trainer.steps=2", "gan.power=0.1", "gan.dims=8")))
+    tensors = checkpoint(on, 2)
+    assert any(key.startswith("discriminator.") for key in tensors)
+    assert not torch.equal(tensors["generator.encoder.body.0.conv.weight"], want["encoder.body.0.conv.weight"])
+    rows = metrics(on)
+    assert all("d_loss" in row and "loss/gan/generator" in row for row in rows)
+
+    from swaplab.models.card import load_model
+    from swaplab.train.export import export_model
+
+    export_model(on, tmp_path / "model")
+    model = load_model(tmp_path / "model")  # the per-pair network alone: the discriminator stays in the run
+    assert torch.equal(
+        model.state_dict()["encoder.body.0.conv.weight"], tensors["generator.encoder.body.0.conv.weight"]
+    )
+    with pytest.raises(ConfigError, match="gan.power"):
+        build_config(overrides(pair_facesets, on, "gan.power=-1"))
+    with pytest.raises(ConfigError, match="gan.criterion"):
+        build_config(overrides(pair_facesets, on, "gan.criterion=pixel"))
+
+
+# ---------------------------------------------------------------- the final stretch
+
+
+def test_final_stretch_switches_warp_off_and_lowers_the_lr_at_the_stated_step(pair_facesets, tmp_path, monkeypatch):
+    cfg = build_config(overrides(pair_facesets, tmp_path / "run", "trainer.steps=8", "trainer.final_stretch=0.25"))
+    tcfg = cfg.trainer
+    assert tcfg.final_stretch_start == 6
+    assert [tcfg.in_final_stretch(s) for s in range(8)] == [False] * 6 + [True] * 2
+    assert learning_rate(5, tcfg) == pytest.approx(tcfg.lr) and learning_rate(6, tcfg) == pytest.approx(0.1 * tcfg.lr)
+    warps: list[bool] = []
+    original = Augmenter.__call__
+
+    def record(self, batch, *args, **kwargs):
+        out = original(self, batch, *args, **kwargs)
+        warps.append(self.config.warp and not torch.equal(out["warped"], out["target"]))
+        return out
+
+    monkeypatch.setattr(Augmenter, "__call__", record)
+    train(cfg)
+    assert warps == [True] * 12 + [False] * 4  # two sides per step
+    lrs = [row["lr"] for row in metrics(tmp_path / "run")]
+    assert lrs == pytest.approx([tcfg.lr] * 6 + [0.1 * tcfg.lr] * 2)
+    with pytest.raises(ConfigError, match="final_stretch"):
+        build_config(overrides(pair_facesets, tmp_path / "x", "trainer.final_stretch=1.5"))
+
+
+# ---------------------------------------------------------------- faceswap-GAN
+
+
+def test_self_attention_keeps_the_shape_and_its_weights_sum_to_one():
+    block = SelfAttention(16)
+    x = torch.randn(2, 16, 6, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(block(x), x)  # gamma starts at 0: the identity
+    with torch.no_grad():
+        block.gamma.fill_(0.5)
+    out = block(x)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    weights = block.attention(x)
+    assert weights.shape == (2, 30, 30) and bool((weights >= 0).all())
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 30))
+
+
+FACESWAP_GAN = ["model=faceswap-gan-64", "model.e_dims=8", "model.d_dims=16", "model.ae_dims=64", "loss=faceswap-gan"]
+
+
+@pytest.mark.slow
+def test_faceswap_gan_learns_a_real_pair_exports_and_swaps(pair_facesets, lfw, tmp_path):
+    from swaplab.models.card import load_model
+    from swaplab.provenance import verify
+    from swaplab.swap.pipeline import SwapConfig, swap
+    from swaplab.train.export import export_model
+
+    src, dst = pair_facesets
+    run_dir = tmp_path / "run"
+    cfg = build_config(
+        [
+            *FACESWAP_GAN,
+            "gan.power=0.1",
+            "gan.dims=8",
+            "trainer=test",
+            "trainer.steps=48",
+            "trainer.lr=5e-4",
+            "trainer.checkpoint_every=0",
+            f"data.src={src}",
+            f"data.dst={dst}",
+            f"run_dir={run_dir}",
+        ]
+    )
+    assert cfg.model.parts.encoder == cfg.model.parts.decoder == "faceswap-gan"
+    train(cfg)
+    rows = metrics(run_dir)
+    terms = [
+        key for key in rows[0] if key.startswith("loss/") and key.split("/")[-1] in ("pixel", "edge", "perceptual")
+    ]
+    assert len(terms) == 6  # L1, edges and perceptual features, both sides
+
+    def fall(values: list[float]) -> float:
+        return float(np.mean(values[-6:]) / np.mean(values[:6]))
+
+    # The edge term first grows as the flat initial output gains structure; L1, the features and the
+    # total fall within a few dozen steps.
+    assert fall([row["loss"] for row in rows]) < 0.8
+    for key in ("pixel", "perceptual"):
+        assert fall([row[f"loss/src/{key}"] + row[f"loss/dst/{key}"] for row in rows]) < 0.9, key
+    assert all(np.isfinite(row["d_loss"]) for row in rows)
+
+    card_path = export_model(run_dir, tmp_path / "model")
+    card = json.loads(card_path.read_text())
+    assert card["swapper"] == "per-pair" and card["model"]["parts"]["decoder"] == "faceswap-gan"
+    model = load_model(tmp_path / "model")
+    rgb, alpha = model.swap(torch.rand(2, 3, 64, 64))
+    assert rgb.shape == (2, 3, 64, 64) and alpha.shape == (2, 1, 64, 64)
+    photo = sorted((lfw / "Colin_Powell").glob("*.jpg"))[30]  # a photo the faceset did not hold
+    out = tmp_path / "swapped.png"
+    report = swap(tmp_path / "model", photo, out, SwapConfig(), progress=False)
+    assert report.faces_swapped == 1, report
+    assert verify(out).synthetic
