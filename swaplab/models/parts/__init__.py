@@ -9,8 +9,8 @@ from swaplab.models.parts import (
     dfl,  # noqa: F401  (registers the DeepFaceLab parts)
     discriminators,  # noqa: F401  (registers the discriminators)
     faceshifter,  # noqa: F401  (registers FaceShifter's generator parts)
-    glgan,  # noqa: F401  (registers GL-GAN's PatchGAN)
     faceswap_gan,  # noqa: F401  (registers faceswap-GAN's encoder and decoder)
+    glgan,  # noqa: F401  (registers GL-GAN's PatchGAN)
     simswap,  # noqa: F401  (registers SimSwap's generator parts)
 )
 from swaplab.models.parts.ablation import ChannelReductionDecoder, GrayscaleResizeEncoder, PassThroughBottleneck
