@@ -298,6 +298,21 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def register_preset(group: str, name: str, config_type: type, **fields: Any) -> None:
+    """Register ``config_type(name=name, **fields)`` as preset ``name`` of ``group``; a dict given for
+    a field that holds a dataclass changes only the keys it names (``discriminator=dict(dims=16)``)."""
+
+    def build() -> Any:
+        flat = {k: v for k, v in fields.items() if not isinstance(v, dict)}
+        cfg = config_type(name=name, **flat)
+        for key, changes in fields.items():
+            if isinstance(changes, dict):
+                setattr(cfg, key, dataclasses.replace(getattr(cfg, key), **changes))
+        return cfg
+
+    config_group(group).register(name)(build)
+
+
 def group_field(default: Any, group: str) -> Any:
     """A dataclass field that can be replaced by a preset of ``group`` (``model=liae``). ``default``
     is a config type or factory, or the name of one of the group's presets (built when the field is)."""

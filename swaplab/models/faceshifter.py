@@ -14,17 +14,16 @@ Images are (N, 3, R, R) float RGB in [0, 1]; identities are embeddings by
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from swaplab.config import ConfigError, choice_field, config_group
+from swaplab.config import ConfigError, choice_field, config_group, register_preset
 from swaplab.identity.registry import IDENTITY_ENCODERS
 from swaplab.models.factory import MODELS
-from swaplab.models.parts import DECODERS, DISCRIMINATORS, ENCODERS
+from swaplab.models.parts import DECODERS, ENCODERS
 from swaplab.models.parts.faceshifter import HearRefiner, unet_widths
 from swaplab.models.simswap import DiscriminatorConfig
 from swaplab.models.swapper import SWAPPERS, IdentitySwapper, SwapOutput
@@ -112,16 +111,8 @@ class FaceShifterConfig:
         return len(unet_widths(self.resolution, self.dims, self.max_dims, self.bottom)) + 1
 
 
-def _preset(name: str, hear: dict[str, Any] | None = None, discriminator: dict[str, Any] | None = None, **fields):
-    def build() -> FaceShifterConfig:
-        cfg = FaceShifterConfig(name=name, **fields)
-        if discriminator:
-            cfg.discriminator = dataclasses.replace(cfg.discriminator, **discriminator)
-        if hear:
-            cfg.hear = dataclasses.replace(cfg.hear, **hear)
-        return cfg
-
-    config_group("model").register(name)(build)
+def _preset(name: str, **fields: object) -> None:
+    register_preset("model", name, FaceShifterConfig, **fields)
 
 
 def _hear_preset(name: str, **fields: Any) -> None:
@@ -241,16 +232,7 @@ class FaceShifter(nn.Module):
 
 def create_discriminator(config: FaceShifterConfig) -> nn.Module:
     """The discriminator ``config.parts.discriminator`` names, sized by ``config.discriminator``."""
-    d = config.discriminator
-    return DISCRIMINATORS.create(
-        config.parts.discriminator,
-        in_channels=3,
-        resolution=config.resolution,
-        dims=d.dims,
-        n_layers=d.n_layers,
-        scales=d.scales,
-        norm=d.norm,
-    )
+    return config.discriminator.build(config.parts.discriminator, config.resolution)
 
 
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}

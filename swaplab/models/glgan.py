@@ -15,7 +15,6 @@ Ablation switches (config keys): ``local.enabled`` (off: the global output is th
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from swaplab.config import ConfigError, config_group
+from swaplab.config import ConfigError, config_group, register_preset
 from swaplab.models.factory import MODELS
-from swaplab.models.parts import DISCRIMINATORS
 from swaplab.models.parts.glgan import (
     REGION_LANDMARKS,
     FusionNetwork,
@@ -116,16 +114,8 @@ class GLGANConfig:
             raise ConfigError(f"model.fusion must be 'network' or 'paste', got {self.fusion!r}")
 
 
-def _preset(name: str, **fields: object):
-    nested = {key: fields.pop(key) for key in ("local", "discriminator", "local_discriminator") if key in fields}
-
-    def build() -> GLGANConfig:
-        cfg = GLGANConfig(name=name, **fields)  # type: ignore[arg-type]
-        for key, changes in nested.items():
-            setattr(cfg, key, dataclasses.replace(getattr(cfg, key), **changes))  # type: ignore[arg-type]
-        return cfg
-
-    config_group("model").register(name)(build)
+def _preset(name: str, **fields: object) -> None:
+    register_preset("model", name, GLGANConfig, **fields)
 
 
 #: The article's sizes at 256 px (for GPUs).
@@ -226,29 +216,13 @@ class GLGANDiscriminator(nn.Module):
     def __init__(self, config: GLGANConfig) -> None:
         super().__init__()
         d = config.discriminator
-        self.global_ = DISCRIMINATORS.create(
-            config.parts.discriminator,
-            in_channels=3,
-            resolution=config.resolution,
-            dims=d.dims,
-            n_layers=d.n_layers,
-            scales=d.scales,
-            norm=d.norm,
-        )
+        self.global_ = d.build(config.parts.discriminator, config.resolution)
         self.boxes = template_boxes(config)
         self.local = nn.ModuleDict()
         if config.parts.local_discriminator != "none":
             ld = config.local_discriminator
             for box in self.boxes:
-                self.local[box.name] = DISCRIMINATORS.create(
-                    config.parts.local_discriminator,
-                    in_channels=3,
-                    resolution=box.size,
-                    dims=ld.dims,
-                    n_layers=ld.n_layers,
-                    scales=ld.scales,
-                    norm=ld.norm,
-                )
+                self.local[box.name] = ld.build(config.parts.local_discriminator, box.size)
 
     def forward(self, images: Tensor):
         return self.global_(images)

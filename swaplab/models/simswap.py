@@ -13,7 +13,6 @@ Images are (N, 3, R, R) float RGB in [0, 1]; identities are dlib's 128-d descrip
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from swaplab.config import ConfigError, config_group
+from swaplab.config import ConfigError, register_preset
 from swaplab.faces.align import TEMPLATES, AlignmentTemplate
 from swaplab.models.factory import MODELS
 from swaplab.models.parts import BOTTLENECKS, DECODERS, DISCRIMINATORS, ENCODERS
@@ -48,6 +47,18 @@ class DiscriminatorConfig:
     n_layers: int = 4
     scales: int = 2
     norm: Literal["instance", "batch", "none"] = "instance"
+
+    def build(self, part: str, resolution: int) -> nn.Module:
+        """The discriminator registered as ``part``, of these sizes, judging RGB images of ``resolution``."""
+        return DISCRIMINATORS.create(
+            part,
+            in_channels=3,
+            resolution=resolution,
+            dims=self.dims,
+            n_layers=self.n_layers,
+            scales=self.scales,
+            norm=self.norm,
+        )
 
 
 @dataclass
@@ -79,16 +90,8 @@ class SimSwapConfig:
             raise ConfigError(f"model.resolution {self.resolution} must be divisible by 2^n_down = {2**self.n_down}")
 
 
-def _preset(name: str, **fields: object):
-    discriminator = fields.pop("discriminator", None)
-
-    def build() -> SimSwapConfig:
-        cfg = SimSwapConfig(name=name, **fields)  # type: ignore[arg-type]
-        if discriminator is not None:
-            cfg.discriminator = dataclasses.replace(cfg.discriminator, **discriminator)  # type: ignore[arg-type]
-        return cfg
-
-    config_group("model").register(name)(build)
+def _preset(name: str, **fields: object) -> None:
+    register_preset("model", name, SimSwapConfig, **fields)
 
 
 _preset("simswap-paper")
@@ -168,16 +171,7 @@ class SimSwapGenerator(nn.Module):
 
 def create_discriminator(config: SimSwapConfig) -> nn.Module:
     """The discriminator ``config.parts.discriminator`` names, sized by ``config.discriminator``."""
-    d = config.discriminator
-    return DISCRIMINATORS.create(
-        config.parts.discriminator,
-        in_channels=3,
-        resolution=config.resolution,
-        dims=d.dims,
-        n_layers=d.n_layers,
-        scales=d.scales,
-        norm=d.norm,
-    )
+    return config.discriminator.build(config.parts.discriminator, config.resolution)
 
 
 # ---------------------------------------------------------------- identity of aligned crops
