@@ -63,15 +63,11 @@ register_trainer(
 register_trainer("blender-test", like="blender", steps=4, batch_size=4, checkpoint_every=2, **TEST_SETTINGS)
 
 
-def _trainer() -> TrainerConfig:
-    return config_group("trainer").create("blender")
-
-
 @dataclass
 class BlenderTrainConfig:
     model: LearnedBlenderConfig = group_field(LearnedBlenderConfig, "model")
     data: BlenderDataConfig = group_field(BlenderDataConfig, "data")
-    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    trainer: TrainerConfig = group_field("blender", "trainer")
     run_dir: str = "runs/learned-blender"
 
 

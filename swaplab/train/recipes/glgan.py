@@ -49,27 +49,15 @@ class GLGANGanConfig(GanConfig):
             raise ConfigError(f"gan.phase2_steps must be >= 0, got {self.phase2_steps}")
 
 
-def _default_model() -> GLGANConfig:
-    return config_group("model").create("glgan-tiny")
-
-
-def _default_loss() -> GLGANLossConfig:
-    return config_group("loss").create("glgan")
-
-
-def _default_trainer() -> TrainerConfig:
-    return config_group("trainer").create("oneshot-tiny")
-
-
 @dataclass
 class GLGANTrainConfig:
     """Everything a GL-GAN training run depends on; saved as the run's ``config.yaml``."""
 
-    model: GLGANConfig = group_field(_default_model, "model")
+    model: GLGANConfig = group_field("glgan-tiny", "model")
     data: OneShotDataConfig = field(default_factory=OneShotDataConfig)
-    loss: GLGANLossConfig = group_field(_default_loss, "loss")
+    loss: GLGANLossConfig = group_field("glgan", "loss")
     gan: GLGANGanConfig = field(default_factory=GLGANGanConfig)
-    trainer: TrainerConfig = group_field(_default_trainer, "trainer")
+    trainer: TrainerConfig = group_field("oneshot-tiny", "trainer")
     run_dir: str = "runs/glgan"
 
     @property
@@ -181,18 +169,14 @@ class BlendLossConfig:
 config_group("loss").register("glgan-blend")(BlendLossConfig)
 
 
-def _default_blend_model() -> GLGANBlendConfig:
-    return config_group("model").create("glgan-blend-tiny")
-
-
 @dataclass
 class GLGANBlendTrainConfig:
     """A blending run: faces of ``data.train`` (peopleDevTrain people) with recoloured pasted faces."""
 
-    model: GLGANBlendConfig = group_field(_default_blend_model, "model")
+    model: GLGANBlendConfig = group_field("glgan-blend-tiny", "model")
     data: OneShotDataConfig = field(default_factory=OneShotDataConfig)
     loss: BlendLossConfig = group_field(BlendLossConfig, "loss")
-    trainer: TrainerConfig = group_field(_default_trainer, "trainer")
+    trainer: TrainerConfig = group_field("oneshot-tiny", "trainer")
     run_dir: str = "runs/glgan-blend"
 
 

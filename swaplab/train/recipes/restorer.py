@@ -103,16 +103,12 @@ register_trainer(
 register_trainer("restorer-test", like="restorer", steps=4, batch_size=4, checkpoint_every=2, **TEST_SETTINGS)
 
 
-def _trainer() -> TrainerConfig:
-    return config_group("trainer").create("restorer")
-
-
 @dataclass
 class RestorerTrainConfig:
     model: FaceRestorerConfig = group_field(FaceRestorerConfig, "model")
     data: RestorerDataConfig = group_field(RestorerDataConfig, "data")
     degrade: DegradationConfig = field(default_factory=DegradationConfig)
-    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    trainer: TrainerConfig = group_field("restorer", "trainer")
     run_dir: str = "runs/face-restorer"
 
 

@@ -92,15 +92,11 @@ register_trainer(
 register_trainer("segmenter-test", like="segmenter", steps=4, batch_size=4, checkpoint_every=2, **TEST_SETTINGS)
 
 
-def _trainer() -> TrainerConfig:
-    return config_group("trainer").create("segmenter")
-
-
 @dataclass
 class SegmenterTrainConfig:
     model: FaceSegmenterConfig = group_field(FaceSegmenterConfig, "model")
     data: SegmenterDataConfig = group_field(SegmenterDataConfig, "data")
-    trainer: TrainerConfig = group_field(_trainer, "trainer")
+    trainer: TrainerConfig = group_field("segmenter", "trainer")
     # Cross-entropy weight of each class (background, face, occluder): occluders are rarer.
     class_weights: tuple[float, ...] = (1.0, 1.0, 2.0)
     run_dir: str = "runs/face-segmenter"
