@@ -309,6 +309,26 @@ def main() -> None:
             first.wait(timeout=120)
             return second, second.code != 0 and "in use" in second.err, False
 
+        def two_swaps_one_output(tmp: Path):
+            env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+            clip = str(data / "videos" / "hdtf_vexpress" / "RD_Radio10_0_clip_0.mp4")
+            out = tmp / "out.mp4"
+            command = [sys.executable, "-m", "swaplab.cli", "swap", str(setup["model"]), clip, "-o", str(out)]
+            first = subprocess.Popen(
+                [*command, "max_frames=60", "--quiet"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not (tmp / ".out.mp4.lock").exists():
+                time.sleep(0.05)
+            second = cli("swap", str(setup["model"]), clip, "-o", str(out), "max_frames=4", "--quiet")
+            first_err = first.communicate(timeout=600)[1]
+            kept = first.returncode == 0 and out.exists() and not (tmp / ".out.mp4.lock").exists()
+            return second, second.code != 0 and "in use" in second.err and kept, not kept and not first_err
+
         def failed_first_step_then_fixed(tmp: Path):
             run = tmp / "r"
             photo = str(sorted((lfw / "Colin_Powell").glob("*.jpg"))[0])
@@ -350,6 +370,7 @@ def main() -> None:
                     error=False,
                 ),
                 Case("two trainings of one run", "the second refused", two_trainers_one_run),
+                Case("two swaps onto one output", "the second refused, the first done", two_swaps_one_output),
                 Case("first run fails, fixed re-run", "the re-run starts", failed_first_step_then_fixed),
             ]
             prepare()

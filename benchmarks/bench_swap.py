@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import data_root, machine  # noqa: E402
+from common import data_root, load_average, machine  # noqa: E402
 
 from swaplab.config import apply_overrides  # noqa: E402
 from swaplab.swap.pipeline import FaceSwapper, SwapConfig, swap  # noqa: E402
@@ -62,20 +62,22 @@ def make_model(work: Path, preset: str, frames: int = 16) -> Path:
     return work / "model"
 
 
-def model_only(model_dir: Path, clip: Path, frames: int, crops_from: int = 16) -> float:
-    """Frames/s of the model alone on the clip's own aligned crops (batch 1, as the pipeline runs)."""
+def model_only(model_dir: Path, clip: Path, frames: int, batch: int, crops_from: int = 16) -> float:
+    """Faces/s of the model alone on the clip's own aligned crops, ``batch`` at a time as the pipeline runs."""
     swapper = FaceSwapper(model_dir, SwapConfig())
     from swaplab.io.video import VideoReader
 
     crops = []
     for frame in VideoReader(clip, stop=crops_from):
         crops.extend(f.crop for f in swapper.analyzer.analyze(frame.image, embed=False)[:1])
-    for crop in crops[:3]:
-        swapper._run_model(crop[None])
+    stack = np.stack([crops[i % len(crops)] for i in range(batch)])
+    for _ in range(2):
+        swapper._run_model(stack)
+    calls = max(1, frames // batch)
     start = time.perf_counter()
-    for i in range(frames):
-        swapper._run_model(crops[i % len(crops)][None])
-    return frames / (time.perf_counter() - start)
+    for _ in range(calls):
+        swapper._run_model(stack)
+    return calls * batch / (time.perf_counter() - start)
 
 
 def jitter(clip: Path, model_dir: Path, frames: int, smoothing: str) -> float:
@@ -124,24 +126,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = make_model(work, args.model, train_frames)
-        fps_model = model_only(model_dir, clip, model_runs, min(16, train_frames))
-        for batch_frames, colour in ((1, "rct"), (8, "rct"), (8, "none")):
-            cfg = SwapConfig(colour=colour, max_frames=args.frames, overwrite=True, batch_frames=batch_frames)
+        resolution = json.loads((model_dir / "model.json").read_text())["resolution"]
+        fps_model = {b: model_only(model_dir, clip, model_runs, b, min(16, train_frames)) for b in (1, 8)}
+        fps = {}
+        for batch_frames, overlap in ((1, False), (8, False), (8, True)):
+            cfg = SwapConfig(max_frames=args.frames, overwrite=True, batch_frames=batch_frames, overlap=overlap)
             report = swap(model_dir, clip, work / "out.mp4", cfg, progress=False)
+            fps[batch_frames, overlap] = report.fps
             stages = ", ".join(f"{k} {1000 * v / report.frames:.1f}" for k, v in report.stage_seconds.items() if v)
             print(
-                f"pipeline (batch_frames={batch_frames}, colour={colour}): {report.fps:.1f} frames/s "
+                f"pipeline (batch_frames={batch_frames}, overlap={overlap}): {report.fps:.1f} frames/s "
                 f"over {report.frames} frames at 512x512"
             )
-            print(f"  ms per frame: {stages}")
-        print(
-            f"model alone ({args.model}, {json.loads((model_dir / 'model.json').read_text())['resolution']} px, "
-            f"batch 1, {torch.get_num_threads()} threads): {fps_model:.1f} faces/s"
-        )
-        print(f"pipeline (batch 8, no colour) / model alone at batch 1: {report.fps / fps_model:.2f}")
+            note = " (on 3 threads: the sum exceeds the wall time)" if overlap else ""
+            print(f"  ms per frame and stage{note}: {stages}")
+        for batch in (1, 8):
+            print(
+                f"model alone ({args.model}, {resolution} px, batch {batch}, {torch.get_num_threads()} threads): "
+                f"{fps_model[batch]:.1f} faces/s"
+            )
+        print(f"overlap / sequential at batch 8: {fps[8, True] / fps[8, False]:.2f}")
+        print(f"pipeline / model alone at batch 8: sequential {fps[8, False] / fps_model[8]:.2f}, ", end="")
+        print(f"overlapped {fps[8, True] / fps_model[8]:.2f} (aim 0.90)")
         for smoothing in ("none", "one_euro", "kalman"):
             ratio = jitter(clip, model_dir, jitter_frames, smoothing)
             print(f"jitter of the pasted face, smoothing={smoothing}: {ratio:.2f} x the raw landmarks'")
+    print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -204,3 +204,42 @@ def test_ctrl_c_during_training_exits_130_with_a_checkpoint(pair_facesets: tuple
     assert process.returncode == 130, err
     assert "interrupted" in err and "stopped at step" in out
     assert list_checkpoints(run / "checkpoints")
+
+
+def test_two_swaps_onto_one_output_are_refused(tmp_path: Path, shared_data: Path) -> None:
+    from swaplab.io.locks import BusyError, exclusive
+    from swaplab.swap.pipeline import swap
+
+    photo = next((shared_data / "lfw").rglob("*.jpg"))
+    output = tmp_path / "out.png"
+    lock = tmp_path / ".out.png.lock"
+    # The lock is taken before the model loads, so a busy output costs nothing and names the holder.
+    with exclusive(lock, f"output {output}", remove=True), pytest.raises(BusyError, match="is in use by process"):
+        swap(tmp_path / "no-such-model", photo, output)
+    assert not lock.exists()
+    # A swap that fails (here: no model) releases and removes its lock, leaving the folder as it was.
+    with pytest.raises(Exception, match="no-such-model"):
+        swap(tmp_path / "no-such-model", photo, output)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_deleted_by_its_last_holder_is_not_held(tmp_path: Path, monkeypatch) -> None:
+    import fcntl
+
+    from swaplab.io import locks
+
+    lock = tmp_path / ".x.lock"
+    real_flock = fcntl.flock
+
+    def holder_finishes_first(handle, flags):
+        # Between our open and our flock, the previous holder ends and deletes the file.
+        lock.unlink()
+        return real_flock(handle, flags)
+
+    monkeypatch.setattr(locks.fcntl, "flock", holder_finishes_first)
+    with pytest.raises(locks.BusyError, match="a moment ago"), locks.exclusive(lock, "output x", remove=True):
+        pass
+    monkeypatch.setattr(locks.fcntl, "flock", real_flock)
+    with locks.exclusive(lock, "output x", remove=True):
+        assert lock.read_text() == f"process {os.getpid()}"
+    assert not lock.exists()

@@ -255,3 +255,51 @@ def test_demo_end_to_end(tmp_path: Path, shared_data: Path) -> None:
     assert len(list(VideoReader(paths["video"]))) == 25
     assert verify(paths["video"]).synthetic and verify(paths["side_by_side"]).synthetic
     assert "swaplab demo" in Path(paths["summary"]).read_text()
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    return [frame.image for frame in VideoReader(path)]
+
+
+def test_overlapped_pipeline_gives_the_sequential_frames(
+    exported_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    clip = _short_clip(shared_data, tmp_path, 20)
+    # Unmarked, so both files' pixels depend only on the swap (the mark's payload holds the time).
+    options = {"mark": False, "batch_frames": 3}
+    sequential, overlapped = tmp_path / "seq.mp4", tmp_path / "ovl.mp4"
+    swap(exported_model, clip, sequential, SwapConfig(overlap=False, **options), progress=False)
+    report = swap(exported_model, clip, overlapped, SwapConfig(overlap=True, **options), progress=False)
+    assert report.frames == 20 and report.frames_swapped == 20
+    a, b = _decoded(sequential), _decoded(overlapped)
+    assert len(a) == len(b) == 20
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert [f.time for f in VideoReader(sequential)] == [f.time for f in VideoReader(overlapped)]
+    with av.open(str(sequential)) as sa, av.open(str(overlapped)) as sb:
+        audio_a = [bytes(p) for p in sa.demux(sa.streams.audio[0])]
+        audio_b = [bytes(p) for p in sb.demux(sb.streams.audio[0])]
+    assert audio_a == audio_b and audio_a
+
+
+def test_overlapped_pipeline_stops_cleanly_when_the_model_raises(
+    exported_model: Path, shared_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import threading
+
+    clip = _short_clip(shared_data, tmp_path, 40)
+    real_render = FaceSwapper.render
+    calls = {"n": 0}
+
+    def fails_on_the_third_batch(self, faces):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("model failed mid-video")
+        return real_render(self, faces)
+
+    monkeypatch.setattr(FaceSwapper, "render", fails_on_the_third_batch)
+    out = tmp_path / "broken.mp4"
+    with pytest.raises(RuntimeError, match="model failed mid-video"):
+        swap(exported_model, clip, out, SwapConfig(batch_frames=4), progress=False)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".broken")]  # no temporary, no lock
+    assert not [t for t in threading.enumerate() if t.name.startswith("swaplab-")]
