@@ -222,15 +222,17 @@ def same_identity_reconstruction(loss: PixelLoss, swapped: Tensor, target: Tenso
     return loss(swapped, target, weight) * (len(swapped) / count)
 
 
-class SimSwapObjective(nn.Module):
-    """SimSwap's generator and discriminator losses from a ``SimSwapLossConfig``.
+class IdentitySwapObjective(nn.Module):
+    """The generator terms one-shot swappers share: adversarial, identity (``1 - cos`` to the source's
+    embedding), reconstruction on same-identity pairs, and feature matching on D's features.
 
-    Terms with weight 0 are neither built nor computed. ``identity_encoder`` (aligned crops ->
-    embeddings, e.g. ``swaplab.models.TemplateChipIdentity``) is required when identity.weight > 0.
-    Both methods return ``LossTerms``: the total with gradients and detached, weighted components.
+    Families add their own terms around ``shared_terms`` (SimSwap a gradient penalty on D,
+    FaceShifter the attribute loss). ``reconstruction_scale(term)`` lets a family put its paper's
+    constant in front of the reconstruction (FaceShifter's 1/2 on squared errors). Terms with weight
+    0 are neither built nor computed; ``identity_encoder`` is required when identity.weight > 0.
     """
 
-    def __init__(self, cfg: SimSwapLossConfig, identity_encoder: IdentityEncoder | None = None) -> None:
+    def __init__(self, cfg: Any, identity_encoder: IdentityEncoder | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.adversarial = LOSSES.create(cfg.adversarial.kind)
@@ -242,8 +244,6 @@ class SimSwapObjective(nn.Module):
         self.reconstruction = LOSSES.create("pixel", cfg.reconstruction.norm) if cfg.reconstruction.weight else None
         fm = cfg.feature_matching
         self.feature_matching = LOSSES.create("feature_matching", fm.layers, fm.k, fm.norm) if fm.weight else None
-        gp = cfg.gradient_penalty
-        self.gradient_penalty = LOSSES.create("gradient_penalty", gp.mode) if gp.weight else None
 
     @property
     def needs_fake_output(self) -> bool:
@@ -254,6 +254,51 @@ class SimSwapObjective(nn.Module):
     def needs_real_output(self) -> bool:
         """Whether ``generator_loss`` needs D's output on the target (feature matching on)."""
         return self.feature_matching is not None
+
+    def reconstruction_scale(self, term: Any) -> float:
+        return 1.0
+
+    def shared_terms(
+        self,
+        swapped: Tensor,
+        target: Tensor,
+        source_identity: Tensor,
+        same_identity: Tensor,
+        fake_output: Any | None = None,
+        real_output: Any | None = None,
+    ) -> dict[str, Tensor]:
+        """The shared terms, weighted, by name (only those switched on)."""
+        cfg = self.cfg
+        parts: dict[str, Tensor] = {}
+        if cfg.adversarial.weight:
+            if fake_output is None:
+                raise ValueError("the adversarial term needs fake_output = D(swapped)")
+            parts["adversarial"] = cfg.adversarial.weight * self.adversarial.generator_loss(fake_output)
+        if self.identity is not None:
+            parts["identity"] = cfg.identity.weight * self.identity(swapped, target_embedding=source_identity)
+        if self.reconstruction is not None:
+            recon = same_identity_reconstruction(self.reconstruction, swapped, target, same_identity)
+            scale = cfg.reconstruction.weight * self.reconstruction_scale(cfg.reconstruction)
+            parts["reconstruction"] = scale * recon
+        if self.feature_matching is not None:
+            if fake_output is None or real_output is None:
+                raise ValueError("feature matching needs fake_output = D(swapped) and real_output = D(target)")
+            parts["feature_matching"] = cfg.feature_matching.weight * self.feature_matching(fake_output, real_output)
+        return parts
+
+
+class SimSwapObjective(IdentitySwapObjective):
+    """SimSwap's generator and discriminator losses from a ``SimSwapLossConfig``.
+
+    The shared one-shot terms plus a gradient penalty on D. ``identity_encoder`` (aligned crops ->
+    embeddings, e.g. ``swaplab.models.TemplateChipIdentity``) is required when identity.weight > 0.
+    Both methods return ``LossTerms``: the total with gradients and detached, weighted components.
+    """
+
+    def __init__(self, cfg: SimSwapLossConfig, identity_encoder: IdentityEncoder | None = None) -> None:
+        super().__init__(cfg, identity_encoder)
+        gp = cfg.gradient_penalty
+        self.gradient_penalty = LOSSES.create("gradient_penalty", gp.mode) if gp.weight else None
 
     def generator_loss(
         self,
@@ -271,25 +316,8 @@ class SimSwapObjective(nn.Module):
         ``needs_real_output``); ``same_identity`` (N,) flags the pairs whose target is the
         source's person, the only ones ``L_Recon`` covers.
         """
-        cfg = self.cfg
-        parts: dict[str, Tensor] = {}
-        if cfg.adversarial.weight:
-            if fake_output is None:
-                raise ValueError("the adversarial term needs fake_output = D(swapped)")
-            parts["adversarial"] = cfg.adversarial.weight * self.adversarial.generator_loss(fake_output)
-        if self.identity is not None:
-            parts["identity"] = cfg.identity.weight * self.identity(swapped, target_embedding=source_identity)
-        if self.reconstruction is not None:
-            recon = same_identity_reconstruction(self.reconstruction, swapped, target, same_identity)
-            parts["reconstruction"] = cfg.reconstruction.weight * recon
-        if self.feature_matching is not None:
-            if fake_output is None or real_output is None:
-                raise ValueError("feature matching needs fake_output = D(swapped) and real_output = D(target)")
-            parts["feature_matching"] = cfg.feature_matching.weight * self.feature_matching(fake_output, real_output)
-        if not parts:
-            raise ValueError("every generator loss term has weight 0: nothing to optimise")
-        total = torch.stack(list(parts.values())).sum()
-        return LossTerms(total, {name: value.detach() for name, value in parts.items()})
+        parts = self.shared_terms(swapped, target, source_identity, same_identity, fake_output, real_output)
+        return LossTerms.of(parts, "generator")
 
     def discriminator_loss(
         self,
@@ -311,5 +339,4 @@ class SimSwapObjective(nn.Module):
         if self.gradient_penalty is not None and penalty_every:
             penalty = self.gradient_penalty(discriminator, real, fake)
             parts["gradient_penalty"] = self.cfg.gradient_penalty.weight * penalty_every * penalty
-        total = torch.stack(list(parts.values())).sum()
-        return LossTerms(total, {name: value.detach() for name, value in parts.items()})
+        return LossTerms.of(parts)

@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from swaplab.config import config_group
-from swaplab.losses.adversarial import AdversarialTerm, FeatureMatchingTerm, same_identity_reconstruction
+from swaplab.losses.adversarial import (
+    AdversarialTerm,
+    FeatureMatchingTerm,
+    IdentitySwapObjective,
+    same_identity_reconstruction,
+)
 from swaplab.losses.identity import IdentityEncoder, IdentityLoss
 from swaplab.losses.objective import IdentityTerm, LossTerms, PixelTerm
 from swaplab.losses.registry import LOSSES
@@ -97,34 +102,20 @@ def _half_if_squared(term: PixelTerm) -> float:
     return 0.5 if term.norm == "l2" else 1.0
 
 
-class FaceShifterObjective(nn.Module):
-    """AEI-Net's generator and discriminator losses from a ``FaceShifterLossConfig``.
+class FaceShifterObjective(IdentitySwapObjective):
+    """AEI-Net's generator and discriminator losses from a ``FaceShifterLossConfig``: the shared
+    one-shot terms (with the paper's 1/2 on a squared reconstruction) plus the attribute loss.
 
     Terms with weight 0 are neither built nor computed; ``identity_encoder`` (aligned crops ->
     embeddings) is required when identity.weight > 0. Both methods return ``LossTerms``.
     """
 
     def __init__(self, cfg: FaceShifterLossConfig, identity_encoder: IdentityEncoder | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.adversarial = LOSSES.create(cfg.adversarial.kind)
+        super().__init__(cfg, identity_encoder)
         self.attribute = AttributeLoss(cfg.attribute.reduction) if cfg.attribute.weight else None
-        self.identity: IdentityLoss | None = None
-        if cfg.identity.weight:
-            if identity_encoder is None:
-                raise ValueError("loss.identity.weight > 0 needs an identity_encoder (faces -> embeddings)")
-            self.identity = LOSSES.create("identity", identity_encoder)
-        self.reconstruction = LOSSES.create("pixel", cfg.reconstruction.norm) if cfg.reconstruction.weight else None
-        fm = cfg.feature_matching
-        self.feature_matching = LOSSES.create("feature_matching", fm.layers, fm.k, fm.norm) if fm.weight else None
 
-    @property
-    def needs_fake_output(self) -> bool:
-        return bool(self.cfg.adversarial.weight) or self.feature_matching is not None
-
-    @property
-    def needs_real_output(self) -> bool:
-        return self.feature_matching is not None
+    def reconstruction_scale(self, term: PixelTerm) -> float:
+        return _half_if_squared(term)
 
     def generator_loss(
         self,
@@ -143,29 +134,12 @@ class FaceShifterObjective(nn.Module):
         term is on, so the encoder does not run otherwise); ``target_attributes``: z_att(target).
         ``fake_output``/``real_output``: D(swapped) with gradients / D(target), as in SimSwap's.
         """
-        cfg = self.cfg
-        parts: dict[str, Tensor] = {}
-        if cfg.adversarial.weight:
-            if fake_output is None:
-                raise ValueError("the adversarial term needs fake_output = D(swapped)")
-            parts["adversarial"] = cfg.adversarial.weight * self.adversarial.generator_loss(fake_output)
+        parts = self.shared_terms(swapped, target, source_identity, same_identity, fake_output, real_output)
         if self.attribute is not None:
             if swapped_attributes is None or target_attributes is None:
                 raise ValueError("the attribute term needs the attributes of the swap and of the target")
-            parts["attribute"] = cfg.attribute.weight * self.attribute(swapped_attributes(), target_attributes)
-        if self.identity is not None:
-            parts["identity"] = cfg.identity.weight * self.identity(swapped, target_embedding=source_identity)
-        if self.reconstruction is not None:
-            recon = same_identity_reconstruction(self.reconstruction, swapped, target, same_identity)
-            parts["reconstruction"] = cfg.reconstruction.weight * _half_if_squared(cfg.reconstruction) * recon
-        if self.feature_matching is not None:
-            if fake_output is None or real_output is None:
-                raise ValueError("feature matching needs fake_output = D(swapped) and real_output = D(target)")
-            parts["feature_matching"] = cfg.feature_matching.weight * self.feature_matching(fake_output, real_output)
-        if not parts:
-            raise ValueError("every generator loss term has weight 0: nothing to optimise")
-        total = torch.stack(list(parts.values())).sum()
-        return LossTerms(total, {name: value.detach() for name, value in parts.items()})
+            parts["attribute"] = self.cfg.attribute.weight * self.attribute(swapped_attributes(), target_attributes)
+        return LossTerms.of(parts, "generator")
 
     def discriminator_loss(self, discriminator: Callable[[Tensor], Any], real: Tensor, fake: Tensor) -> LossTerms:
         """D's loss on real faces (the targets) and the detached swaps: components ``real``, ``fake``."""
@@ -200,7 +174,4 @@ class HearObjective(nn.Module):
         if self.reconstruction is not None:
             recon = same_identity_reconstruction(self.reconstruction, refined, target, same_identity)
             parts["reconstruction"] = cfg.reconstruction.weight * _half_if_squared(cfg.reconstruction) * recon
-        if not parts:
-            raise ValueError("every HEAR-Net loss term has weight 0: nothing to optimise")
-        total = torch.stack(list(parts.values())).sum()
-        return LossTerms(total, {name: value.detach() for name, value in parts.items()})
+        return LossTerms.of(parts, "HEAR-Net")

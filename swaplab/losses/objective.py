@@ -165,6 +165,15 @@ class LossTerms(NamedTuple):
     total: Tensor
     components: dict[str, Tensor]
 
+    @classmethod
+    def of(cls, parts: dict[str, Tensor], what: str = "") -> LossTerms:
+        """The sum of weighted ``parts`` with gradients, each part detached for logging; an empty
+        ``parts`` means every term of ``what`` was switched off, which is a configuration error."""
+        if not parts:
+            raise ValueError(f"every {what + ' ' if what else ''}loss term has weight 0: nothing to optimise")
+        total = torch.stack(list(parts.values())).sum()
+        return cls(total, {name: value.detach() for name, value in parts.items()})
+
 
 class ReconstructionObjective(nn.Module):
     """Weighted sum of the configured terms for one side (src or dst) of a per-pair model.
@@ -232,10 +241,7 @@ class ReconstructionObjective(nn.Module):
             parts["eyes_mouth"] = cfg.eyes_mouth.weight * self.eyes_mouth_term(pred_rgb, target_rgb, eyes_mouth_mask)
         if self.identity_term is not None:
             parts["identity"] = cfg.identity.weight * self.identity_term(pred_rgb, target_rgb)
-        if not parts:
-            raise ValueError("every loss term has weight 0: nothing to optimise")
-        total = torch.stack(list(parts.values())).sum()
-        return LossTerms(total, {name: value.detach() for name, value in parts.items()})
+        return LossTerms.of(parts)
 
     def pair(
         self,
