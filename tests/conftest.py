@@ -101,3 +101,35 @@ def lfw_arcface(temporary_user_cache, shared_data: Path) -> Path:
         return build_identity_network("lfw-arcface", "test", progress=False)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained_segmenter(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tuple[Path, Path]):
+    """A test-sized face segmenter trained on the reference pair's faces for a fixed number of steps: (run, result)."""
+    import torch
+
+    from swaplab.config import apply_overrides
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.segmenter import SegmenterTrainConfig
+
+    root = tmp_path_factory.mktemp("segmenter")
+    cfg = apply_overrides(
+        SegmenterTrainConfig(),
+        [
+            "model=face-segmenter-test",
+            "trainer=segmenter-test",
+            "trainer.steps=300",
+            "trainer.batch_size=8",
+            "trainer.checkpoint_every=0",
+            f"data.facesets=[{pair_facesets[0]},{pair_facesets[1]}]",
+            "data.val_faces=10",
+            f"run_dir={root / 'run'}",
+        ],
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run", result

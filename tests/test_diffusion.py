@@ -265,6 +265,42 @@ def test_identity_guidance_lowers_the_distance_to_the_source(trained: dict, swap
 
 
 @pytest.mark.slow
+def test_structure_guidance_keeps_the_targets_segmentation(
+    trained: dict, swapper, trained_segmenter, tmp_path: Path, monkeypatch
+) -> None:
+    from swaplab.models.diffusion_swapper import structure_distance
+    from swaplab.models.installed import NetworkMissing
+    from swaplab.models.segmentation import load_face_segmenter
+    from swaplab.train.export import export_model
+
+    faces = held_out_faces(trained, 4)
+    swapper._segmenter = None
+    monkeypatch.delenv("SWAPLAB_FACE_SEGMENTER", raising=False)
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "empty-cache"))
+    swapper.configure(sampler="ddim", **{"sampler.steps": "10", "swap.strength": "0.8", "swap.structure": "50",
+                                          "swap.guidance": "0", "swap.masking": "false"})  # fmt: skip
+    with pytest.raises(NetworkMissing, match="swaplab nets build face-segmenter"):
+        swapper.swap(faces, None, torch.Generator().manual_seed(1))
+    run_dir, _ = trained_segmenter
+    export_model(run_dir, tmp_path / "segmenter")
+    monkeypatch.setenv("SWAPLAB_FACE_SEGMENTER", str(tmp_path / "segmenter" / "model.safetensors"))
+    segmenter = load_face_segmenter()
+    with torch.no_grad():
+        target_parse = segmenter.segment(faces)
+
+    def distance(weight: str) -> float:
+        swapper.configure(**{"swap.structure": weight})
+        out = swapper.swap(faces, None, torch.Generator().manual_seed(1)).rgb
+        with torch.no_grad():
+            return float(structure_distance(segmenter.segment(out), target_parse).mean())
+
+    # Under inference mode, as the swap pipeline runs models: the guidance must still differentiate.
+    with torch.inference_mode():
+        plain, guided = distance("0"), distance("50")
+    assert guided < 0.8 * plain, (plain, guided)
+
+
+@pytest.mark.slow
 def test_swap_through_the_pipeline_on_two_dev_test_people(trained: dict, lfw: Path, tmp_path: Path) -> None:
     from swaplab.config import apply_overrides
     from swaplab.data.lfw import read_people_list

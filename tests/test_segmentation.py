@@ -75,37 +75,6 @@ def test_user_polygons_override_the_hull(tmp_path: Path, pair_facesets: tuple[Pa
         read_mask_polygons(path)
 
 
-@pytest.fixture(scope="module")
-def trained_segmenter(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tuple[Path, Path]):
-    """A test-sized segmenter trained on the reference pair's faces for a fixed number of steps."""
-    import torch
-
-    from swaplab.train.loop import train
-    from swaplab.train.recipes.segmenter import SegmenterTrainConfig
-
-    root = tmp_path_factory.mktemp("segmenter")
-    cfg = apply_overrides(
-        SegmenterTrainConfig(),
-        [
-            "model=face-segmenter-test",
-            "trainer=segmenter-test",
-            "trainer.steps=300",
-            "trainer.batch_size=8",
-            "trainer.checkpoint_every=0",
-            f"data.facesets=[{pair_facesets[0]},{pair_facesets[1]}]",
-            "data.val_faces=10",
-            f"run_dir={root / 'run'}",
-        ],
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    return root / "run", result
-
-
 @pytest.mark.slow
 def test_segmenter_learns_past_the_hull(trained_segmenter) -> None:
     _, result = trained_segmenter

@@ -12,6 +12,11 @@ Each swap mode is a switch of ``DiffusionSwapSettings`` (``options={swap.strengt
   ``guidance * sqrt(1 - abar_t) * grad_x (1 - cos(id(x0_hat), id_source))`` (classifier guidance with
   the identity network as the classifier; ``id`` is the model's named identity network, differentiated
   through the U-Net and the network);
+- structure guidance (DiffFace's facial guidance, with swaplab's face segmenter as the parser):
+  in the same window, eps is also moved by ``structure * sqrt(1 - abar_t) * grad_x
+  sum_c ||P_c(x0_hat) - P_c(target)||^2 / pixels``, where ``P`` is the built face segmenter's class
+  probabilities (background, face, occluder, ...), so the swap keeps the target's face shape,
+  hairline and occluders while identity guidance pulls towards the source;
 - identity conditioning (conditioned models): the source embedding is the condition, with
   classifier-free scale ``cfg_scale``.
 
@@ -33,7 +38,7 @@ from swaplab.models.diffusion import DDPM
 from swaplab.models.samplers import SamplerConfig
 from swaplab.models.swapper import SWAPPERS, SwapOutput, Swapper
 
-__all__ = ["DiffusionSwapSettings", "DiffusionSwapper", "template_face_mask"]
+__all__ = ["DiffusionSwapSettings", "DiffusionSwapper", "structure_distance", "template_face_mask"]
 
 Tensor = torch.Tensor
 
@@ -43,7 +48,8 @@ class DiffusionSwapSettings:
     strength: float = 0.6  # t0: the share of the schedule the target is noised to, in (0, 1]
     masking: bool = True  # re-inject the target outside the face mask after every step
     guidance: float = 0.0  # identity-guidance weight (0: off)
-    guidance_from: float = 1.0  # guidance acts while guidance_to <= t / T <= guidance_from
+    structure: float = 0.0  # structure-guidance weight, through the built face segmenter (0: off)
+    guidance_from: float = 1.0  # both guidances act while guidance_to <= t / T <= guidance_from
     guidance_to: float = 0.0
     cfg_scale: float = 1.0  # conditioned models: classifier-free scale (1: conditional, 0: unconditional)
     mask_blur: float = 0.06  # feather of the face mask, as a share of the crop side
@@ -51,8 +57,10 @@ class DiffusionSwapSettings:
     def __post_init__(self) -> None:
         if not 0 < self.strength <= 1:
             raise ConfigError(f"swap.strength (t0) must be in (0, 1], got {self.strength}")
-        if self.guidance < 0 or not 0 <= self.guidance_to <= self.guidance_from <= 1:
-            raise ConfigError("swap.guidance must be >= 0 and 0 <= swap.guidance_to <= swap.guidance_from <= 1")
+        if self.guidance < 0 or self.structure < 0 or not 0 <= self.guidance_to <= self.guidance_from <= 1:
+            raise ConfigError(
+                "swap.guidance and swap.structure must be >= 0 and 0 <= swap.guidance_to <= swap.guidance_from <= 1"
+            )
 
 
 def template_face_mask(template: str, size: int, blur: float = 0.06) -> np.ndarray:
@@ -76,6 +84,11 @@ def template_face_mask(template: str, size: int, blur: float = 0.06) -> np.ndarr
     return np.clip(mask, 0, 1)
 
 
+def structure_distance(parsed: Tensor, target: Tensor) -> Tensor:
+    """(N,) mean over pixels of the squared difference of two class-probability maps (N, C, H, W)."""
+    return (parsed - target).square().sum(dim=1).flatten(1).mean(dim=1)
+
+
 @SWAPPERS.register("diffusion")
 class DiffusionSwapper(Swapper):
     """A ``DDPM`` behind the swapper contract (see the module docstring)."""
@@ -89,6 +102,7 @@ class DiffusionSwapper(Swapper):
         if defaults.get("sampler"):
             model.sampler_config = from_dict(SamplerConfig, defaults["sampler"])
         self._identity: Any = None
+        self._segmenter: Any = None
         self._mask_cache: dict[float, Tensor] = {}
 
     @property
@@ -121,6 +135,14 @@ class DiffusionSwapper(Swapper):
 
             self._identity = TemplateChipIdentity(self.template, self.resolution, self.conditions_on or "dlib-resnet")
         return self._identity.to(next(self.model.parameters()).device)
+
+    def structure_network(self) -> Any:
+        """The built face segmenter (``swaplab nets build face-segmenter``), frozen, loaded on first use."""
+        if self._segmenter is None:
+            from swaplab.models.segmentation import load_face_segmenter
+
+            self._segmenter = load_face_segmenter()
+        return self._segmenter.to(next(self.model.parameters()).device)
 
     def swap(
         self, targets: Tensor, source: Tensor | None = None, generator: torch.Generator | None = None
@@ -158,18 +180,29 @@ class DiffusionSwapper(Swapper):
         base_eps = model.guided_eps(condition, settings.cfg_scale)
         top = schedule.train_timesteps - 1
 
+        target_structure = None
+        if settings.structure > 0:
+            with torch.no_grad():
+                target_structure = self.structure_network().segment(target)
+
         def eps_fn(x: Tensor, t: int) -> Tensor:
-            guided = settings.guidance > 0 and settings.guidance_to <= t / top <= settings.guidance_from
-            if not guided:
+            in_window = settings.guidance_to <= t / top <= settings.guidance_from
+            if not in_window or (settings.guidance <= 0 and target_structure is None):
                 with torch.no_grad():
                     return base_eps(x, t).float()
             x = x.detach().requires_grad_(True)
             eps = base_eps(x, t).float()
             x0 = model.from_diffusion(schedule.predict_x0(x, t, eps)).clamp(0, 1)
-            embedding = self.identity_network()(x0)
-            loss = 1 - torch.nn.functional.cosine_similarity(embedding, identity.expand_as(embedding), dim=-1)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-            return (eps + settings.guidance * math.sqrt(1 - float(abar[t])) * grad).detach()
+            loss = x0.new_zeros(())
+            if settings.guidance > 0:
+                embedding = self.identity_network()(x0)
+                distance = 1 - torch.nn.functional.cosine_similarity(embedding, identity.expand_as(embedding), dim=-1)
+                loss = loss + settings.guidance * distance.sum()
+            if target_structure is not None:
+                parsed = self.structure_network().segment(x0)
+                loss = loss + settings.structure * structure_distance(parsed, target_structure).sum()
+            (grad,) = torch.autograd.grad(loss, x)
+            return (eps + math.sqrt(1 - float(abar[t])) * grad).detach()
 
         def reinject(x: Tensor, t_next: int) -> Tensor:
             known = start if t_next < 0 else schedule.q_sample(start, t_next, noise())

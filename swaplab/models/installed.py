@@ -104,7 +104,10 @@ def read_built(path: str | os.PathLike[str]) -> tuple[str, nn.Module]:
 
 @functools.lru_cache(maxsize=8)
 def _cached(path: str, mtime_ns: int) -> tuple[str, nn.Module]:
-    name, net = read_built(path)
+    # Built outside inference mode even when first asked for inside it (the swap stage runs so):
+    # guidance differentiates through a cached network, which inference tensors would refuse.
+    with torch.inference_mode(False):
+        name, net = read_built(path)
     return name, net.requires_grad_(False).eval()
 
 
