@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from swaplab.config import ConfigError, apply_overrides
 from swaplab.faces.occlusion import HELD_OUT_KINDS, OCCLUDER_LABEL, OCCLUDERS, TRAIN_KINDS, occlude, occluder
@@ -196,3 +197,48 @@ def test_mask_smoothing_filters_each_track_and_resets(tmp_path: Path, pair_faces
     np.testing.assert_array_equal(swapper._mask(face, off), off)
     with pytest.raises(ConfigError, match="kalman"):
         apply_overrides(SwapConfig(), ["mask_smoothing=ema"])
+
+
+@pytest.mark.slow
+def test_training_masks_from_the_segmenter_and_user_polygons(
+    trained_segmenter, pair_facesets: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    import json
+    import shutil
+
+    from swaplab.facesets.format import Faceset
+    from swaplab.models.installed import NetworkMissing
+    from swaplab.train.data import load_faces
+    from swaplab.train.export import export_model
+    from swaplab.train.recipes.per_pair import TrainConfig
+
+    faces = tmp_path / "faces"
+    shutil.copytree(pair_facesets[0], faces)
+    rows = range(6)
+    hull = load_faces(faces, 64, rows)
+    monkeypatch.delenv("SWAPLAB_FACE_SEGMENTER", raising=False)
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(NetworkMissing, match="swaplab nets build face-segmenter"):
+        load_faces(faces, 64, rows, mask="segment")
+    export_model(trained_segmenter[0], tmp_path / "segmenter")
+    monkeypatch.setenv("SWAPLAB_FACE_SEGMENTER", str(tmp_path / "segmenter" / "model.safetensors"))
+
+    both = load_faces(faces, 64, rows, mask="segment+hull")
+    assert (both.masks.int() <= hull.masks.int() + 1).all()  # inside the hull (rounding aside)
+    assert (hull.masks.float() - both.masks.float()).abs().mean() > 1.0  # and not the hull itself
+    assert torch.equal(both.images, hull.images) and torch.equal(both.feature_masks, hull.feature_masks)
+
+    # A user's polygons for the first face: all face, its left half covered by an occluder.
+    faceset = Faceset(faces)
+    side = faceset.size
+    whole = [[0, 0], [side - 1, 0], [side - 1, side - 1], [0, side - 1]]
+    left = [[0, 0], [side / 2 - 0.5, 0], [side / 2 - 0.5, side - 1], [0, side - 1]]
+    polygons = {faceset.records[0].id: {"face": [whole], "occluder": [left]}}
+    document = {"format": "swaplab-mask-polygons", "version": 1, "faces": polygons}
+    (faces / "mask_polygons.json").write_text(json.dumps(document))
+    corrected = load_faces(faces, 64, rows, mask="segment").masks[:, 0]
+    assert (corrected[0, :, :31] == 0).all() and (corrected[0, :, 33:] == 255).all()
+    assert torch.equal(corrected[1:], load_faces(pair_facesets[0], 64, rows, mask="segment").masks[1:, 0])
+
+    with pytest.raises(ConfigError, match="data.mask='xseg': choose from hull, segment, segment\\+hull"):
+        apply_overrides(TrainConfig(), ["data.mask=xseg"])

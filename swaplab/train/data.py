@@ -1,10 +1,11 @@
 """The per-pair training data: two facesets as uint8 tensors in memory, and an exactly resumable sampler.
 
-Both facesets' crops are resized to the model resolution once, with a face-hull mask and an
-eyes+mouth mask per face (for the masked and priority losses). Which faces a step sees is a pure
-function of (seed, step, micro-step, rank): every side walks an infinite stream of per-epoch
-permutations, so a resumed run (or a run on N processes) draws exactly the samples an
-uninterrupted single-process run would. This module loads and samples; it does not augment.
+Both facesets' crops are resized to the model resolution once, with a face mask and an
+eyes+mouth mask per face (for the masked and priority losses). The face mask is the landmark hull,
+or (``data.mask``) the built face segmenter's face class, with user polygons where a faceset has them.
+Which faces a step sees is a pure function of (seed, step, micro-step, rank): every side walks an
+infinite stream of per-epoch permutations, so a resumed run (or a run on N processes) draws
+exactly the samples an uninterrupted single-process run would. This module loads and samples; it does not augment.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
 SIDES = ("src", "dst")
+
+#: ``data.mask``: where the masked losses' face mask comes from. ``hull``: the 68 landmarks' hull (a
+#: hand or microphone in front of the face counts as face, so the model learns to draw it);
+#: ``segment``: the built face segmenter's face class, occluders and hair left out (DeepFaceLab's
+#: XSeg-masked training); ``segment+hull``: inside both. With either segment mode, faces a user
+#: corrected in the faceset's ``mask_polygons.json`` take their polygons instead.
+TRAINING_MASKS = ("hull", "segment", "segment+hull")
 
 
 def stream_seed(*parts: object) -> int:
@@ -75,8 +83,13 @@ class FaceTensors:
         )
 
 
-def load_faces(faceset: Faceset | str | Path, resolution: int, indices: Sequence[int] | None = None) -> FaceTensors:
-    """Decode a faceset's crops (all, or ``indices``), resized to ``resolution``, with their masks."""
+def load_faces(
+    faceset: Faceset | str | Path, resolution: int, indices: Sequence[int] | None = None, mask: str = "hull"
+) -> FaceTensors:
+    """Decode a faceset's crops (all, or ``indices``), resized to ``resolution``, with their masks
+    (the face mask from ``mask``, one of ``TRAINING_MASKS``)."""
+    if mask not in TRAINING_MASKS:
+        raise ValueError(f"data.mask={mask!r}: choose from {', '.join(TRAINING_MASKS)}")
     faceset = faceset if isinstance(faceset, Faceset) else Faceset(faceset)
     if len(faceset) == 0:
         raise ValueError(f"faceset {faceset.root} has no faces")
@@ -94,12 +107,41 @@ def load_faces(faceset: Faceset | str | Path, resolution: int, indices: Sequence
             )
         images[row] = crop
         masks[row], features[row] = face_masks(faceset.records[i], crop_size=faceset.size, resolution=resolution)
+    if mask != "hull":
+        masks = segmented_masks(faceset, [faceset.records[i].id for i in chosen], images, masks, mask)
     return FaceTensors(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         masks=torch.from_numpy(masks)[:, None].contiguous(),
         feature_masks=torch.from_numpy(features)[:, None].contiguous(),
         ids=[faceset.records[i].id for i in chosen],
     )
+
+
+def segmented_masks(
+    faceset: Faceset, ids: list[str], images: np.ndarray, hulls: np.ndarray, mode: str, batch: int = 64
+) -> np.ndarray:
+    """Face masks (N, R, R) uint8 of ``images`` (N, R, R, 3) by the built face segmenter (``mode``
+    ``segment``, or ``segment+hull``: within ``hulls`` too); faces with user polygons take those."""
+    from swaplab.faces.occlusion import FACE_LABEL
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, polygon_labels, read_mask_polygons
+    from swaplab.models.segmentation import FACE, load_face_segmenter, segment_faces
+
+    segmenter = load_face_segmenter()  # NetworkMissing names the build command
+    face = np.concatenate(
+        [segment_faces(images[i : i + batch], segmenter)[:, FACE] for i in range(0, len(images), batch)]
+    )
+    if mode == "segment+hull":
+        face = np.minimum(face, hulls.astype(np.float32) / 255.0)
+    masks = (np.clip(face, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    polygons_file = faceset.root / POLYGONS_FILE
+    if polygons_file.is_file():
+        corrected = read_mask_polygons(polygons_file)
+        size = images.shape[1]
+        for row, face_id in enumerate(ids):
+            if face_id in corrected:
+                labels = polygon_labels(corrected[face_id], size, scale=size / faceset.size)
+                masks[row] = np.where(labels == FACE_LABEL, 255, 0).astype(np.uint8)
+    return masks
 
 
 def holdout_count(n: int, holdout: float) -> int:
@@ -170,8 +212,12 @@ class PairData:
         seed: int = 0,
         cache: bool = True,
         allow_damaged: bool = False,
+        mask: str = "hull",
     ) -> None:
+        if mask not in TRAINING_MASKS:
+            raise ValueError(f"data.mask={mask!r}: choose from {', '.join(TRAINING_MASKS)}")
         self.resolution = resolution
+        self.mask = mask
         self.seed = seed
         self.cache = cache
         self.roots = {"src": Path(src), "dst": Path(dst)}
@@ -204,11 +250,13 @@ class PairData:
             train, held = split_holdout(n, holdout, seed, side)
             self.train_index[side], self.holdout_index[side] = train, held
             if cache:
-                everything = load_faces(self.facesets[side], resolution)
+                everything = load_faces(self.facesets[side], resolution, mask=mask)
                 self.faces[side] = everything.take(train)
                 self.holdout[side] = everything.take(held)
             else:
-                self.holdout[side] = load_faces(self.facesets[side], resolution, held) if held else _empty(resolution)
+                self.holdout[side] = (
+                    load_faces(self.facesets[side], resolution, held, mask) if held else _empty(resolution)
+                )
             self.streams[side] = EpochStream(len(train), seed, side)
         log.info(
             "data: %d/%d src and %d/%d dst faces for training/held out at %d px",
@@ -239,7 +287,7 @@ class PairData:
         if self.cache:
             return self.faces[side].take(rows)
         faceset_rows = [self.train_index[side][r] for r in rows.tolist()]
-        return load_faces(self.facesets[side], self.resolution, faceset_rows)
+        return load_faces(self.facesets[side], self.resolution, faceset_rows, self.mask)
 
     def position(self, step: int, micro: int, accumulate: int, batch_size: int, rank: int, world_size: int) -> int:
         """Global stream position of a rank's first sample in a (step, micro-step)."""

@@ -33,7 +33,7 @@ from swaplab.models import ModelConfig, create_model
 from swaplab.models.parts import DISCRIMINATORS
 from swaplab.train.augment import AugmentConfig, Augmenter
 from swaplab.train.config import TrainerConfig
-from swaplab.train.data import PairData, stream_seed, to_float
+from swaplab.train.data import TRAINING_MASKS, PairData, stream_seed, to_float
 from swaplab.train.preview import preview_grid, save_preview
 from swaplab.train.recipe import RECIPES, GanPair, Recipe, StepResult
 
@@ -50,6 +50,13 @@ class DataConfig:
     seed: int = 0  # seeds the held-out split and the sample order
     cache: bool = True  # decode every crop once into memory (uint8); False decodes per batch
     allow_damaged: bool = False  # train on a faceset's intact faces when some of its shards are damaged
+    # The masked losses' face mask: hull (landmarks), segment or segment+hull (the built face
+    # segmenter: occluders and hair are not learned as face; user polygons win; see train/data.py).
+    mask: str = "hull"
+
+    def __post_init__(self) -> None:
+        if self.mask not in TRAINING_MASKS:
+            raise ConfigError(f"data.mask={self.mask!r}: choose from {', '.join(TRAINING_MASKS)}")
 
 
 @dataclass
@@ -118,6 +125,7 @@ class PerPairRecipe(Recipe):
             seed=cfg.data.seed,
             cache=cfg.data.cache,
             allow_damaged=cfg.data.allow_damaged,
+            mask=cfg.data.mask,
         )
         self.objective = ReconstructionObjective(cfg.loss).to(session.device)
         self.augmenter = Augmenter(cfg.augment)
