@@ -466,9 +466,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from swaplab.config import apply_overrides
     from swaplab.evaluate.evaluator import EvalOptions, evaluate, evaluate_many, expand_targets
     from swaplab.evaluate.report import summary_lines
+    from swaplab.swap.pipeline import SwapConfig
 
+    args.models, swap_words = _split_overrides(args.models)
     if bool(args.models) == bool(args.swaps):
         print("error: give MODEL_OR_RUN folders, or --swaps DIR (with --sources and --targets)", file=sys.stderr)
         return 2
@@ -477,6 +480,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         encoders=tuple(args.encoders or ()),
         detector_pairs=args.detector_pairs,
+        # key=value words set the swap stage for the model's swaps, as on `swaplab swap`.
+        swap_config=apply_overrides(SwapConfig(precision="fp32"), swap_words) if swap_words else None,
     )
     common = {"out_dir": args.out, "protocol": args.protocol, "data_root": args.data, "options": options}
     try:
@@ -711,7 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
         "report), or already-swapped images: --swaps DIR [--sources FILES_OR_DIR --targets DIR]. Writes "
         "metrics.json, per_item.json and report.html under --out (docs/evaluation.md).",
     )
-    p.add_argument("models", nargs="*", metavar="MODEL_OR_RUN", help="model, run or sweep folders")
+    p.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL_OR_RUN",
+        help="model, run or sweep folders, then key=value swap options (mask=segment restore=on ...)",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder for metrics and the report")
     p.add_argument("--protocol", default="per_pair_v1", help="per_pair_v1, oneshot_v1, video_v1 or a .json file")
     p.add_argument("--data", default=None, help="data root (default: $SWAPLAB_DATA or ../shared/data)")
@@ -728,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", dest="target_dir", default=None, help="with --swaps: the folder of target photos")
     p.add_argument("--encoders", nargs="+", default=None, help="identity networks (default: every registered one)")
     p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, overrides_field="models")
     return parser
 
 

@@ -341,3 +341,14 @@ def test_video_protocol_scores_stability_of_a_swapped_clip(tiny_model, tmp_path,
     assert result.metrics["samples"]["frames"] == 10
     assert all(math.isfinite(v) and v > 0 for v in result.summary.values())
     assert verify(tmp_path / "video" / "videos" / "WDA_AlexandriaOcasioCortez_000.mp4").synthetic
+
+
+def test_cli_evaluates_swap_stage_options(tiny_model, tmp_path, shared_data, capsys):
+    protocol = small_protocol(tmp_path / "tiny.json")
+    out = tmp_path / "opts"
+    args = ["eval", str(tiny_model), "-o", str(out), "--protocol", str(protocol), "--detector-pairs", "-1"]
+    assert main([*args, "--data", str(shared_data), "colour=none", "mask=hull"]) == 0
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["swap_options"]["colour"] == "none" and document["swap_options"]["mask"] == "hull"
+    assert main([*args, "--data", str(shared_data), "colour=rgb"]) == 2
+    assert "rct" in capsys.readouterr().err  # a wrong value lists the valid names

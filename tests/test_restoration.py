@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -126,6 +127,37 @@ def test_swap_restore_reaches_the_frame_resolution(
     assert detail(faces["on"]) > 0.95 * detail(faces["off"]), (detail(faces["on"]), detail(faces["off"]))
 
 
+@pytest.mark.slow
+def test_restored_detail_is_smoothed_over_a_track(restorer, pair_facesets, tmp_path: Path, monkeypatch) -> None:
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    weights, _ = restorer
+    monkeypatch.setenv("SWAPLAB_FACE_RESTORER", str(weights))
+    model = _per_pair_model(pair_facesets, tmp_path)
+    face = _held_out_faces(pair_facesets)[0]
+    crop = cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA)
+    mask = np.ones((64, 64), np.float32)
+    matrix = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])  # a 128 px footprint: restored at 128
+    rng = np.random.default_rng(0)
+    # One still face with fresh sensor-like noise in every frame: what changes is flicker only.
+    frames = [np.clip(crop + rng.normal(0, 4, crop.shape), 0, 255).astype(np.uint8) for _ in range(12)]
+
+    def restored(smoothing: str) -> np.ndarray:
+        swapper = FaceSwapper(model, SwapConfig(restore="on", restore_smoothing=smoothing))
+        out = [swapper._restore(f, mask, matrix, track=0)[0].astype(np.float32) for f in frames]
+        return np.stack(out)
+
+    plain, smoothed = restored("none"), restored("one_euro")
+    assert plain.shape == smoothed.shape == (12, 128, 128, 3)
+    np.testing.assert_array_equal(plain[0], smoothed[0])  # the first frame is the restorer's own
+    # The detail the restorer adds is what gets filtered, so the temporal spread of the whole face drops.
+    flicker = {k: float(np.abs(np.diff(v[4:], axis=0)).mean()) for k, v in (("none", plain), ("one_euro", smoothed))}
+    detail_plain = plain - np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_CUBIC) for f in frames])
+    detail_smoothed = smoothed - np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_CUBIC) for f in frames])
+    assert np.abs(np.diff(detail_smoothed[4:], axis=0)).mean() < 0.5 * np.abs(np.diff(detail_plain[4:], axis=0)).mean()
+    assert flicker["one_euro"] <= flicker["none"], flicker
+
+
 def _per_pair_model(pair_facesets: tuple[Path, Path], root: Path) -> Path:
     from swaplab.train.export import export_model
     from swaplab.train.loop import train
@@ -149,3 +181,5 @@ def test_bad_restore_values_are_refused() -> None:
         apply_overrides(SwapConfig(), ["restore=yes"])
     with pytest.raises(ConfigError, match="restore_strength"):
         apply_overrides(SwapConfig(), ["restore_strength=2"])
+    with pytest.raises(ConfigError, match="one_euro"):
+        apply_overrides(SwapConfig(), ["restore_smoothing=ema"])

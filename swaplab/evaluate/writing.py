@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from swaplab.config import to_dict
 from swaplab.evaluate.protocol import Protocol
 from swaplab.evaluate.report import write_report
 from swaplab.evaluate.results import (
@@ -45,6 +46,8 @@ def write_result(
         },
         "samples": samples,
         "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "swap_config"},
+        # The swap stage's options when they are not the defaults (e.g. an evaluation of restore=on).
+        **({"swap_options": to_dict(opts.swap_config)} if opts.swap_config is not None else {}),
         "metrics": metrics,
         "warnings": warnings,
         "swaplab_version": __version__,

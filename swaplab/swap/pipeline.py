@@ -82,6 +82,10 @@ class SwapConfig:
     # frame's footprint first, so the paste reaches the frame's resolution; strength 0..1.
     restore: Literal["off", "on"] = "off"
     restore_strength: float = 1.0
+    # Video: the detail the restorer adds (restored minus its input) smoothed over time per face
+    # track, in the face's own crop, so restoration does not add flicker; fast changes pass.
+    restore_smoothing: str = choice_field("none", SMOOTHERS)  # none, one_euro, kalman
+    restore_smoothing_strength: float = 0.5
     smoothing: str = choice_field("one_euro", SMOOTHERS)  # one_euro, kalman, none
     smoothing_strength: float = 0.5
     # Settings of iterative models (a sampler and its steps: options={sampler: ddim, steps: 25});
@@ -181,6 +185,8 @@ class FaceSwapper:
         self._card_text = card_text
         self.timer = StageTimer()
         self._mask_tracks: dict[int, tuple[Any, int]] = {}  # track id -> (mask smoother, frames seen)
+        # track id -> (restoration side, detail smoother, frames seen)
+        self._restore_tracks: dict[int, tuple[int, Any, int]] = {}
         self.source: torch.Tensor | None = None
         if self.needs_source and cfg.source:
             self.set_source_photos(cfg.source)
@@ -259,7 +265,7 @@ class FaceSwapper:
             matrix = face.matrix
             if self.config.restore == "on":
                 with self.timer("restore"):
-                    face_rgb, mask, matrix = self._restore(face_rgb, mask, matrix)
+                    face_rgb, mask, matrix = self._restore(face_rgb, mask, matrix, face.track_id)
             with self.timer("blend"):
                 out = self._paste(out, face_rgb, mask, matrix)
         return out
@@ -295,8 +301,9 @@ class FaceSwapper:
             return rgb.cpu().numpy(), mask.cpu().numpy()
 
     def reset_tracks(self) -> None:
-        """Forget the per-track state (mask smoothers): call at the start of each video or photo."""
+        """Forget the per-track state (mask and restoration smoothers): call at the start of each video or photo."""
         self._mask_tracks.clear()
+        self._restore_tracks.clear()
 
     def _mask(self, face: AlignedFace, learned: np.ndarray) -> np.ndarray:
         """The blend mask in crop space (R x R float in [0, 1])."""
@@ -326,15 +333,25 @@ class FaceSwapper:
         return np.ascontiguousarray(out.numpy())
 
     def _restore(
-        self, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray
+        self, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray, track: int = -1
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The swapped face upscaled (bicubic) to its footprint in the frame when that is larger than
-        the model's resolution, then restored; with its mask and its frame -> crop matrix rescaled."""
+        the model's resolution, then restored; with its mask and its frame -> crop matrix rescaled.
+
+        With ``restore_smoothing``, a track keeps one restoration size while its footprint stays
+        within 10 % of it (so its detail can be filtered over time at a fixed shape), and the
+        detail the restorer adds is smoothed per track.
+        """
         from swaplab.models.restoration import restore_faces
 
-        size = self.resolution
+        cfg, size = self.config, self.resolution
         scale = 1.0 / np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2])))  # frame px per crop px
         side = max(size, int(round(size * scale)))
+        state = self._restore_tracks.get(track) if cfg.restore_smoothing != "none" else None
+        if state is not None and abs(side / state[0] - 1.0) <= 0.1:
+            side = state[0]
+        elif cfg.restore_smoothing != "none":
+            state = (side, SMOOTHERS.create(cfg.restore_smoothing, strength=cfg.restore_smoothing_strength), 0)
         if side != size:
             factor = side / size
             face_rgb = cv2.resize(face_rgb, (side, side), interpolation=cv2.INTER_CUBIC)
@@ -342,7 +359,14 @@ class FaceSwapper:
             # Pixel centres sit at integers: x_big = (x + 0.5) * factor - 0.5.
             upscale = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
             matrix = (upscale @ np.vstack([matrix, [0, 0, 1]]))[:2]
-        return restore_faces(face_rgb, self.config.restore_strength, dtype=self.autocast), mask, matrix
+        restored = restore_faces(face_rgb, cfg.restore_strength, dtype=self.autocast)
+        if state is not None:
+            _, smoother, seen = state
+            detail = restored.astype(np.float32) - face_rgb.astype(np.float32)
+            detail = smoother.update(detail, seen / 25.0)
+            restored = np.clip(face_rgb.astype(np.float32) + detail + 0.5, 0, 255).astype(np.uint8)
+            self._restore_tracks[track] = (side, smoother, seen + 1)
+        return restored, mask, matrix
 
     def _paste(self, frame: np.ndarray, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """Warp the face and its mask into the frame's footprint of the crop, then blend."""
