@@ -133,3 +133,28 @@ def trained_segmenter(tmp_path_factory: pytest.TempPathFactory, pair_facesets: t
     finally:
         torch.set_num_threads(threads)
     return root / "run", result
+
+
+@pytest.fixture(scope="session")
+def split_facesets(tmp_path_factory: pytest.TempPathFactory, lfw: Path):
+    """``make(train_people, train_count, eval_people, eval_count)``: 128 px facesets of the first photos
+    of peopleDevTrain people (``train``) and peopleDevTest people (``eval``), with ``lists`` (the split
+    files' folder). Each combination is extracted once per session and shared by the one-shot tests."""
+    from swaplab.facesets.extract import ExtractConfig, extract
+
+    made: dict[tuple, dict[str, Path]] = {}
+
+    def make(train_people: tuple[str, ...], train_count: int, eval_people: tuple[str, ...], eval_count: int):
+        key = (tuple(train_people), train_count, tuple(eval_people), eval_count)
+        if key not in made:
+            root = tmp_path_factory.mktemp("oneshot-faces")
+            cfg = ExtractConfig(size=128)
+            cfg.faces.max_faces = 1
+            for role, people, count in (("train", train_people, train_count), ("eval", eval_people, eval_count)):
+                images = [p for person in people for p in sorted((lfw / person).glob("*.jpg"))[:count]]
+                summary = extract(images, root / role, cfg, progress=False)
+                assert summary.faces == len(images), summary.lines()
+            made[key] = {"train": root / "train", "eval": root / "eval", "lists": lfw.parent}
+        return made[key]
+
+    return make

@@ -177,18 +177,9 @@ def test_occluders_cover_only_their_mask_and_repeat_with_the_seed() -> None:
 
 
 @pytest.fixture(scope="module")
-def lfw_facesets(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> dict[str, Path]:
+def lfw_facesets(split_facesets) -> dict[str, Path]:
     """128 px crops: 3 photos each of 3 train-split people, 2 each of 2 test-split people."""
-    from swaplab.facesets.extract import ExtractConfig, extract
-
-    root = tmp_path_factory.mktemp("faceshifter")
-    cfg = ExtractConfig(size=128)
-    cfg.faces.max_faces = 1
-    for role, people, count in (("train", TRAIN_PEOPLE, 3), ("eval", EVAL_PEOPLE, 2)):
-        images = [p for person in people for p in sorted((lfw / person).glob("*.jpg"))[:count]]
-        summary = extract(images, root / role, cfg, progress=False)
-        assert summary.faces == len(images), summary.lines()
-    return {"train": root / "train", "eval": root / "eval", "lists": lfw.parent}
+    return split_facesets(TRAIN_PEOPLE, 3, EVAL_PEOPLE, 2)
 
 
 def overrides(facesets: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
