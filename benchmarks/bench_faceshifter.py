@@ -23,15 +23,13 @@ import dataclasses
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import count_flops, load_average, machine, matmul_peak_gflops, use_threads  # noqa: E402
+from common import AdversarialStep, count_flops, load_average, machine, matmul_peak_gflops, seconds, use_threads  # noqa: E402
 
 from swaplab.config import config_group  # noqa: E402
 from swaplab.losses.faceshifter import FaceShifterLossConfig, FaceShifterObjective  # noqa: E402
@@ -42,37 +40,20 @@ DEFAULT_PRESETS = ("faceshifter-tiny:8", "faceshifter-128:8")
 MODES = ("fp32 NCHW", "bf16 + channels_last")
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-class TrainStep:
+class TrainStep(AdversarialStep):
     """AEI-Net, its discriminator, optimisers and one fixed batch; ``__call__`` runs one D and one G step."""
 
     def __init__(self, preset: str, batch: int, fast: bool, identity_net: torch.nn.Module) -> None:
         torch.manual_seed(0)
         config = config_group("model").create(preset)
-        memory = torch.channels_last if fast else torch.contiguous_format
-        self.model = FaceShifter(config).to(memory_format=memory)
-        self.discriminator = create_discriminator(config).to(memory_format=memory)
+        model, discriminator = FaceShifter(config), create_discriminator(config)
+        self.prepare(model, discriminator, config.resolution, batch, fast, betas=(0.0, 0.999))
         identity = TemplateChipIdentity("whole_face", config.resolution, network=identity_net)
         self.objective = FaceShifterObjective(FaceShifterLossConfig(), identity)
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=4e-4, betas=(0.0, 0.999))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=(0.0, 0.999))
-        size = config.resolution
-        self.target = torch.rand(batch, 3, size, size).contiguous(memory_format=memory)
-        self.identity = torch.nn.functional.normalize(torch.randn(batch, 128), dim=1)
-        self.same = torch.arange(batch) % 2 == 0
-        self.fast = fast
-
-    def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.fast else nullcontext()
 
     def __call__(self) -> None:
         with self.autocast():
-            swap, z_att = self.model.aei(self.target, self.identity)
+            swap, z_att = self.generator.aei(self.target, self.identity)
             d_terms = self.objective.discriminator_loss(self.discriminator, self.target, swap.float())
         self.opt_d.zero_grad(set_to_none=True)
         d_terms.total.backward()
@@ -84,7 +65,7 @@ class TrainStep:
                 self.target,
                 self.identity,
                 self.same,
-                lambda: self.model.attributes(swap),
+                lambda: self.generator.attributes(swap),
                 z_att,
                 self.discriminator(swap),
             )
@@ -110,7 +91,7 @@ def swap_rate(preset: str, batch: int, fast: bool, hear: bool, identity_net: tor
             model(target, source, own(target) if hear else None)
 
     run()
-    return batch / min(_seconds(run) for _ in range(reps))
+    return batch / min(seconds(run) for _ in range(reps))
 
 
 def main() -> None:
@@ -147,7 +128,7 @@ def main() -> None:
         times: dict[str, list[float]] = {mode: [] for mode in MODES}
         for _ in range(args.reps):  # interleaved, so both modes share the same load
             for mode, step in steps.items():
-                times[mode].append(_seconds(step))
+                times[mode].append(seconds(step))
         best = {mode: min(samples) for mode, samples in times.items()}
         for mode, samples in times.items():
             rate = flops / best[mode] / 1e9

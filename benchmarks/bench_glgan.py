@@ -27,14 +27,13 @@ import argparse
 import os
 import statistics
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_simswap import _seconds, count_step_flops, matmul_peak  # noqa: E402
-from common import machine  # noqa: E402
+from bench_simswap import count_step_flops  # noqa: E402
+from common import AdversarialStep, machine, matmul_peak_gflops, seconds  # noqa: E402
 
 from swaplab.config import config_group  # noqa: E402
 from swaplab.losses.adversarial import SimSwapObjective  # noqa: E402
@@ -46,29 +45,16 @@ DEFAULT_PRESETS = ("glgan-tiny:8", "glgan-128:4")
 MODES = ("fp32 NCHW", "bf16 + channels_last")
 
 
-class GLGANStep:
+class GLGANStep(AdversarialStep):
     """Models, optimisers and one fixed batch; ``__call__`` runs one D step and one G step."""
 
     def __init__(self, preset: str, batch: int, fast: bool, identity_net: torch.nn.Module) -> None:
         torch.manual_seed(0)
         config = config_group("model").create(preset)
-        memory = torch.channels_last if fast else torch.contiguous_format
-        self.generator = GLGANGenerator(config).to(memory_format=memory)
-        self.discriminator = GLGANDiscriminator(config).to(memory_format=memory)
+        self.prepare(GLGANGenerator(config), GLGANDiscriminator(config), config.resolution, batch, fast)
         loss = GLGANLossConfig()
         identity = TemplateChipIdentity(config.template, config.resolution, network=identity_net)
         self.objective = GLGANObjective(loss, SimSwapObjective(loss, identity))
-        betas = (0.0, 0.99)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=4e-4, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=betas)
-        size = config.resolution
-        self.target = torch.rand(batch, 3, size, size).contiguous(memory_format=memory)
-        self.identity = torch.nn.functional.normalize(torch.randn(batch, 128), dim=1)
-        self.same = torch.arange(batch) % 2 == 0
-        self.fast = fast
-
-    def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.fast else nullcontext()
 
     def __call__(self) -> None:
         with self.autocast():
@@ -86,7 +72,7 @@ class GLGANStep:
         self.opt_g.step()
 
     @torch.no_grad()
-    def swap_seconds(self, batch: int) -> float:
+    def swapseconds(self, batch: int) -> float:
         """Seconds of one eval-mode generator call on ``batch`` faces."""
         self.generator.eval()
         faces, identity = self.target[:1].expand(batch, -1, -1, -1).contiguous(), self.identity[:1].expand(batch, -1)
@@ -94,9 +80,9 @@ class GLGANStep:
             faces = faces.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             self.generator(faces, identity)  # warm-up
-            seconds = _seconds(lambda: self.generator(faces, identity))
+            took = seconds(lambda: self.generator(faces, identity))
         self.generator.train()
-        return seconds
+        return took
 
 
 def main() -> None:
@@ -118,7 +104,7 @@ def main() -> None:
 
     identity_net = load_dlib_identity()
     size = 512 if args.smoke else 2048
-    peak_bf16 = matmul_peak(torch.bfloat16, size)
+    peak_bf16 = matmul_peak_gflops(torch.bfloat16, size, reps=5)
     print(f"matmul peak ({size}^2, same threads): bf16 {peak_bf16:.0f} GFLOP/s\n")
 
     print("1. training step (D + G), glgan recipe phase 1")
@@ -135,7 +121,7 @@ def main() -> None:
         times: dict[str, list[float]] = {mode: [] for mode in MODES}
         for _ in range(args.reps):  # interleaved, so both modes share the same load
             for mode, step in steps.items():
-                times[mode].append(_seconds(step))
+                times[mode].append(seconds(step))
         best = {}
         for mode, samples in times.items():
             best[mode] = min(samples)
@@ -147,7 +133,7 @@ def main() -> None:
         print(f"{'':<19}  speed-up of bf16 + channels_last: {best[MODES[0]] / best[MODES[1]]:.2f}x")
         for swap_batch in (1, 8):
             per_face = {
-                mode: min(steps[mode].swap_seconds(swap_batch) for _ in range(max(1, args.reps))) / swap_batch
+                mode: min(steps[mode].swapseconds(swap_batch) for _ in range(max(1, args.reps))) / swap_batch
                 for mode in MODES
             }
             swaps.append(

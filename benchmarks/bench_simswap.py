@@ -26,16 +26,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import AdversarialStep, machine, matmul_peak_gflops, seconds  # noqa: E402
 
 from swaplab.config import config_group  # noqa: E402
 from swaplab.losses import SimSwapLossConfig, SimSwapObjective  # noqa: E402
@@ -44,42 +41,16 @@ from swaplab.models import TemplateChipIdentity, create_discriminator, create_mo
 DEFAULT_PRESETS = ("simswap-tiny:8", "simswap-128:8", "simswap-paper:2")
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
-    """GFLOP/s of the best of ``reps`` square matmuls in ``dtype`` (this CPU's practical peak)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(reps))
-    return 2 * size**3 / best / 1e9
-
-
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-class SimSwapStep:
+class SimSwapStep(AdversarialStep):
     """Models, optimisers and one fixed batch; ``__call__`` runs one G step and one D step."""
 
     def __init__(self, preset: str, batch: int, fast: bool, identity_net: torch.nn.Module) -> None:
         torch.manual_seed(0)
         config = config_group("model").create(preset)
-        memory = torch.channels_last if fast else torch.contiguous_format
-        self.generator = create_model(config).to(memory_format=memory)
-        self.discriminator = create_discriminator(config).to(memory_format=memory)
+        # SimSwap's Adam betas (0, 0.99) are the shared default.
+        self.prepare(create_model(config), create_discriminator(config), config.resolution, batch, fast)
         identity = TemplateChipIdentity("whole_face", config.resolution, network=identity_net)
         self.objective = SimSwapObjective(SimSwapLossConfig(), identity)
-        betas = (0.0, 0.99)  # SimSwap's Adam
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=4e-4, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=betas)
-        size = config.resolution
-        self.target = torch.rand(batch, 3, size, size).contiguous(memory_format=memory)
-        self.identity = torch.nn.functional.normalize(torch.randn(batch, 128), dim=1)
-        self.same = torch.arange(batch) % 2 == 0
-        self.fast = fast
-
-    def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.fast else nullcontext()
 
     def __call__(self) -> None:
         with self.autocast():
@@ -142,7 +113,10 @@ def main() -> None:
 
     identity_net = load_dlib_identity()
     size = 512 if args.smoke else 2048
-    peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16, size), matmul_peak(torch.float32, size)
+    peak_bf16, peak_fp32 = (
+        matmul_peak_gflops(torch.bfloat16, size, reps=5),
+        matmul_peak_gflops(torch.float32, size, reps=5),
+    )
     print(f"matmul peak ({size}^2, same threads): bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s\n")
 
     header = f"{'preset':<15}{'batch':>6}  {'mode':<22}{'s/step best':>12}{'median':>9}{'img/s':>8}"
@@ -160,7 +134,7 @@ def main() -> None:
         times: dict[str, list[float]] = {mode: [] for mode in steps}
         for _ in range(args.reps):  # interleaved, so both modes share the same load
             for mode, step in steps.items():
-                times[mode].append(_seconds(step))
+                times[mode].append(seconds(step))
         best = {}
         for mode, samples in times.items():
             best[mode] = min(samples)

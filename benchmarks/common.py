@@ -3,6 +3,7 @@ matmul peak and FLOP counts their throughputs are compared with."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -82,3 +83,40 @@ def count_flops(fn: Callable[[], object]) -> tuple[object, dict[str, int]]:
     with Counting():
         result = fn()
     return result, dict(counts)
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall time of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class AdversarialStep:
+    """What every one-shot family's training-step benchmark shares: a generator and a discriminator
+    with Adam, in fp32 NCHW or (``fast``) bf16 autocast + channels-last, and one fixed random batch
+    (targets in [0, 1], unit identity embeddings, every other pair the same person). Subclasses build
+    the networks (after ``torch.manual_seed(0)``) and define ``__call__`` as one D and one G step."""
+
+    def prepare(
+        self,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        resolution: int,
+        batch: int,
+        fast: bool,
+        betas: tuple[float, float] = (0.0, 0.99),
+        identity_dim: int = 128,
+    ) -> None:
+        memory = torch.channels_last if fast else torch.contiguous_format
+        self.generator = generator.to(memory_format=memory)
+        self.discriminator = discriminator.to(memory_format=memory)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=4e-4, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=betas)
+        self.target = torch.rand(batch, 3, resolution, resolution).contiguous(memory_format=memory)
+        self.identity = torch.nn.functional.normalize(torch.randn(batch, identity_dim), dim=1)
+        self.same = torch.arange(batch) % 2 == 0
+        self.fast = fast
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.fast else contextlib.nullcontext()
