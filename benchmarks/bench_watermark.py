@@ -157,6 +157,18 @@ def crop(share: float, corner: bool = False) -> Callable[[np.ndarray], np.ndarra
     return attack
 
 
+def crop_side(share: float, side: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Cut ``share`` of the image away from one ``side`` only (right or bottom): a caption or border removed."""
+
+    def attack(image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        if side == "right":
+            return np.ascontiguousarray(image[:, : width - round(width * share)])
+        return np.ascontiguousarray(image[: height - round(height * share)])
+
+    return attack
+
+
 def rotate(degrees: float) -> Callable[[np.ndarray], np.ndarray]:
     """Turn about the centre, keeping the size (corners filled by reflection, as editors fill them)."""
 
@@ -177,6 +189,8 @@ GEOMETRIC_ATTACKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "crop 10% (centre)": crop(0.10),
     "crop 10% (corner)": crop(0.10, corner=True),
     "crop 10% + jpeg 75": then(crop(0.10), jpeg(75)),
+    "crop 10% (right only)": crop_side(0.10, "right"),
+    "crop 10% (bottom only) + jpeg 75": then(crop_side(0.10, "bottom"), jpeg(75)),
     "mirror": mirror,
     "mirror + jpeg 75": then(mirror, jpeg(75)),
     "rotate +2 deg": rotate(2.0),
@@ -324,6 +338,7 @@ def main() -> None:
     variants = {"as is": unmarked, "half (area)": [scale(0.5)(i) for i in unmarked]}
     variants["jpeg 75"] = [jpeg(75)(i) for i in unmarked]
     variants["crop 10% (centre)"] = [crop(0.10)(i) for i in unmarked]
+    variants["crop 10% (right only)"] = [crop_side(0.10, "right")(i) for i in unmarked]
     print(f"\nunmarked images: template score under the search (threshold {SCORE_MIN})")
     for name, images in variants.items():
         readings = [read_payload(image) for image in images]

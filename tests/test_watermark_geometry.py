@@ -68,6 +68,20 @@ def test_a_cropped_file_keeps_its_payload(lfw: Path, tmp_path: Path) -> None:
     assert "after undoing" in report.summary()
 
 
+def test_a_crop_of_one_side_keeps_its_payload(lfw: Path, tmp_path: Path) -> None:
+    face = _face(lfw, "Tony_Blair")
+    wide = np.ascontiguousarray(np.concatenate([face, face[:, ::-1]], axis=1))  # the cut side is the longer
+    for name, image in {"square": face, "wide": wide}.items():
+        marked = mark_image(image, FIELDS)
+        height, width = marked.shape[:2]
+        for side, cut in {"right": marked[:, : width - width // 10], "bottom": marked[: height - height // 10]}.items():
+            path = tmp_path / f"{name}-{side}.jpg"
+            Image.fromarray(np.ascontiguousarray(cut)).save(path, quality=90)
+            report = verify(path)
+            assert report.payload is not None and report.payload.model_hash == FIELDS.model_hash, (name, side)
+            assert "of the width and" in report.summary(), (name, side, report.summary())
+
+
 def test_unmarked_real_images_stay_unmarked_under_the_search(lfw: Path, shared_data: Path) -> None:
     people = sorted(p for p in lfw.iterdir() if p.is_dir())[::600][:8]
     images = [_face(lfw, p.name) for p in people]

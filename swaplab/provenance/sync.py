@@ -193,48 +193,84 @@ def read_payload(image: np.ndarray) -> tuple[WatermarkReading, TemplateReading |
             best, source = reading, undone
             parts = (["a mirror"] if template.mirrored else []) + ([f"a turn of {angle:+.2f} degrees"] if angle else [])
             how = "after undoing " + " and ".join(parts) if parts else "re-read"
-    if not best.present and template.scale < 0.995:
+    if not best.present:
         reading, where = _read_cropped(undo(image, template), template.scale)
         if reading.present:
             best, how = reading, f"after placing the crop ({where})"
     return best, template, how, source
 
 
-def _read_cropped(image: np.ndarray, scale: float) -> tuple[WatermarkReading, str]:
-    """Read the payload of a crop that kept ``scale`` of each side: rebuild the marked image's canonical
-    grid with the crop at each trial place and size, coarse (0.5 % steps, by vote margin) then fine.
+def crop_hypotheses(scale: float) -> list[tuple[float, float]]:
+    """(kept width, kept height) shares to try for a crop whose template gave ``scale``.
 
-    About 3,000 cheap grid rebuilds (0.6-0.7 s); a reading still needs the CRC and the margin, and
-    this runs only where the template was already found.
+    The template measures the kept share of the marked image's *shorter* side. A crop that kept the
+    aspect ratio cut that share from both sides; a crop of one side only (a caption or a border cut
+    away) cut it from one side and left the other whole. When the shorter side was not cut at all
+    (``scale`` about 1), a cut of the longer side is invisible to the template, so its share is
+    searched over the template's range.
+    """
+    if scale < 0.995:
+        near = np.arange(scale - 0.015, min(scale + 0.015, 1.0) + 1e-9, 0.005)
+        return [(k, k) for k in near] + [(k, 1.0) for k in near] + [(1.0, k) for k in near]
+    free = np.arange(SCALES.min(), 0.99 + 1e-9, 0.005)
+    return [(k, 1.0) for k in free] + [(1.0, k) for k in free]
+
+
+def _read_cropped(image: np.ndarray, scale: float) -> tuple[WatermarkReading, str]:
+    """Read the payload of a crop whose template gave ``scale``: rebuild the marked image's canonical
+    grid with the crop at each trial size (``crop_hypotheses``) and place, coarse (0.5 % steps, by
+    vote margin) then fine (0.1 % steps, through the CRC and the margin).
+
+    About 3,000-5,000 cheap grid rebuilds (1-2 s); this runs only where the template was already
+    found and the payload did not read directly.
     """
     grid = 2 * CANONICAL  # the crop is area-averaged once to twice the grid, then placed by warps
     luma = cv2.resize(
         cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA
     )
 
-    def canonical(kept: float, left: float, top: float) -> np.ndarray:
-        # canonical (u, v) -> crop pixel: x = (u / CANONICAL - left) / kept * grid
-        matrix = np.float32([[2 / kept, 0, -grid * left / kept], [0, 2 / kept, -grid * top / kept]])
+    def canonical(kept_x: float, kept_y: float, left: float, top: float) -> np.ndarray:
+        # Canonical pixel u's centre, (u + 0.5) / CANONICAL of the marked image's width, lies at
+        # ((u + 0.5) * 2 - grid * left) / kept_x - 0.5 in the crop's grid (pixel centres at integers).
+        matrix = np.float32(
+            [
+                [2 / kept_x, 0, (1 - grid * left) / kept_x - 0.5],
+                [0, 2 / kept_y, (1 - grid * top) / kept_y - 0.5],
+            ]
+        )
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         return cv2.warpAffine(luma, matrix, (CANONICAL, CANONICAL), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
-    best_margin, best_place = -1.0, (scale, 0.0, 0.0)
-    for kept in np.arange(scale - 0.015, min(scale + 0.015, 1.0) + 1e-9, 0.005):
-        offsets = np.arange(0.0, max(1.0 - kept, 0.0) + 1e-9, 0.005)
-        for left in offsets:
-            for top in offsets:
-                margin = float(np.mean(np.abs(canonical_soft_bits(canonical(kept, left, top)))))
+    def offsets(kept: float) -> np.ndarray:
+        return np.arange(0.0, max(1.0 - kept, 0.0) + 1e-9, 0.005)
+
+    best_margin, best_place = -1.0, (1.0, 1.0, 0.0, 0.0)
+    for kept_x, kept_y in crop_hypotheses(scale):
+        for left in offsets(kept_x):
+            for top in offsets(kept_y):
+                margin = float(np.mean(np.abs(canonical_soft_bits(canonical(kept_x, kept_y, left, top)))))
                 if margin > best_margin:
-                    best_margin, best_place = margin, (kept, left, top)
-    kept, left, top = best_place
+                    best_margin, best_place = margin, (kept_x, kept_y, left, top)
+    kept_x, kept_y, left, top = best_place
+    # Refine only what was cut: a side kept whole stays whole, at offset 0.
+    fine = np.arange(-0.004, 0.0041, 0.002)
+    fine_offset = np.arange(-0.004, 0.0041, 0.001)
+    symmetric = kept_x == kept_y
     fallback = WatermarkReading(False, None, 0.0)
-    for d_kept in np.arange(-0.004, 0.0041, 0.002):
-        for d_left in np.arange(-0.004, 0.0041, 0.001):
-            for d_top in np.arange(-0.004, 0.0041, 0.001):
-                place = (kept + d_kept, left + d_left, top + d_top)
-                reading = decide(canonical_soft_bits(canonical(*place)))
-                if reading.present:
-                    return reading, f"{place[0]:.1%} of each side kept, from {place[1]:.1%}, {place[2]:.1%}"
-                if reading.confidence > fallback.confidence:
-                    fallback = reading
+    for d_x in fine if kept_x < 1.0 else (0.0,):
+        for d_y in ((d_x,) if symmetric else fine) if kept_y < 1.0 else (0.0,):
+            for d_left in fine_offset if kept_x < 1.0 else (0.0,):
+                for d_top in fine_offset if kept_y < 1.0 else (0.0,):
+                    place = (kept_x + d_x, kept_y + d_y, max(left + d_left, 0.0), max(top + d_top, 0.0))
+                    reading = decide(canonical_soft_bits(canonical(*place)))
+                    if reading.present:
+                        return reading, _where(*place)
+                    if reading.confidence > fallback.confidence:
+                        fallback = reading
     return fallback, ""
+
+
+def _where(kept_x: float, kept_y: float, left: float, top: float) -> str:
+    if abs(kept_x - kept_y) < 1e-6:
+        return f"{kept_x:.1%} of each side kept, from {left:.1%}, {top:.1%}"
+    return f"{kept_x:.1%} of the width and {kept_y:.1%} of the height kept, from {left:.1%}, {top:.1%}"
