@@ -90,10 +90,17 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "bench_glgan.py": ("machine: ", "glgan-tiny", "speed-up of bf16 + channels_last", "2. swap per face"),
     "bench_swap.py": (
         "machine: ",
-        "pipeline (batch_frames=8, colour=none)",
-        "model alone (liae-cpu, 64 px",
-        "pipeline (batch 8, no colour) / model alone at batch 1",
+        "pipeline (batch_frames=8, overlap=True)",
+        "model alone (liae-cpu, 64 px, batch 8",
+        "overlap / sequential at batch 8",
+        "pipeline / model alone at batch 8: sequential",
         "jitter of the pasted face, smoothing=kalman",
+    ),
+    "bench_video_parts.py": (
+        "machine: ",
+        "mask=segment, smoothed: landmark_jitter",
+        "restore=on: skipped, face-restorer is not built",
+        "| setting | landmark_jitter | flicker",
     ),
     "bench_train.py": (
         "machine: ",
