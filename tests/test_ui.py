@@ -218,3 +218,136 @@ def powell_faceset(app) -> Path:
     cfg.faces.max_faces = 1
     extract(_lfw(app, "Colin_Powell", 10), out, cfg, progress=False)
     return out
+
+
+def _run_dir(app) -> Path:
+    return app["work"] / "study" / "bush-to-powell"
+
+
+@pytest.mark.slow
+def test_training_starts_refuses_a_second_job_shows_a_preview_stops_and_resumes(app, page, powell_faceset) -> None:
+    run = _run_dir(app)
+    _tab(page, "Train")
+    _choose(page, "train-model", "liae-cpu")
+    _choose(page, "train-trainer", "test")
+    _fill(page, "train-src", powell_faceset)
+    _fill(page, "train-dst", app["work"] / "faces" / "bush")
+    _fill(page, "train-run", run)
+    _fill(page, "train-steps", 400)  # far more than it will run: the Stop button ends it
+    _fill(page, "train-preview-every", 2)
+    page.locator("#train-start").click()
+    _wait_value(page, "train-status", "job 1: running", timeout_s=30)
+    page.locator("#train-start").click()  # the same run again, while the first job trains it
+    assert "is in use by training job 1" in _error_toast(page, "is in use by")
+    _wait_value(page, "train-watch", "job 1: running", timeout_s=30)
+    deadline = time.time() + 240
+    while not (run / "previews" / "latest.png").is_file() and time.time() < deadline:
+        time.sleep(1)
+    assert (run / "previews" / "latest.png").is_file(), "no preview was written"
+    page.locator("#train-preview img").first.wait_for(timeout=30_000)
+
+    page.reload()  # the job belongs to the server, not the page
+    page.wait_for_selector("#extract-go", timeout=60_000)
+    _tab(page, "Train")
+    _fill(page, "train-run", run)
+    _wait_value(page, "train-watch", "job 1: running", timeout_s=30)
+    page.locator("#train-preview img").first.wait_for(timeout=30_000)
+    page.locator("#train-curve canvas, #train-curve svg").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(app["shots"] / "training.png"), full_page=True)
+    pixels = _image_pixels(page, "train-preview", app["shots"] / "training-preview.png")
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50
+    assert pixels.std() > 10, "the preview image is blank"
+
+    page.locator("#train-stop").click()
+    stopped = _wait_value(page, "train-watch", "stopped at step", timeout_s=180)
+    step = int(stopped.split("stopped at step ")[1].split()[0])
+    assert 2 <= step < 400
+    _fill(page, "train-steps", step + 2)
+    page.locator("#train-start").click()  # resumes from the checkpoint
+    _wait_value(page, "train-watch", f"job 2: finished at step {step + 2}", timeout_s=180)
+    page.locator("#train-export").click()
+    exported = _wait_value(page, "train-status", "exported: ", timeout_s=120)
+    model = Path(exported.split("exported: ")[1].strip())
+    assert (model / "model.json").is_file() and model.is_relative_to(app["work"])
+    app["model"] = model
+
+
+@pytest.mark.slow
+def test_swap_a_photo_side_by_side_download_and_verify_its_mark(app, page) -> None:
+    if "model" not in app:
+        pytest.skip("needs the model exported by the training test")
+    from swaplab.provenance import verify
+
+    target = _lfw(app, "George_W_Bush", 1, offset=20)[0]
+    _tab(page, "Swap")
+    box = page.locator("#swap-model input").first
+    box.fill(str(app["model"]))
+    box.press("Enter")
+    page.locator("#swap-target input[type=file]").set_input_files(str(target))
+    _choose(page, "swap-colour", "lct")
+    page.locator("#swap-go").click()
+    _wait_value(page, "swap-report", "faces swapped", timeout_s=120)
+    page.locator("#swap-after img").first.wait_for(timeout=30_000)
+    page.locator("#swap-before img").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(app["shots"] / "swap.png"), full_page=True)
+    with page.expect_download() as info:
+        page.locator("#swap-download a").first.click()
+    downloaded = app["work"] / "downloaded.png"
+    info.value.save_as(downloaded)
+    assert verify(downloaded).synthetic
+
+    _tab(page, "Verify")
+    page.locator("#verify-file input[type=file]").set_input_files(str(downloaded))
+    page.locator("#verify-go").click()
+    assert "SYNTHETIC" in _wait_value(page, "verify-result", "SYNTHETIC", timeout_s=60)
+    page.locator("#verify-file button[aria-label='Clear']").first.click()
+    _fill(page, "verify-path", target)  # an unswapped photo, by path
+    page.locator("#verify-go").click()
+    assert "no swaplab mark found" in _wait_value(page, "verify-result", "no swaplab mark", timeout_s=60)
+
+
+@pytest.mark.slow
+def test_a_study_report_opens_in_the_page(app, page) -> None:
+    if not (_run_dir(app) / "metrics.jsonl").is_file():
+        pytest.skip("needs the run trained by the training test")
+    from swaplab.study.report import write_study_report
+
+    report = write_study_report(_run_dir(app).parent)
+    _tab(page, "Reports")
+    box = page.locator("#report-path input").first
+    box.fill(str(report))
+    box.press("Enter")
+    page.locator("#report-go").click()
+    frame = page.frame_locator("#report-frame")
+    frame.locator("h1").first.wait_for(timeout=30_000)
+    assert frame.locator("img").count() >= 1
+    page.screenshot(path=str(app["shots"] / "report.png"), full_page=True)
+
+
+def test_refusals_outside_paths_oversized_and_non_media_uploads(app, page) -> None:
+    _tab(page, "Verify")
+    _fill(page, "verify-path", "/etc/passwd")
+    page.locator("#verify-go").click()
+    assert "outside the allowed folders" in _error_toast(page, "outside the allowed folders")
+    assert page.request.get(app["url"] + "swaplab-file/etc/passwd").status == 403
+    _fill(page, "verify-path", "")
+
+    notes = app["work"] / "notes.txt"
+    notes.write_text("not a photo")
+    page.locator("#verify-file input[type=file]").set_input_files(str(notes))  # refused by its type at upload
+    assert "Invalid file type: notes.txt" in _error_toast(page, "Invalid file type")
+    fake = app["work"] / "fake.jpg"
+    fake.write_text("plain text under a photo's name")
+    page.locator("#verify-file input[type=file]").set_input_files(str(fake))  # refused by its content
+    page.locator("#verify-go").click()
+    assert "fake.jpg: not a readable photo" in _error_toast(page, "not a readable photo")
+    page.locator("#verify-file button[aria-label='Clear']").first.click()
+
+    big = _photo(app["work"] / "big.png", size=800)  # about 1.9 MB of noise; the limit is 1 MB
+    assert big.stat().st_size > 1024 * 1024
+    page.locator("#verify-file input[type=file]").set_input_files(str(big))
+    assert "exceed the maximum allowed size of 1.0 Mb" in _error_toast(page, "exceed the maximum")
+    # The server refuses it too, when a client skips the page's own check.
+    payload = {"files": {"name": "big.png", "mimeType": "image/png", "buffer": big.read_bytes()}}
+    assert page.request.post(app["url"] + "gradio_api/upload", multipart=payload).status == 413
+    assert not list(app["state"].uploads.root.rglob("big.png"))
