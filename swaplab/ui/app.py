@@ -311,7 +311,9 @@ def build_blocks(state: UiState) -> Any:
             def on_extract(files, typed, out, size, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
                 return extract_faces(state, files, typed, out, size, progress)
 
-            ex_go.click(errors(on_extract), [ex_files, ex_typed, ex_out, ex_size], [ex_summary, ex_sheet])
+            ex_go.click(
+                errors(on_extract), [ex_files, ex_typed, ex_out, ex_size], [ex_summary, ex_sheet], api_name="extract"
+            )
 
         with gr.Tab("Train"):
             models = _pair_model_presets()
@@ -340,11 +342,17 @@ def build_blocks(state: UiState) -> Any:
                     tr_curve = gr.LinePlot(x="step", y="loss", label="loss", elem_id="train-curve")
                     tr_watch = gr.Textbox(label="run", elem_id="train-watch")
             inputs = [tr_model, tr_trainer, tr_src, tr_dst, tr_run, tr_steps, tr_every]
-            tr_start.click(errors(lambda *a: start_training(state, *a)), inputs, tr_status)
-            tr_stop.click(errors(lambda run: stop_training(state, run)), tr_run, tr_status)
-            tr_export.click(errors(lambda run: export_run(state, run)), tr_run, tr_status)
+            tr_start.click(errors(lambda *a: start_training(state, *a)), inputs, tr_status, api_name="train_start")
+            tr_stop.click(errors(lambda run: stop_training(state, run)), tr_run, tr_status, api_name="train_stop")
+            tr_export.click(errors(lambda run: export_run(state, run)), tr_run, tr_status, api_name="export")
             timer = gr.Timer(REFRESH_S)
-            timer.tick(lambda run: watch_training(state, run), tr_run, [tr_watch, tr_preview, tr_curve])
+            timer.tick(
+                lambda run: watch_training(state, run),
+                tr_run,
+                [tr_watch, tr_preview, tr_curve],
+                api_name="watch",
+                show_progress="hidden",
+            )
 
         with gr.Tab("Swap"):
             with gr.Row():
@@ -376,6 +384,7 @@ def build_blocks(state: UiState) -> Any:
                 [sw_model, sw_target, sw_target_typed, sw_source, sw_source_typed, sw_mask, sw_colour, sw_blend,
                  sw_smooth, sw_restore, sw_preview],
                 [sw_before, sw_after, sw_download, sw_report],
+                api_name="swap",
             )  # fmt: skip
 
         with gr.Tab("Verify"):
@@ -384,7 +393,7 @@ def build_blocks(state: UiState) -> Any:
             vf_typed = gr.Textbox(label="or its path on disk", elem_id="verify-path")
             vf_go = gr.Button("Check the mark", variant="primary", elem_id="verify-go")
             vf_out = gr.Textbox(label="verdict", elem_id="verify-result")
-            vf_go.click(errors(lambda f, t: verify_file(state, f, t)), [vf_file, vf_typed], vf_out)
+            vf_go.click(errors(lambda f, t: verify_file(state, f, t)), [vf_file, vf_typed], vf_out, api_name="verify")
 
         with gr.Tab("Reports"):
             reports = state.allow.find("report.html") + [str(Path(p).parent) for p in state.allow.find("index.html")]
@@ -392,7 +401,7 @@ def build_blocks(state: UiState) -> Any:
                                   allow_custom_value=True, elem_id="report-path")  # fmt: skip
             rp_go = gr.Button("Open", variant="primary", elem_id="report-go")
             rp_view = gr.HTML(elem_id="report-view")
-            rp_go.click(errors(lambda p: report_frame(state, p)), rp_path, rp_view)
+            rp_go.click(errors(lambda p: report_frame(state, p)), rp_path, rp_view, api_name="report")
     return blocks
 
 
