@@ -9,6 +9,8 @@ upload, a second job on one run). Screenshots are kept under the test's temporar
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import threading
 import time
@@ -23,7 +25,8 @@ from swaplab.ui.access import AccessError, AllowList, Uploads
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's chromium (``.ci/run`` installs it when missing), or the browser ``$SWAPLAB_CHROMIUM`` names.
+CHROMIUM = os.environ.get("SWAPLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 TINY_MODEL = ["model.ae_dims=32", "model.e_dims=8", "model.d_dims=8", "model.d_mask_dims=4"]
 
 
@@ -96,7 +99,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.is_file():
+    if not CHROMIUM or not Path(CHROMIUM).is_file():
         pytest.skip("no browser: install Debian's chromium (apt-get install chromium; .ci/run does it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     with sync_api.sync_playwright() as playwright:
@@ -115,7 +118,8 @@ def app(one_thread_module, tmp_path_factory: pytest.TempPathFactory, shared_data
     work = tmp_path_factory.mktemp("ui-work")
     lfw = shared_data / "lfw" / "lfw-deepfunneled"
     port = _free_port()
-    settings = UiSettings(allow=[str(work), str(lfw)], port=port, max_upload_mb=1.0)
+    videos = shared_data / "videos"
+    settings = UiSettings(allow=[str(work), str(lfw), str(videos)], port=port, max_upload_mb=1.0)
     fastapi_app, state = build_app(settings)
     server = uvicorn.Server(uvicorn.Config(fastapi_app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -126,7 +130,14 @@ def app(one_thread_module, tmp_path_factory: pytest.TempPathFactory, shared_data
     assert server.started, "the app did not start"
     shots = work / "screenshots"
     shots.mkdir()
-    yield {"url": f"http://127.0.0.1:{port}/", "work": work, "lfw": lfw, "state": state, "shots": shots}
+    yield {
+        "url": f"http://127.0.0.1:{port}/",
+        "work": work,
+        "lfw": lfw,
+        "videos": videos,
+        "state": state,
+        "shots": shots,
+    }
     server.should_exit = True
     thread.join(10)
     state.close()
@@ -295,6 +306,18 @@ def test_swap_a_photo_side_by_side_download_and_verify_its_mark(app, page) -> No
     downloaded = app["work"] / "downloaded.png"
     info.value.save_as(downloaded)
     assert verify(downloaded).synthetic
+
+    # A video: a short strip of target | swap pairs before committing to the whole clip.
+    page.locator("#swap-target button[aria-label='Clear']").first.click()
+    _fill(page, "swap-target-path", app["videos"] / "hdtf_sadtalker" / "WDA_KatieHill_000.mp4")
+    _fill(page, "swap-preview-frames", 3)
+    page.locator("#swap-go").click()
+    report = _wait_value(page, "swap-report", "WDA_KatieHill_000", timeout_s=120)
+    strip = Path(report.split("wrote ")[1].split()[0])
+    assert strip.suffix == ".png" and verify(strip).synthetic
+    width, height = Image.open(strip).size
+    assert height == 3 * 256 and width == 2 * 256  # three target | swap rows of the square clip
+    page.locator("#swap-after img").first.wait_for(timeout=30_000)
 
     _tab(page, "Verify")
     page.locator("#verify-file input[type=file]").set_input_files(str(downloaded))
