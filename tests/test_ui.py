@@ -374,3 +374,16 @@ def test_refusals_outside_paths_oversized_and_non_media_uploads(app, page) -> No
     payload = {"files": {"name": "big.png", "mimeType": "image/png", "buffer": big.read_bytes()}}
     assert page.request.post(app["url"] + "gradio_api/upload", multipart=payload).status == 413
     assert not list(app["state"].uploads.root.rglob("big.png"))
+
+
+def test_a_failed_job_reports_one_line(tmp_path: Path) -> None:
+    from swaplab.ui.jobs import JobManager
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manager = JobManager(tmp_path)
+    job = manager.start(tmp_path / "run", ["model=liae-cpu", "trainer=test", f"data.src={empty}", f"data.dst={empty}"])
+    job.process.join(120)
+    state = job.state_line()
+    assert state.startswith("failed: ") and "\n" not in state and "Traceback" not in state, state
+    assert str(empty) in state  # it names what is wrong
