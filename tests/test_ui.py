@@ -77,6 +77,23 @@ def test_uploads_keep_media_and_refuse_the_rest(tmp_path: Path) -> None:
     assert not uploads.root.exists()
 
 
+def test_polygons_of_one_face_are_set_and_the_others_kept(tmp_path: Path) -> None:
+    from swaplab.facesets.mask_polygons import FacePolygons, read_mask_polygons, update_mask_polygons
+
+    path = tmp_path / "mask_polygons.json"
+    square = np.array([[1, 1], [9, 1], [9, 9], [1, 9]], np.float32)
+    update_mask_polygons(path, "a", FacePolygons([square], []))
+    update_mask_polygons(path, "b", FacePolygons([square * 2], [square + 0.25]))
+    update_mask_polygons(path, "a", FacePolygons([square + 1], []))
+    faces = read_mask_polygons(path)
+    assert sorted(faces) == ["a", "b"]
+    np.testing.assert_allclose(faces["a"].face[0], square + 1)
+    np.testing.assert_allclose(faces["b"].occluder[0], square + 0.25, atol=0.051)  # stored to 0.1 px
+    with pytest.raises(ValueError, match="at least 3 finite"):
+        update_mask_polygons(path, "c", FacePolygons([square[:2]], []))
+    assert sorted(read_mask_polygons(path)) == ["a", "b"]  # a refused polygon leaves the file as it was
+
+
 def test_job_manager_refuses_a_run_that_another_process_trains(tmp_path: Path) -> None:
     from swaplab.ui.jobs import JobManager
 
@@ -387,3 +404,46 @@ def test_a_failed_job_reports_one_line(tmp_path: Path) -> None:
     state = job.state_line()
     assert state.startswith("failed: ") and "\n" not in state and "Traceback" not in state, state
     assert str(empty) in state  # it names what is wrong
+
+
+@pytest.mark.slow
+def test_label_an_occluder_polygon_on_a_face(app, page) -> None:
+    faceset = app["work"] / "faces" / "bush"
+    if not (faceset / "shards").is_dir():
+        pytest.skip("needs the faceset extracted by the extraction test")
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import read_mask_polygons
+
+    first = Faceset(faceset).records[0].id
+    _tab(page, "Masks")
+    _fill(page, "poly-faceset", faceset)
+    page.locator("#poly-load").click()
+    picture = page.locator("#poly-picture img").first
+    picture.wait_for(timeout=30_000)
+    time.sleep(1)  # the picture's layout settles before its clicks are measured
+    # Where the crop is drawn inside the element (scaled to fit, centred).
+    natural_w, natural_h, shown_w, shown_h = picture.evaluate(
+        "img => [img.naturalWidth, img.naturalHeight, img.clientWidth, img.clientHeight]"
+    )
+    scale = min(shown_w / natural_w, shown_h / natural_h)
+    left, top = (shown_w - natural_w * scale) / 2, (shown_h - natural_h * scale) / 2
+    corners = [(0.3, 0.6), (0.7, 0.6), (0.7, 0.9), (0.3, 0.9)]  # a microphone in front of the chin
+    for fx, fy in corners:
+        before = picture.get_attribute("src")
+        position = {"x": left + fx * natural_w * scale, "y": top + fy * natural_h * scale}
+        picture.click(position=position, timeout=10_000)
+        deadline = time.time() + 20
+        while picture.get_attribute("src") == before and time.time() < deadline:  # redrawn with the point
+            time.sleep(0.2)
+    page.get_by_label("occluder").check()
+    page.locator("#poly-close").click()
+    time.sleep(1)
+    page.locator("#poly-save").click()
+    _wait_value(page, "poly-status", "saved 1 face and 1 occluder polygon(s)", timeout_s=30)
+    page.screenshot(path=str(app["shots"] / "masks.png"), full_page=True)
+    saved = read_mask_polygons(faceset)[first]
+    assert len(saved.face) == 1 and len(saved.occluder) == 1  # the landmark hull kept, the occluder added
+    size = Faceset(faceset).size
+    drawn = saved.occluder[0] / size  # crop pixels, as fractions of the crop
+    assert drawn.shape == (4, 2)
+    np.testing.assert_allclose(drawn, np.asarray(corners), atol=0.06)

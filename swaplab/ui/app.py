@@ -17,9 +17,12 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-# Set before Gradio is imported: it reads these once, at import time.
+# Set before Gradio is imported: it reads these once, at import time. (The upload folder,
+# GRADIO_TEMP_DIR, is read when a page is built, so ``build_app`` sets it per app.)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gradio as gr  # noqa: E402 - after the settings above
 
 from swaplab.ui.access import DEFAULT_MAX_UPLOAD_MB, AccessError, AllowList, Uploads  # noqa: E402
 from swaplab.ui.jobs import JobManager, one_line  # noqa: E402
@@ -100,7 +103,6 @@ def _failures() -> tuple[type[BaseException], ...]:
 
 def _one_line_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     """The library's errors as one line in the page (``gr.Error``), never a traceback."""
-    import gradio as gr
 
     @wraps(handler)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -271,12 +273,88 @@ def report_frame(state: UiState, path: str) -> str:
     return f'<iframe id="report-frame" src="{src}" style="width:100%;height:720px;border:1px solid #ccc"></iframe>'
 
 
+def polygon_faces(state: UiState, faceset: str) -> list[str]:
+    """The face ids of a faceset, for the mask labelling picker."""
+    from swaplab.facesets.format import Faceset
+
+    ids = [record.id for record in Faceset(state.allow.check(faceset))]
+    if not ids:
+        raise LookupError(f"{faceset}: the faceset has no faces")
+    return ids
+
+
+def polygon_start(state: UiState, faceset: str, face_id: str) -> dict[str, Any]:
+    """One face's polygons to edit: those of the faceset's polygons file, else its landmark hull
+    (what ``swaplab faceset polygons`` starts from)."""
+    from swaplab.faces.masks import face_hull_polygon
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, read_mask_polygons
+
+    root = state.allow.check(faceset)
+    ids = [record.id for record in Faceset(root)]
+    if face_id not in ids:
+        raise LookupError(f"faceset {root} has no face {face_id!r}")
+    saved = read_mask_polygons(root / POLYGONS_FILE).get(face_id) if (root / POLYGONS_FILE).is_file() else None
+    if saved is not None:
+        face, occluder = [p.tolist() for p in saved.face], [p.tolist() for p in saved.occluder]
+    else:
+        face, occluder = [face_hull_polygon(Faceset(root).landmarks(ids.index(face_id))).tolist()], []
+    return {"faceset": str(root), "face_id": face_id, "index": ids.index(face_id), "size": Faceset(root).size,
+            "face": face, "occluder": occluder, "points": []}  # fmt: skip
+
+
+#: The labelling picture is drawn at least this many pixels wide (crops are enlarged by a whole factor).
+POLYGON_VIEW_PX = 384
+
+
+def polygon_view_scale(labels: dict[str, Any]) -> int:
+    """How many screen pixels one crop pixel takes in the labelling picture."""
+    return max(1, POLYGON_VIEW_PX // labels["size"])
+
+
+def polygon_picture(labels: dict[str, Any]) -> Any:
+    """The crop, enlarged, with its labels tinted (face green, occluder red) and the polygon being drawn."""
+    import cv2
+    import numpy as np
+
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import FacePolygons, polygon_labels
+
+    crop = Faceset(labels["faceset"]).image(labels["index"])
+    scale = polygon_view_scale(labels)
+    polygons = FacePolygons([np.asarray(p, np.float32) for p in labels["face"]],
+                            [np.asarray(p, np.float32) for p in labels["occluder"]])  # fmt: skip
+    big = cv2.resize(crop, (crop.shape[1] * scale, crop.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    label_map = polygon_labels(polygons, big.shape[0], scale=scale)
+    tinted = big.astype(np.float32)
+    for value, colour in ((1, (0, 200, 0)), (2, (230, 0, 0))):
+        where = label_map == value
+        tinted[where] = 0.6 * tinted[where] + 0.4 * np.asarray(colour, np.float32)
+    picture = tinted.astype(np.uint8)
+    points = ((np.asarray(labels["points"], np.float32).reshape(-1, 2) + 0.5) * scale - 0.5).round().astype(np.int32)
+    if len(points) > 1:
+        cv2.polylines(picture, [points], False, (255, 255, 0), 2, cv2.LINE_AA)
+    for x, y in points:
+        cv2.circle(picture, (int(x), int(y)), 4, (255, 255, 0), -1, cv2.LINE_AA)
+    return picture
+
+
+def polygon_save(labels: dict[str, Any]) -> str:
+    import numpy as np
+
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, FacePolygons, update_mask_polygons
+
+    polygons = FacePolygons([np.asarray(p, np.float32) for p in labels["face"]],
+                            [np.asarray(p, np.float32) for p in labels["occluder"]])  # fmt: skip
+    path = update_mask_polygons(Path(labels["faceset"]) / POLYGONS_FILE, labels["face_id"], polygons)
+    return (f"saved {len(polygons.face)} face and {len(polygons.occluder)} occluder polygon(s) of "
+            f"{labels['face_id']} to {path} (segmenter training reads it)")  # fmt: skip
+
+
 # ---------------------------------------------------------------- the page
 
 
 def build_blocks(state: UiState) -> Any:
-    import gradio as gr
-
     limit = state.uploads.limit_text
     roots = ", ".join(str(r) for r in state.allow.roots)
     media_types = ["image", "video"]
@@ -402,6 +480,72 @@ def build_blocks(state: UiState) -> Any:
             rp_go = gr.Button("Open", variant="primary", elem_id="report-go")
             rp_view = gr.HTML(elem_id="report-view")
             rp_go.click(errors(lambda p: report_frame(state, p)), rp_path, rp_view, api_name="report")
+
+        with gr.Tab("Masks"):
+            gr.Markdown(
+                "Correct the face segmenter's labels (docs/masks.md): pick a face, click points on the crop to "
+                "draw a polygon, close it as face or occluder (hands, glasses, microphones), save. Face polygons "
+                "are filled first, occluders over them."
+            )
+            labels = gr.State(None)
+            with gr.Row():
+                with gr.Column():
+                    pg_faceset = gr.Textbox(label="faceset folder", elem_id="poly-faceset")
+                    pg_load = gr.Button("Load faces", elem_id="poly-load")
+                    pg_face = gr.Dropdown([], label="face", elem_id="poly-face")
+                    pg_kind = gr.Radio(["face", "occluder"], value="occluder", label="close the polygon as",
+                                       elem_id="poly-kind")  # fmt: skip
+                    with gr.Row():
+                        pg_close = gr.Button("Close polygon", elem_id="poly-close")
+                        pg_undo = gr.Button("Undo point", elem_id="poly-undo")
+                        pg_reset = gr.Button("Reload (saved, else the landmark hull)", elem_id="poly-reset")
+                    pg_save = gr.Button("Save", variant="primary", elem_id="poly-save")
+                    pg_status = gr.Textbox(label="status", elem_id="poly-status")
+                pg_picture = gr.Image(label="click to add points", type="numpy", interactive=False,
+                                      elem_id="poly-picture")  # fmt: skip
+
+            def on_load(faceset):
+                ids = polygon_faces(state, faceset)
+                return gr.Dropdown(choices=ids, value=ids[0])
+
+            def on_face(faceset, face_id):
+                if not face_id:
+                    return None, None
+                started = polygon_start(state, faceset, face_id)
+                return started, polygon_picture(started)
+
+            def on_click(current, evt: gr.SelectData):
+                if current is None:
+                    raise AccessError("load a faceset and pick a face first")
+                scale = polygon_view_scale(current)  # the picture's pixels -> the crop's
+                point = [(float(evt.index[0]) + 0.5) / scale - 0.5, (float(evt.index[1]) + 0.5) / scale - 0.5]
+                current = {**current, "points": [*current["points"], point]}
+                return current, polygon_picture(current)
+
+            def on_close(current, kind):
+                if current is None or len(current["points"]) < 3:
+                    raise ValueError("a polygon needs at least 3 points: click on the crop to add them")
+                current = {**current, kind: [*current[kind], current["points"]], "points": []}
+                return current, polygon_picture(current)
+
+            def on_undo(current):
+                if current is None:
+                    return None, None
+                current = {**current, "points": current["points"][:-1]}
+                return current, polygon_picture(current)
+
+            def on_save(current):
+                if current is None:
+                    raise AccessError("load a faceset and pick a face first")
+                return polygon_save(current)
+
+            pg_load.click(errors(on_load), pg_faceset, pg_face)
+            pg_face.change(errors(on_face), [pg_faceset, pg_face], [labels, pg_picture])
+            pg_reset.click(errors(on_face), [pg_faceset, pg_face], [labels, pg_picture])
+            pg_picture.select(errors(on_click), labels, [labels, pg_picture])
+            pg_close.click(errors(on_close), [labels, pg_kind], [labels, pg_picture])
+            pg_undo.click(errors(on_undo), labels, [labels, pg_picture])
+            pg_save.click(errors(on_save), labels, pg_status, api_name="save_polygons")
     return blocks
 
 
@@ -409,7 +553,6 @@ def build_app(settings: UiSettings) -> tuple[Any, UiState]:
     """The FastAPI application serving the page, and the state it holds (``state.close()`` ends it)."""
     state = UiState.create(settings)
     os.environ["GRADIO_TEMP_DIR"] = str(state.uploads.root / "server")  # the server's copies go with ours
-    import gradio as gr
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
