@@ -311,6 +311,7 @@ def test_swap_a_photo_side_by_side_download_and_verify_its_mark(app, page) -> No
     box = page.locator("#swap-model input").first
     box.fill(str(app["model"]))
     box.press("Enter")
+    page.locator("#swap-model-needs", has_text="the identity it was trained on; no source photo").wait_for()
     page.locator("#swap-target input[type=file]").set_input_files(str(target))
     _choose(page, "swap-colour", "lct")
     page.locator("#swap-go").click()

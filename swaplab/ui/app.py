@@ -254,6 +254,20 @@ def swap_media(state: UiState, model: str, target_upload: Any, target_typed: str
     return before, shown, out, "\n".join(report.lines())
 
 
+def model_needs(state: UiState, model: str) -> str:
+    """What the chosen model takes, from its card: a source photo (identity-conditioned) or none."""
+    from swaplab.models.card import read_card
+
+    if not model or not model.strip():
+        return ""
+    card, _ = read_card(state.allow.check(model))
+    conditions_on = (card.get("identity") or {}).get("conditions_on")
+    name = (card.get("model") or {}).get("name") or card.get("family") or "model"
+    if conditions_on:
+        return f"{name}: swaps in the identity of a source photo (embedded by {conditions_on}); give one"
+    return f"{name}: swaps in the identity it was trained on; no source photo"
+
+
 def verify_file(state: UiState, upload: Any, typed: str) -> str:
     from swaplab.provenance import verify
 
@@ -354,6 +368,12 @@ def polygon_save(labels: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the page
 
 
+def _reports(state: UiState) -> list[str]:
+    """Evaluation reports (``report.html``) and study reports (``report/index.html``) in the allowed folders."""
+    studies = [str(Path(p).parent) for p in state.allow.find("index.html") if Path(p).name == "report"]
+    return state.allow.find("report.html") + studies
+
+
 def build_blocks(state: UiState) -> Any:
     limit = state.uploads.limit_text
     roots = ", ".join(str(r) for r in state.allow.roots)
@@ -432,11 +452,12 @@ def build_blocks(state: UiState) -> Any:
                 show_progress="hidden",
             )
 
-        with gr.Tab("Swap"):
+        with gr.Tab("Swap") as swap_tab:
             with gr.Row():
                 with gr.Column():
                     sw_model = gr.Dropdown(state.allow.find("model.json"), label="exported model folder",
                                            allow_custom_value=True, elem_id="swap-model")  # fmt: skip
+                    sw_needs = gr.Markdown(elem_id="swap-model-needs")
                     sw_target = gr.File(label=f"target photo or video (up to {limit})", file_types=media_types,
                                         elem_id="swap-target")  # fmt: skip
                     sw_target_typed = gr.Textbox(label="or its path on disk", elem_id="swap-target-path")
@@ -457,6 +478,9 @@ def build_blocks(state: UiState) -> Any:
                 sw_after = gr.Image(label="after (marked)", type="filepath", elem_id="swap-after")
             sw_download = gr.File(label="download the marked result", elem_id="swap-download")
             sw_report = gr.Textbox(label="report", lines=4, elem_id="swap-report")
+            # Models exported since the page was built appear when the tab is opened again.
+            swap_tab.select(lambda: gr.Dropdown(choices=state.allow.find("model.json")), None, sw_model)
+            sw_model.change(errors(lambda m: model_needs(state, m)), sw_model, sw_needs)
             sw_go.click(
                 errors(lambda *a: swap_media(state, *a)),
                 [sw_model, sw_target, sw_target_typed, sw_source, sw_source_typed, sw_mask, sw_colour, sw_blend,
@@ -473,12 +497,12 @@ def build_blocks(state: UiState) -> Any:
             vf_out = gr.Textbox(label="verdict", elem_id="verify-result")
             vf_go.click(errors(lambda f, t: verify_file(state, f, t)), [vf_file, vf_typed], vf_out, api_name="verify")
 
-        with gr.Tab("Reports"):
-            reports = state.allow.find("report.html") + [str(Path(p).parent) for p in state.allow.find("index.html")]
-            rp_path = gr.Dropdown(reports, label="evaluation or study report (folder or .html)",
+        with gr.Tab("Reports") as reports_tab:
+            rp_path = gr.Dropdown(_reports(state), label="evaluation or study report (folder or .html)",
                                   allow_custom_value=True, elem_id="report-path")  # fmt: skip
             rp_go = gr.Button("Open", variant="primary", elem_id="report-go")
             rp_view = gr.HTML(elem_id="report-view")
+            reports_tab.select(lambda: gr.Dropdown(choices=_reports(state)), None, rp_path)
             rp_go.click(errors(lambda p: report_frame(state, p)), rp_path, rp_view, api_name="report")
 
         with gr.Tab("Masks"):
@@ -589,6 +613,8 @@ def serve(settings: UiSettings) -> None:
     import uvicorn
 
     app, state = build_app(settings)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {settings.host} lets other machines use this app, which has no login", flush=True)
     print(f"swaplab ui: http://{settings.host}:{settings.port}/ (Ctrl-C stops it)", flush=True)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
