@@ -365,6 +365,7 @@ def test_a_study_report_opens_in_the_page(app, page) -> None:
     page.screenshot(path=str(app["shots"] / "report.png"), full_page=True)
 
 
+@pytest.mark.slow  # the module's app and browser take about 10 s to start
 def test_refusals_outside_paths_oversized_and_non_media_uploads(app, page) -> None:
     _tab(page, "Verify")
     _fill(page, "verify-path", "/etc/passwd")
