@@ -126,8 +126,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app(one_thread_module, tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
-    """The app on a free port, allowed a work folder and the LFW photos; uploads limited to 1 MB."""
+def app(browser, one_thread_module, tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
+    """The app on a free port (only once a browser is found), allowed a work folder, the LFW photos and the
+    sample videos; uploads limited to 1 MB."""
     import uvicorn
 
     from swaplab.ui.app import UiSettings, build_app
