@@ -362,7 +362,11 @@ def test_a_study_report_opens_in_the_page(app, page) -> None:
     page.locator("#report-go").click()
     frame = page.frame_locator("#report-frame")
     frame.locator("h1").first.wait_for(timeout=30_000)
-    assert frame.locator("img").count() >= 1
+    figure = frame.locator("img").first
+    figure.wait_for(timeout=30_000)
+    assert figure.evaluate("img => img.complete && img.naturalWidth > 0"), "the report's figure did not load"
+    served = page.request.get(app["url"] + "swaplab-file" + str(report))
+    assert served.status == 200 and served.headers["content-security-policy"] == "sandbox"  # shown, never run
     page.screenshot(path=str(app["shots"] / "report.png"), full_page=True)
 
 

@@ -590,7 +590,10 @@ def build_app(settings: UiSettings) -> tuple[Any, UiState]:
             raise HTTPException(status_code=403, detail=str(err)) from None
         if not resolved.is_file():
             raise HTTPException(status_code=404, detail="not a file")
-        return FileResponse(resolved)
+        # Sandboxed: a page from an allowed folder is shown, never run (no scripts, its own origin).
+        return FileResponse(
+            resolved, headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+        )
 
     blocks = build_blocks(state)
     gr.mount_gradio_app(
