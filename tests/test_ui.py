@@ -23,7 +23,11 @@ from PIL import Image
 from swaplab.io.locks import BusyError, exclusive
 from swaplab.ui.access import AccessError, AllowList, Uploads
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    # Gradio's queue uses pandas options that pandas 3 deprecates: its own business, not the app's.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing"),
+]
 
 #: Debian's chromium (``.ci/run`` installs it when missing), or the browser ``$SWAPLAB_CHROMIUM`` names.
 CHROMIUM = os.environ.get("SWAPLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
