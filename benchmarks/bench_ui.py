@@ -103,7 +103,7 @@ def swap_through_app(client, model: Path, photo: Path) -> float:
     from gradio_client import handle_file
 
     started = time.perf_counter()
-    before, after, download, report = client.predict(
+    before, after, slider, download, report = client.predict(
         str(model),
         handle_file(str(photo)),
         "",

@@ -323,6 +323,7 @@ def test_swap_a_photo_side_by_side_download_and_verify_its_mark(app, page) -> No
     _wait_value(page, "swap-report", "faces swapped", timeout_s=120)
     page.locator("#swap-after img").first.wait_for(timeout=30_000)
     page.locator("#swap-before img").first.wait_for(timeout=30_000)
+    assert page.locator("#swap-slider img").count() == 2  # the same pair under the before | after slider
     page.screenshot(path=str(app["shots"] / "swap.png"), full_page=True)
     with page.expect_download() as info:
         page.locator("#swap-download a").first.click()

@@ -232,7 +232,7 @@ def export_run(state: UiState, run: str) -> str:
 
 def swap_media(state: UiState, model: str, target_upload: Any, target_typed: str, source_upload: Any,
                source_typed: str, mask: str, colour: str, blend: str, smoothing: str, restore: str,
-               preview_frames: float) -> tuple[str | None, str | None, str | None, str]:  # fmt: skip
+               preview_frames: float) -> tuple[str | None, str | None, Any, str | None, str]:  # fmt: skip
     from swaplab.config import apply_overrides
     from swaplab.io.images import is_video_path
     from swaplab.swap.pipeline import SwapConfig, swap
@@ -251,7 +251,8 @@ def swap_media(state: UiState, model: str, target_upload: Any, target_typed: str
     out = report.output
     before = None if video else str(target)
     shown = out if not out.endswith(".mp4") else None
-    return before, shown, out, "\n".join(report.lines())
+    slider = (before, shown) if before and shown else None
+    return before, shown, slider, out, "\n".join(report.lines())
 
 
 def model_needs(state: UiState, model: str) -> str:
@@ -476,6 +477,7 @@ def build_blocks(state: UiState) -> Any:
             with gr.Row():
                 sw_before = gr.Image(label="before", type="filepath", elem_id="swap-before")
                 sw_after = gr.Image(label="after (marked)", type="filepath", elem_id="swap-after")
+            sw_slider = gr.ImageSlider(label="before | after: drag the handle", type="filepath", elem_id="swap-slider")
             sw_download = gr.File(label="download the marked result", elem_id="swap-download")
             sw_report = gr.Textbox(label="report", lines=4, elem_id="swap-report")
             # Models exported since the page was built appear when the tab is opened again.
@@ -485,7 +487,7 @@ def build_blocks(state: UiState) -> Any:
                 errors(lambda *a: swap_media(state, *a)),
                 [sw_model, sw_target, sw_target_typed, sw_source, sw_source_typed, sw_mask, sw_colour, sw_blend,
                  sw_smooth, sw_restore, sw_preview],
-                [sw_before, sw_after, sw_download, sw_report],
+                [sw_before, sw_after, sw_slider, sw_download, sw_report],
                 api_name="swap",
             )  # fmt: skip
 
