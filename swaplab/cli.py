@@ -387,6 +387,14 @@ def _identity_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from swaplab.ui.app import UiSettings, serve
+
+    serve(UiSettings(allow=args.allow, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                     output=args.output))  # fmt: skip
+    return 0
+
+
 def _catalog() -> dict[str, Callable[[], object]]:
     """What ``swaplab list`` can list: each a registry, imported only when asked for."""
 
@@ -739,6 +747,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoders", nargs="+", default=None, help="identity networks (default: every registered one)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval, overrides_field="models")
+
+    p = sub.add_parser(
+        "ui",
+        help="a local web app for the whole workflow (extract, train, swap, verify, reports)",
+        description="Serve the web app on 127.0.0.1 (docs/ui.md). The page reads and writes only inside the "
+        "--allow folders (default: the current folder).",
+    )
+    p.add_argument("--allow", nargs="+", default=[], metavar="DIR", help="folders the page may use")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (other than 127.0.0.1 exposes the app)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted")
+    p.add_argument("--output", default="", help="where swaps and exports go (default: the first --allow/swaplab-ui)")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

@@ -131,6 +131,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "bench_watermark.py": ("machine: ", "cost per frame", "robustness (1080p frames", "unmarked images: vote margin"),
     "bench_reliability.py": ("machine: ", "unknown preset name", "3 are errors, of which 3 print", "0 lose anything"),
+    "bench_ui.py": ("machine: ", "start-up (fresh process", "library call", "through the app", "app overhead per swap"),
 }
 
 

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"swap", "sampling"},
     {"evaluate"},
     {"study"},
+    {"ui"},  # the web app: the commands start it, nothing else imports it
     {"demo", "cli", "__init__", "__main__"},
 ]
 

@@ -109,3 +109,26 @@ def write_polygon_template(faceset: str | Path, face_ids: list[str], path: str |
     target = Path(path) if path is not None else faceset.root / POLYGONS_FILE
     atomic_write_json(target, {"format": FORMAT_NAME, "version": FORMAT_VERSION, "faces": faces})
     return target
+
+
+def update_mask_polygons(path: str | Path, face_id: str, polygons: FacePolygons) -> Path:
+    """Set one face's polygons in a polygons file (created if missing; the other faces kept), atomically,
+    checked as ``read_mask_polygons`` checks them. ``path`` is the file or its faceset folder; returns the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / POLYGONS_FILE
+    faces = read_mask_polygons(path) if path.is_file() else {}
+    where = f"{path}: {face_id}"
+    faces[str(face_id)] = FacePolygons(
+        _polygons([np.asarray(p).tolist() for p in polygons.face], f"{where}.face"),
+        _polygons([np.asarray(p).tolist() for p in polygons.occluder], f"{where}.occluder"),
+    )
+    document = {
+        key: {group: [np.round(p, 1).tolist() for p in getattr(entry, group)] for group in ("face", "occluder")}
+        for key, entry in faces.items()
+    }
+    atomic_write_json(path, {"format": FORMAT_NAME, "version": FORMAT_VERSION, "faces": document})
+    return path
+
+
+__all__ += ["update_mask_polygons"]
