@@ -33,6 +33,7 @@ from swaplab.evaluate.report import (
     _format,
     _labelled_row,
     _page,
+    _tile,
     _warnings,
     _write_grid,
     bar_charts,
@@ -405,6 +406,37 @@ def swap_grid(data: StudyData, path: Path) -> tuple[Path | None, list[str], list
     return _write_grid(rows, path, f"swaplab-study:{data.name}"), shown, notes
 
 
+#: Pairs of the evaluation each run's row shows in the scored-swaps grid.
+SCORED_GRID_PAIRS = 8
+
+
+def scored_swap_grid(data: StudyData, path: Path, count: int = SCORED_GRID_PAIRS) -> tuple[Path | None, list[str]]:
+    """Sources, targets, then each scored run's evaluation swaps of the same protocol pairs (the
+    evaluator's ``per_item.json``), cropped at the target's face; written marked as synthetic. Runs of
+    different families (or previewed on no fixed pairs) meet here on equal terms. Returns (path or
+    None, runs shown)."""
+    scored = []
+    for run in data.runs:
+        doc = _read_json(run.path / "eval" / "per_item.json")
+        if doc and doc.get("items"):
+            scored.append((run, {item["id"]: item for item in doc["items"]}))
+    if not scored:
+        return None, []
+    _, reference = next(((r, items) for r, items in scored if r.name == data.baseline), scored[0])
+    ids = [i for i in reference if all(i in items for _, items in scored)][:count]
+    if not ids:
+        return None, []
+    first = [reference[i] for i in ids]
+    rows = [
+        _labelled_row([_tile(item["source_image"], item.get("source_box")) for item in first], "sources"),
+        _labelled_row([_tile(item["target"], item.get("target_box")) for item in first], "targets"),
+    ]
+    for run, items in scored:
+        tiles = [_tile(items[i].get("swap"), items[i].get("target_box")) for i in ids]
+        rows.append(_labelled_row(tiles, f"{run.name} (evaluation swaps)"))
+    return _write_grid(rows, path, f"swaplab-study:{data.name}"), [run.name for run, _ in scored]
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -593,6 +625,16 @@ def write_study_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
         )
         body.append(f"<img src='figures/{grid.name}' alt='swap grid: {html.escape(', '.join(shown))}'>")
     body += _warnings(notes)
+    scored_grid, scored_shown = scored_swap_grid(data, figures / "scored-swaps.png")
+    if scored_grid is not None:
+        body.append("<h2>Evaluation swaps, every scored run on the same protocol pairs</h2>")
+        body.append(
+            "<p class='small'>Row 1 the sources, row 2 the targets, then each scored run's swaps of those pairs as "
+            "the evaluator made them (through the swap pipeline), cropped at the target's face. Marked as "
+            "synthetic.</p>"
+        )
+        alt = html.escape("scored swaps: " + ", ".join(scored_shown))
+        body.append(f"<img src='figures/{scored_grid.name}' alt='{alt}'>")
     previews = [r for r in data.runs if (r.path / "previews" / "latest.png").is_file() and r.name not in shown]
     if previews:
         body.append("<h2>Latest training previews</h2>")
