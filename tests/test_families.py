@@ -212,3 +212,37 @@ def test_the_study_report_merges_further_protocols_and_shows_every_runs_evaluati
     assert image.shape[0] > 4 * 96  # sources, targets and one row per run, each with its label strip
     marked = verify(grid)
     assert marked.synthetic and marked.watermark.present
+
+
+# ---------------------------------------------------------------- the diffusion family in the study
+
+
+@pytest.mark.slow
+def test_a_conditioned_diffusion_swapper_takes_one_identity_per_target(pair_facesets, tmp_path):
+    """The evaluator's self-reconstruction conditions each target on its own identity: rows stay rows."""
+    from test_diffusion import TINY
+
+    from swaplab.models.swapper import load_swapper
+    from swaplab.train.entry import build_config
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+
+    words = ["model=ddpm-tiny", *TINY, "model.condition=identity", f"data.train=[{pair_facesets[0]}]",
+             "data.holdout=4", "trainer=ddpm-test", "trainer.steps=2", f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    train(build_config(words))
+    export_model(tmp_path / "run", tmp_path / "model")
+    swapper = load_swapper(tmp_path / "model")
+    swapper.configure(sampler="ddim", **{"sampler.steps": "4", "swap.strength": "1.0", "swap.cfg_scale": "3"})
+    faces = torch.rand(2, 3, 16, 16)
+    first, second = torch.randn(1, 128), torch.randn(1, 128)
+
+    def swap(*rows: torch.Tensor) -> torch.Tensor:  # the same noise draws every time
+        return swapper.swap(faces, torch.cat(rows), torch.Generator().manual_seed(0)).rgb
+
+    ab, ba, aa = swap(first, second), swap(second, first), swap(first, first)
+    assert swapper.reconstruct(faces, "self", torch.cat([first, second])).rgb.shape == (2, 3, 16, 16)
+    assert ab.shape == (2, 3, 16, 16)
+    assert (ab[0] - ba[0]).abs().max() > 1e-4  # row 0 follows its own identity
+    torch.testing.assert_close(ab[0], aa[0])  # and only its own: row 1's identity does not reach it
+    with pytest.raises(ValueError, match="3 source identities for 2 targets"):
+        swapper.swap(faces, torch.randn(3, 128))
