@@ -246,3 +246,64 @@ def test_a_conditioned_diffusion_swapper_takes_one_identity_per_target(pair_face
     torch.testing.assert_close(ab[0], aa[0])  # and only its own: row 1's identity does not reach it
     with pytest.raises(ValueError, match="3 source identities for 2 targets"):
         swapper.swap(faces, torch.randn(3, 128))
+
+
+# ---------------------------------------------------------------- blend=glgan
+
+
+def test_glgan_blend_starts_as_the_alpha_blend_and_changes_only_where_the_mask_reaches(tmp_path, monkeypatch):
+    from swaplab.config import config_group
+    from swaplab.models.glgan import GLGANBlender
+    from swaplab.models.installed import NetworkMissing, save_built
+    from swaplab.swap.blend import blend, feather
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (110, 100, 3), dtype=np.uint8)
+    face = rng.integers(0, 256, (110, 100, 3), dtype=np.uint8)
+    mask = np.zeros((110, 100), np.float32)
+    mask[25:85, 20:80] = 1.0
+    monkeypatch.delenv("SWAPLAB_GLGAN_BLENDER", raising=False)
+    with pytest.raises(NetworkMissing, match="swaplab nets build glgan-blender"):
+        blend(frame, face, mask, "glgan")
+    config = config_group("model").create("glgan-blend-tiny")
+    torch.manual_seed(0)
+    untrained = save_built("glgan-blender", GLGANBlender(config), config, tmp_path / "untrained.safetensors")
+    monkeypatch.setenv("SWAPLAB_GLGAN_BLENDER", str(untrained))
+    for feather_px in (0, 6):
+        alpha = blend(frame, face, mask, "alpha", feather_px=feather_px)
+        out = blend(frame, face, mask, "glgan", feather_px=feather_px)
+        assert np.abs(out.astype(int) - alpha.astype(int)).max() <= 1  # its head starts at zero: the paste
+    net = GLGANBlender(config)
+    torch.nn.init.normal_(net.unet.head.weight, std=0.5)  # a blender that does re-make the seam
+    monkeypatch.setenv(
+        "SWAPLAB_GLGAN_BLENDER", str(save_built("glgan-blender", net, config, tmp_path / "w.safetensors"))
+    )
+    out = blend(frame, face, mask, "glgan", feather_px=6)
+    alpha = blend(frame, face, mask, "alpha", feather_px=6)
+    outside = feather(mask, 6) == 0
+    np.testing.assert_array_equal(out[outside], frame[outside])  # beyond the feathered mask: the frame, exactly
+    changed = np.abs(out.astype(int) - alpha.astype(int)).max(axis=2) > 2
+    edge = np.zeros_like(mask, bool)
+    edge[15:95, 10:90] = True
+    edge[35:75, 30:70] = False  # a ring around the pasted square's edge
+    assert changed.any() and changed[edge].mean() > 10 * max(changed[~edge].mean(), 1e-3)
+
+
+@pytest.mark.slow
+def test_nets_build_installs_the_glgan_blender_for_the_swap_stage(lfw, tmp_path, monkeypatch):
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.models.glgan import GLGANBlender
+    from swaplab.models.glgan_blend import load_glgan_blender
+    from swaplab.train.built_networks import build_network
+
+    cfg = ExtractConfig(size=128)
+    cfg.faces.max_faces = 1
+    images = [p for person in ("Tony_Blair", "Hugo_Chavez") for p in sorted((lfw / person).glob("*.jpg"))[:2]]
+    extract(images, tmp_path / "faces", cfg, progress=False)
+    monkeypatch.delenv("SWAPLAB_GLGAN_BLENDER", raising=False)
+    words = [f"data.train=[{tmp_path / 'faces'}]", f"data.lists_dir={lfw.parent}"]
+    weights = build_network("glgan-blender", "test", words, progress=False)
+    net = load_glgan_blender()
+    assert isinstance(net, GLGANBlender) and weights.is_file() and net.resolution == 64
+    run = json.loads((weights.parent / "run" / "manifest.json").read_text())
+    assert run["final_step"] == 3
