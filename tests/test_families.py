@@ -20,7 +20,7 @@ from swaplab.io.images import read_image
 from swaplab.metrics import compute, direction
 from swaplab.provenance import verify
 from swaplab.study import StudyError, load_study, read_sweep
-from swaplab.study.report import scored_swap_grid
+from swaplab.study.report import best_runs, scored_swap_grid
 from swaplab.study.sweep import eval_command, run_references
 from swaplab.study.sweep_data import load_study_data
 
@@ -206,6 +206,11 @@ def test_the_study_report_merges_further_protocols_and_shows_every_runs_evaluati
     assert summary["keeps"]["occluder_error @oneshot_occluded_v1"] == pytest.approx(0.0, abs=1e-6)
     assert summary["paints"]["occluder_error @oneshot_occluded_v1"] == pytest.approx(1.0, abs=1e-6)
     assert direction("occluder_error @oneshot_occluded_v1") == "lower"
+    lines = best_runs(data.runs)
+    assert any(
+        line.startswith("best occluder_error @oneshot_occluded_v1 (lower): keeps 0, next paints 1") for line in lines
+    )
+    assert lines[-1].startswith("metrics won of ")
     grid, shown = scored_swap_grid(data, root / "grid.png", count=3)
     assert shown == ["keeps", "paints"]
     image = read_image(grid)[0]

@@ -193,6 +193,34 @@ def biggest_moves(runs: Sequence[RunView], baseline: str) -> list[MetricMove]:
     )
 
 
+def best_runs(runs: Sequence[RunView]) -> list[str]:
+    """Per scored metric with a direction, which run is best and by how much over the runner-up; then
+    how many metrics each run wins (the comparison of families, where there is no one baseline)."""
+    scored = [r for r in runs if r.summary]
+    if len(scored) < 2:
+        return []
+    lines, wins = [], {r.name: 0 for r in scored}
+    for metric in dict.fromkeys(k for r in scored for k in r.summary):
+        direction = metric_direction(metric)
+        values = [(r.summary.get(metric, float("nan")), r.name) for r in scored]
+        values = [(v, name) for v, name in values if math.isfinite(v)]
+        best = _best([v for v, _ in values], direction)
+        if best is None or len(values) < 2:
+            continue
+        winners = [name for v, name in values if v == best]
+        others = [(v, name) for v, name in values if v != best]
+        if not others:
+            continue  # every run ties (retrieval at 0 early on): nobody wins
+        wins.update({name: wins[name] + 1 for name in winners})
+        runner = _best([v for v, _ in others], direction)
+        name = next(n for v, n in others if v == runner)
+        lines.append(f"best {metric} ({direction}): {', '.join(winners)} {_num(best)}, next {name} {_num(runner)}")
+    if lines:
+        ranking = sorted(wins.items(), key=lambda kv: -kv[1])
+        lines.append(f"metrics won of {len(lines)}: " + ", ".join(f"{name} {count}" for name, count in ranking))
+    return lines
+
+
 def loss_moves(runs: Sequence[RunView], baseline: str) -> list[MetricMove]:
     """Per logged loss, the run whose final value (``final_value``) is farthest from the baseline's.
 
@@ -536,6 +564,7 @@ def summary_lines(data: StudyData, report_dir: Path | None = None) -> list[str]:
         top = max(counts.items(), key=lambda kv: kv[1])
         if len(data.runs) > 2:  # with one ablation the count says nothing
             lines.append(f"overall, {top[0]} moved {top[1]} of {len(moves)} metrics most from the baseline")
+        lines += best_runs(data.runs)
     elif any(r.summary for r in data.runs):
         lines.append(f"the baseline ({data.baseline}) has no evaluation: no metric can be compared with it")
     else:
