@@ -59,6 +59,20 @@ def test_a_run_naming_another_runs_folder_gets_its_path_and_starts_after_it_trai
     assert run_references(["a=${run:x}", "b=${run:y}/z", "c=${run:x}"]) == ["x", "y"]
 
 
+def test_a_run_trained_on_a_run_that_trains_again_is_flagged_as_stale(tmp_path):
+    sweep(chained_study(), tmp_path, FakeLauncher())
+    lines: list[str] = []
+    again = FakeLauncher()
+    sweep(chained_study(), tmp_path, again, "trainer.lr=1e-3", printer=lines.append, only=["first", "second"])
+    assert "first" in again.started and "second" in again.started  # the command line changed both
+    lines.clear()
+    again = FakeLauncher()
+    study = chained_study(runs={**chained_study()["runs"], "first": ["trainer=test", "trainer.lr=1e-2"]})
+    sweep(study, tmp_path, again, "trainer.lr=1e-3", printer=lines.append)
+    assert again.started[0] == "first" and "second" not in again.started
+    assert any("run second was trained on run(s) first, which train again now" in line for line in lines)
+
+
 def test_a_run_whose_referenced_run_failed_fails_without_starting(tmp_path):
     launcher = FakeLauncher(max_parallel=1, fail=("first",))
     lines: list[str] = []

@@ -644,6 +644,14 @@ def run_sweep(
     plans = _plan(study, sweep_path, selected, previous, names)
     for plan, run in zip(plans, selected, strict=True):
         plan.needs = tuple(run_references(run.overrides))
+    retrained = {plan.record.name for plan in plans if plan.train}
+    for plan in plans:
+        stale = [name for name in plan.needs if name in retrained]
+        if stale and not plan.train:  # its own overrides did not change, so it is skipped as trained
+            plan.record.warnings.append(
+                f"run {plan.record.name} was trained on run(s) {', '.join(stale)}, which train again now: it keeps "
+                f"its old result; delete {plan.record.run_dir} and re-run to retrain it on the new one"
+            )
 
     if validate:
         problems = []
