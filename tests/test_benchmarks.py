@@ -65,6 +65,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "bench_restore.py": ("machine: ", "held-out degraded faces", "restored, strength 1", "sharpness swap/target"),
     "bench_blend_learned.py": ("machine: ", "seam gradient error", "learned", "256 px"),
+    "bench_blend_glgan.py": ("machine: ", "seam band (6 px)", "glgan", "load average at end"),
     "bench_landmarks.py": (
         "machine: ",
         "1. 68-point predictor vs hand labels",

@@ -168,6 +168,7 @@ def test_bad_inputs_are_named(frame_and_face: Pair) -> None:
         blend(frame, face[:100], mask)
     with pytest.raises(ValueError, match="mask must be"):
         blend(frame, face, mask[:, :10])
-    with pytest.raises(KeyError, match="Known: alpha, laplacian, learned, poisson"):
+    with pytest.raises(KeyError, match="Known: alpha, glgan, laplacian, learned, poisson"):
         blend(frame, face, mask, "seamless")
-    assert BLENDERS.names() == sorted([*MODES, "learned"])  # learned: tests/test_learned_blend.py
+    # learned: tests/test_learned_blend.py; glgan: tests/test_families.py
+    assert BLENDERS.names() == sorted([*MODES, "learned", "glgan"])

@@ -105,6 +105,7 @@ def test_every_metric_is_registered_with_a_direction():
         "identity_drift": "lower",
         "flicker": "lower",
         "roc_auc": "lower",
+        "occluder_error": "lower",  # tests/test_families.py
     }
     assert set(METRICS.names()) == set(expected)
     assert {name: better(name) for name in expected} == expected

@@ -24,6 +24,7 @@ from typing import Any
 from swaplab.evaluate.encoders import load_encoders
 from swaplab.evaluate.faces import FaceCache
 from swaplab.evaluate.model_swaps import evaluate_model
+from swaplab.evaluate.occluded import occlude_targets
 from swaplab.evaluate.protocol import load_protocol
 from swaplab.evaluate.results import (
     METRIC_NETWORK,
@@ -136,6 +137,8 @@ def evaluate(
         label = f"custom pairs ({len(jobs)} targets, {len(photos)} source photos)"
     else:
         jobs = jobs_from_protocol(spec, root, opts.limit)
+        # Occluded-target protocols: the other tool swapped these occluded copies (written here too).
+        occlude_targets(spec, jobs, out / "occluded-targets")
         gallery, reference = (
             protocol_gallery(spec, root, [j.pair.source_identity for j in jobs], opts),
             reference_photos(spec, root, opts),

@@ -19,6 +19,7 @@ import torch
 
 from swaplab.evaluate.encoders import encoder
 from swaplab.evaluate.faces import FaceCache
+from swaplab.evaluate.occluded import occlude_targets
 from swaplab.evaluate.protocol import Protocol
 from swaplab.evaluate.results import EvalOptions, EvalResult, Timer
 from swaplab.evaluate.scoring import ScoringContext, masked_scores, score
@@ -61,6 +62,7 @@ def evaluate_model(
     if spec.kind == "per_pair" and swapper.needs_source:
         raise ValueError(f"{given} swaps in any person: score it on the one-shot protocol (protocol=oneshot_v1)")
     jobs = jobs_from_protocol(spec, root, opts.limit)
+    occlude_targets(spec, jobs, out / "occluded-targets")  # occluded-target protocols only
     swap_jobs(swapper, jobs, out / "swaps", spec, cache, timer)
     detector = detector_jobs(spec, root, opts)
     swap_jobs(swapper, detector, out / "detector-swaps", spec, cache, timer)

@@ -42,7 +42,7 @@ __all__ = [
 
 #: Where the committed protocol files live (package data of swaplab).
 PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "protocol"
-PROTOCOL_NAMES = ("per_pair_v1", "oneshot_v1", "video_v1")
+PROTOCOL_NAMES = ("per_pair_v1", "oneshot_v1", "video_v1", "oneshot_occluded_v1")
 
 LFW_IMAGES = "lfw/lfw-deepfunneled"
 # Relative to the data root; the split's rules are swaplab.data.lfw's.
@@ -64,6 +64,16 @@ VIDEO_GLOB = "videos/hdtf_sadtalker/*.mp4"
 VIDEO_FRAMES = 100
 #: Training pairs of the detectability classifier (one-shot protocol).
 DETECTOR_PAIRS = 200
+#: The occluded-target set: pairs of its own draw, each target with a synthetic occluder pasted
+#: (``swaplab.train.occlusion.paste_occluders``, seeded per pair) over the photo's central square,
+#: where LFW's deep-funneled faces lie. HEAR-Net's question: does the occluder survive the swap?
+OCCLUDED_PAIRS = 50
+OCCLUSION = {
+    "region_share": 0.5,  # the central square of half the shorter side (about the face on LFW)
+    "kinds": ["cutout", "hand", "texture"],
+    "min_size": 0.25,  # occluder sizes as a share of that square's side
+    "max_size": 0.45,
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class SwapPair:
     source_images: tuple[str, ...]
     target: str
     target_identity: str
+    occluder_seed: int | None = None  # occluded-target protocols: the seed of the target's occluder
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,8 @@ class Protocol:
     clips: tuple[Clip, ...] = ()
     # One-shot: pairs of peopleDevTrain people whose swaps train the detectability classifier.
     detector_pairs: tuple[SwapPair, ...] = ()
+    # Occluded-target protocols: how occluders are pasted onto the targets (region_share, kinds, sizes).
+    occlusion: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -145,6 +158,7 @@ def load_protocol(name: str | Path) -> Protocol:
                 tuple(p["source_images"] if "source_images" in p else sources[p["source_identity"]]),
                 p["target"],
                 p["target_identity"],
+                p.get("occluder_seed"),
             )
             for p in entries
         )
@@ -163,6 +177,7 @@ def load_protocol(name: str | Path) -> Protocol:
         identities={side: entry["identity"] for side, entry in raw.get("heldout", {}).items()},
         clips=clips,
         detector_pairs=swap_pairs(raw.get("detector_train", {}).get("pairs", [])),
+        occlusion=dict(raw.get("occlusion", {})),
         raw=raw,
     )
 
@@ -240,11 +255,13 @@ def _per_pair(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
-    photos = {person: _photos(data_root, person) for person in people}
+def _oneshot_pairs(
+    photos: dict[str, list[str]], people: Sequence[str], rng: np.random.Generator, count: int
+) -> tuple[list[dict[str, Any]], dict[str, list[str]], list[str]]:
+    """``count`` (source photo, target photo) pairs of different people, the sources' gallery and the
+    reference faces: distinct sources with >= 2 photos, each target a photo of another person."""
     with_two = [p for p in people if len(photos[p]) >= 2]
-    rng = np.random.default_rng(SEED)
-    sources = rng.choice(with_two, size=ONESHOT_PAIRS, replace=False).tolist()
+    sources = rng.choice(with_two, size=count, replace=False).tolist()
     pairs, gallery, reference = [], {}, []
     for index, source in enumerate(sources):
         source_image = photos[source][int(rng.integers(len(photos[source])))]
@@ -263,6 +280,12 @@ def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
                 "target_identity": target_person,
             }
         )
+    return pairs, gallery, reference
+
+
+def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
+    photos = {person: _photos(data_root, person) for person in people}
+    pairs, gallery, reference = _oneshot_pairs(photos, people, np.random.default_rng(SEED), ONESHOT_PAIRS)
     out = _header(
         "oneshot_v1",
         "oneshot",
@@ -273,6 +296,34 @@ def _oneshot(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
         f"identities, each represented by up to {ONESHOT_GALLERY_IMAGES} of its other photos; FD/KID "
         f"compare the swaps with those gallery photos. Swap files of another tool: <pair id>.png.",
     )
+    out["pairs"] = pairs
+    out["reference"] = {"rule": "the gallery photos of the source identities", "images": reference}
+    out["gallery"] = {"rule": "mean embedding per identity", "identities": gallery}
+    out["detector_train"] = _detector_train(data_root)
+    return out
+
+
+def _oneshot_occluded(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
+    photos = {person: _photos(data_root, person) for person in people}
+    rng = np.random.default_rng(SEED + 2)  # its own stream: not oneshot_v1's pairs
+    pairs, gallery, reference = _oneshot_pairs(photos, people, rng, OCCLUDED_PAIRS)
+    for pair, seed in zip(pairs, rng.integers(0, 2**31 - 1, size=len(pairs)).tolist(), strict=True):
+        pair["occluder_seed"] = int(seed)
+    out = _header(
+        "oneshot_occluded_v1",
+        "oneshot",
+        f"{OCCLUDED_PAIRS} (source photo, target photo) pairs of different peopleDevTest.txt people, drawn "
+        f"as oneshot_v1's are but from their own seeded stream, each target with a synthetic occluder "
+        f"pasted before the swap: swaplab.train.occlusion.paste_occluders with the pair's occluder_seed "
+        f"(probability 1, the kinds and sizes under 'occlusion') on the photo's central square of "
+        f"{OCCLUSION['region_share']} of its shorter side, pasted back. The swap is of the occluded target; "
+        f"besides every one-shot metric (against the occluded target), occluder_error is the mean absolute "
+        f"difference of the swap from the occluded target inside the occluder's mask, over that of the "
+        f"unoccluded photo (0: the occluder survives exactly; about 1: the face was painted over it). "
+        f"Swap files of another tool: <pair id>.png of the occluded targets that "
+        f"swaplab.evaluate.occluded.occlude_targets writes.",
+    )
+    out["occlusion"] = {**OCCLUSION, "probability": 1.0}
     out["pairs"] = pairs
     out["reference"] = {"rule": "the gallery photos of the source identities", "images": reference}
     out["gallery"] = {"rule": "mean embedding per identity", "identities": gallery}
@@ -334,7 +385,12 @@ def build_protocol(data_root: str | Path) -> dict[str, dict[str, Any]]:
     """
     root = Path(data_root)
     people = lfw_test_people(root)
-    return {"per_pair_v1": _per_pair(root, people), "oneshot_v1": _oneshot(root, people), "video_v1": _video(root)}
+    return {
+        "per_pair_v1": _per_pair(root, people),
+        "oneshot_v1": _oneshot(root, people),
+        "video_v1": _video(root),
+        "oneshot_occluded_v1": _oneshot_occluded(root, people),
+    }
 
 
 def write_protocol_files(data_root: str | Path, folder: str | Path = PROTOCOL_DIR) -> list[Path]:

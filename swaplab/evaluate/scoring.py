@@ -119,6 +119,13 @@ def score(ctx: ScoringContext) -> EvalResult:
     warnings += identity_warnings + distribution_warnings + detectability_warnings
     recon_metrics, recon_items = ctx.reconstruction
     metrics.update(recon_metrics)
+    occluder: dict[str, float | None] = {}
+    if ctx.spec.occlusion:
+        from swaplab.evaluate.occluded import occlusion_scores
+
+        with timer("occluders (error inside their masks)"):
+            occlusion_metrics, occluder = occlusion_scores([s.job for s in scored])
+        metrics.update(occlusion_metrics)
 
     items = []
     for i, s in enumerate(scored):
@@ -142,6 +149,8 @@ def score(ctx: ScoringContext) -> EvalResult:
                 "sharpness_ratio": finite_or_none(sharp[i]),
             }
         )
+        if s.job.original is not None:  # occluded-target protocols: the photo before its occluder
+            items[-1].update(original=str(s.job.original), occluder_error=occluder.get(s.job.pair.id))
     samples = {
         "pairs": len(jobs),
         "pairs_scored": n,

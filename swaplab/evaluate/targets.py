@@ -74,6 +74,10 @@ class Job:
     sources: list[Path]
     target: Path
     swap: Path | None = None
+    # Occluded-target protocols: the photo before its occluder was pasted (``target`` is the occluded
+    # copy the model swaps) and the occluder's mask (white where it covers the photo).
+    original: Path | None = None
+    occluder_mask: Path | None = None
 
 
 def jobs_from_protocol(protocol: Protocol, root: Path, limit: int) -> list[Job]:

@@ -11,6 +11,7 @@ from swaplab.metrics.attributes import EXPRESSION_ALIGN_68, EXPRESSION_POINTS_68
 from swaplab.metrics.detection import roc_auc
 from swaplab.metrics.distribution import frechet_distance, kernel_distance, polynomial_mmd2
 from swaplab.metrics.identity import identity_retrieval, identity_similarity
+from swaplab.metrics.occlusion import occluder_error
 from swaplab.metrics.reconstruction import (
     laplacian_variance,
     masked_l1,
@@ -56,6 +57,7 @@ __all__ = [
     "masked_mean",
     "masked_psnr",
     "masked_ssim",
+    "occluder_error",
     "per_item",
     "polynomial_mmd2",
     "pose_error",

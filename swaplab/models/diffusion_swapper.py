@@ -156,7 +156,14 @@ class DiffusionSwapper(Swapper):
         # The swap pipeline runs models under inference mode; guidance needs gradients, so leave it here.
         with torch.inference_mode(False), torch.enable_grad():
             target = targets.detach().clone().float().contiguous()
-            identity = source.detach().clone().float().reshape(1, -1) if source is not None else None
+            identity = None
+            if source is not None:
+                # One source for every target, or one per target (the evaluator's self-reconstruction
+                # conditions each target on its own identity): rows are identities, never flattened.
+                identity = source.detach().clone().float()
+                identity = identity.reshape(1, -1) if identity.ndim == 1 else identity.flatten(1)
+                if len(identity) not in (1, len(target)):
+                    raise ValueError(f"{len(identity)} source identities for {len(target)} targets: give 1 or one each")
             if identity is not None and not torch.isfinite(identity).all():
                 raise ValueError("the source identity holds non-finite numbers")
             return self._swap(target, identity, generator)

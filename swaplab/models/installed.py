@@ -57,7 +57,12 @@ class BuiltNetwork:
 #: name -> ``BuiltNetwork``; the providers register theirs on import.
 BUILT_NETWORKS: Registry[BuiltNetwork] = Registry(
     "built network",
-    providers=("swaplab.models.segmentation", "swaplab.models.restoration", "swaplab.models.learned_blend"),
+    providers=(
+        "swaplab.models.segmentation",
+        "swaplab.models.restoration",
+        "swaplab.models.learned_blend",
+        "swaplab.models.glgan_blend",
+    ),
 )
 
 

@@ -33,6 +33,7 @@ from swaplab.evaluate.report import (
     _format,
     _labelled_row,
     _page,
+    _tile,
     _warnings,
     _write_grid,
     bar_charts,
@@ -190,6 +191,34 @@ def biggest_moves(runs: Sequence[RunView], baseline: str) -> list[MetricMove]:
         baseline,
         lambda metric: None if metric_direction(metric) == "reference" else metric_direction(metric),
     )
+
+
+def best_runs(runs: Sequence[RunView]) -> list[str]:
+    """Per scored metric with a direction, which run is best and by how much over the runner-up; then
+    how many metrics each run wins (the comparison of families, where there is no one baseline)."""
+    scored = [r for r in runs if r.summary]
+    if len(scored) < 2:
+        return []
+    lines, wins = [], {r.name: 0 for r in scored}
+    for metric in dict.fromkeys(k for r in scored for k in r.summary):
+        direction = metric_direction(metric)
+        values = [(r.summary.get(metric, float("nan")), r.name) for r in scored]
+        values = [(v, name) for v, name in values if math.isfinite(v)]
+        best = _best([v for v, _ in values], direction)
+        if best is None or len(values) < 2:
+            continue
+        winners = [name for v, name in values if v == best]
+        others = [(v, name) for v, name in values if v != best]
+        if not others:
+            continue  # every run ties (retrieval at 0 early on): nobody wins
+        wins.update({name: wins[name] + 1 for name in winners})
+        runner = _best([v for v, _ in others], direction)
+        name = next(n for v, n in others if v == runner)
+        lines.append(f"best {metric} ({direction}): {', '.join(winners)} {_num(best)}, next {name} {_num(runner)}")
+    if lines:
+        ranking = sorted(wins.items(), key=lambda kv: -kv[1])
+        lines.append(f"metrics won of {len(lines)}: " + ", ".join(f"{name} {count}" for name, count in ranking))
+    return lines
 
 
 def loss_moves(runs: Sequence[RunView], baseline: str) -> list[MetricMove]:
@@ -405,6 +434,37 @@ def swap_grid(data: StudyData, path: Path) -> tuple[Path | None, list[str], list
     return _write_grid(rows, path, f"swaplab-study:{data.name}"), shown, notes
 
 
+#: Pairs of the evaluation each run's row shows in the scored-swaps grid.
+SCORED_GRID_PAIRS = 8
+
+
+def scored_swap_grid(data: StudyData, path: Path, count: int = SCORED_GRID_PAIRS) -> tuple[Path | None, list[str]]:
+    """Sources, targets, then each scored run's evaluation swaps of the same protocol pairs (the
+    evaluator's ``per_item.json``), cropped at the target's face; written marked as synthetic. Runs of
+    different families (or previewed on no fixed pairs) meet here on equal terms. Returns (path or
+    None, runs shown)."""
+    scored = []
+    for run in data.runs:
+        doc = _read_json(run.path / "eval" / "per_item.json")
+        if doc and doc.get("items"):
+            scored.append((run, {item["id"]: item for item in doc["items"]}))
+    if not scored:
+        return None, []
+    _, reference = next(((r, items) for r, items in scored if r.name == data.baseline), scored[0])
+    ids = [i for i in reference if all(i in items for _, items in scored)][:count]
+    if not ids:
+        return None, []
+    first = [reference[i] for i in ids]
+    rows = [
+        _labelled_row([_tile(item["source_image"], item.get("source_box")) for item in first], "sources"),
+        _labelled_row([_tile(item["target"], item.get("target_box")) for item in first], "targets"),
+    ]
+    for run, items in scored:
+        tiles = [_tile(items[i].get("swap"), items[i].get("target_box")) for i in ids]
+        rows.append(_labelled_row(tiles, f"{run.name} (evaluation swaps)"))
+    return _write_grid(rows, path, f"swaplab-study:{data.name}"), [run.name for run, _ in scored]
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -504,6 +564,7 @@ def summary_lines(data: StudyData, report_dir: Path | None = None) -> list[str]:
         top = max(counts.items(), key=lambda kv: kv[1])
         if len(data.runs) > 2:  # with one ablation the count says nothing
             lines.append(f"overall, {top[0]} moved {top[1]} of {len(moves)} metrics most from the baseline")
+        lines += best_runs(data.runs)
     elif any(r.summary for r in data.runs):
         lines.append(f"the baseline ({data.baseline}) has no evaluation: no metric can be compared with it")
     else:
@@ -593,6 +654,16 @@ def write_study_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
         )
         body.append(f"<img src='figures/{grid.name}' alt='swap grid: {html.escape(', '.join(shown))}'>")
     body += _warnings(notes)
+    scored_grid, scored_shown = scored_swap_grid(data, figures / "scored-swaps.png")
+    if scored_grid is not None:
+        body.append("<h2>Evaluation swaps, every scored run on the same protocol pairs</h2>")
+        body.append(
+            "<p class='small'>Row 1 the sources, row 2 the targets, then each scored run's swaps of those pairs as "
+            "the evaluator made them (through the swap pipeline), cropped at the target's face. Marked as "
+            "synthetic.</p>"
+        )
+        alt = html.escape("scored swaps: " + ", ".join(scored_shown))
+        body.append(f"<img src='figures/{scored_grid.name}' alt='{alt}'>")
     previews = [r for r in data.runs if (r.path / "previews" / "latest.png").is_file() and r.name not in shown]
     if previews:
         body.append("<h2>Latest training previews</h2>")

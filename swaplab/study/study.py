@@ -66,6 +66,9 @@ class EvalSpec:
     encoders: list[str] = field(default_factory=list)  # identity networks (empty = every registered one)
     device: str = "cpu"
     detector_pairs: int = 0  # detectability: peopleDevTrain pairs to swap and train on (0 = all, -1 = skip)
+    # More protocols scored after ``protocol``, each into RUN/eval-<name>/ (oneshot_occluded_v1: does an
+    # occluder survive the swap); the same options, without detectability (the main protocol has it).
+    also: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.limit < 0:
@@ -75,7 +78,7 @@ class EvalSpec:
             defaults = EvalSpec()
             given = [
                 name
-                for name in ("protocol", "limit", "data_root", "encoders", "device", "detector_pairs")
+                for name in ("protocol", "limit", "data_root", "encoders", "device", "detector_pairs", "also")
                 if getattr(self, name) != getattr(defaults, name)
             ]
             if given:

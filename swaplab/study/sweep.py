@@ -17,6 +17,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -39,6 +40,7 @@ __all__ = [
     "eval_command",
     "latest_step",
     "read_sweep",
+    "run_references",
     "run_sweep",
     "train_command",
     "validate_overrides",
@@ -123,6 +125,8 @@ def eval_command(study: Study, run_dir: Path) -> list[str]:
     if spec.by_validation:
         raise ValueError(f"study {study.name} scores runs by their own validation numbers: no evaluation job")
     command = [python_executable(), "-m", "swaplab.cli", "eval", str(run_dir), "-o", str(run_dir / "eval")]
+    if spec.also:  # several protocols in one job: swaplab.study.score (the same options, and --also)
+        command = [python_executable(), "-m", "swaplab.study.score", str(run_dir), "--also", *spec.also]
     command += ["--protocol", spec.protocol, "--limit", str(spec.limit), "--device", spec.device]
     if spec.detector_pairs:
         command += ["--detector-pairs", str(spec.detector_pairs)]
@@ -284,6 +288,8 @@ def _eval_spec(study: Study) -> dict[str, Any] | None:
         return {"source": "validation"}
     spec = to_dict(study.eval)
     spec.pop("source")  # protocol specs read as they did before ``source`` existed: old sweeps stay scored
+    if not spec["also"]:
+        spec.pop("also")  # likewise before ``also``
     return spec
 
 
@@ -292,14 +298,45 @@ class _Plan:
     record: RunRecord
     train: bool  # launch training (start, or resume)
     evaluate: bool  # score after training (or now, when training is skipped)
+    needs: tuple[str, ...] = ()  # runs whose training must be done first (``${run:NAME}``)
 
 
-def _plan(study: Study, sweep_dir: Path, selected: list[PlannedRun], previous: dict[str, RunRecord]) -> list[_Plan]:
+#: ``${run:NAME}`` in an override is the folder of the study's run NAME (``aei=${run:faceshifter}``:
+#: a second phase on another run's result); the run then starts only after NAME has trained.
+RUN_REFERENCE = re.compile(r"\$\{run:([^}]*)\}")
+
+
+def run_references(overrides: Sequence[str]) -> list[str]:
+    """The names of the runs ``overrides`` refer to with ``${run:NAME}``, in order, each once."""
+    names: list[str] = []
+    for override in overrides:
+        for name in RUN_REFERENCE.findall(override):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _resolve_references(overrides: Sequence[str], sweep_dir: Path, run: str, names: Sequence[str]) -> list[str]:
+    for name in run_references(overrides):
+        if name not in names:
+            raise StudyError(f"run {run}: ${{run:{name}}} names no run of the study; its runs: {', '.join(names)}")
+        if name == run:
+            raise StudyError(f"run {run}: ${{run:{name}}} refers to the run itself")
+    return [RUN_REFERENCE.sub(lambda m: str(sweep_dir / m.group(1)), o) for o in overrides]
+
+
+def _plan(
+    study: Study,
+    sweep_dir: Path,
+    selected: list[PlannedRun],
+    previous: dict[str, RunRecord],
+    names: Sequence[str] = (),
+) -> list[_Plan]:
     spec = _eval_spec(study)
     plans = []
     for run in selected:
         run_dir = sweep_dir / run.name
-        overrides = [*run.overrides, f"run_dir={run_dir}"]
+        overrides = [*_resolve_references(run.overrides, sweep_dir, run.name, names), f"run_dir={run_dir}"]
         old = previous.get(run.name)
         trained = (
             old is not None
@@ -365,6 +402,7 @@ class _Sweep:
         self.env = thread_env(study.launcher.threads_per_run)
         self.queue: deque[tuple[RunRecord, str]] = deque()
         self.eval_after: set[str] = {p.record.name for p in plans if p.evaluate}
+        self.needs: dict[str, tuple[str, ...]] = {p.record.name: p.needs for p in plans}
         for plan in plans:
             if plan.train:
                 self.queue.append((plan.record, "train"))
@@ -493,10 +531,40 @@ class _Sweep:
             text += f" | queued: {len(self.queue)}"
         return text
 
+    def _status_of(self, name: str) -> str:
+        for record in [*self.records, *self.others]:
+            if record.name == name:
+                return record.status
+        return "pending"
+
+    def _next_ready(self) -> tuple[RunRecord, str] | None:
+        """The first queued stage whose runs it refers to have trained; a stage whose referred run
+        failed, or can no longer train (not queued, not running), fails without starting."""
+        active = {record.name for record, _, _, _ in self.running.values()} | {r.name for r, _ in self.queue}
+        for index, (record, stage) in enumerate(self.queue):
+            needs = self.needs.get(record.name, ()) if stage == "train" else ()
+            waiting = [name for name in needs if self._status_of(name) != "done"]
+            if not waiting:
+                del self.queue[index]
+                return record, stage
+            lost = [name for name in waiting if name not in active]
+            if lost:
+                del self.queue[index]
+                record.status, record.end = "failed", _now()
+                if record.eval.get("status") == "pending":
+                    record.eval["status"] = "skipped"
+                self.print(f"FAILED {record.name}: it needs run(s) {', '.join(lost)}, which did not train")
+                self.save()
+                return self._next_ready()
+        return None
+
     def loop(self) -> None:
         while self.queue or self.running:
             while self.queue and len(self.running) < self.launcher.max_parallel:
-                self._start(*self.queue.popleft())
+                ready = self._next_ready()
+                if ready is None:
+                    break
+                self._start(*ready)
             changed = False
             for job_name, (_, _, handle, _) in list(self.running.items()):
                 code = handle.poll()
@@ -572,7 +640,18 @@ def run_sweep(
     selected = _select(study.expand(overrides), only)
     previous_doc = read_sweep(sweep_path) or {}
     previous = {r["name"]: RunRecord.from_json(r) for r in previous_doc.get("runs", [])}
-    plans = _plan(study, sweep_path, selected, previous)
+    names = [run.name for run in study.expand(overrides)]
+    plans = _plan(study, sweep_path, selected, previous, names)
+    for plan, run in zip(plans, selected, strict=True):
+        plan.needs = tuple(run_references(run.overrides))
+    retrained = {plan.record.name for plan in plans if plan.train}
+    for plan in plans:
+        stale = [name for name in plan.needs if name in retrained]
+        if stale and not plan.train:  # its own overrides did not change, so it is skipped as trained
+            plan.record.warnings.append(
+                f"run {plan.record.name} was trained on run(s) {', '.join(stale)}, which train again now: it keeps "
+                f"its old result; delete {plan.record.run_dir} and re-run to retrain it on the new one"
+            )
 
     if validate:
         problems = []

@@ -58,11 +58,18 @@ class RunView:
     eval_status: str = "off"
     seconds: float | None = None
     config_hash: str | None = None
+    also_docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # eval-<protocol>/metrics.json (eval.also)
 
     @property
     def summary(self) -> dict[str, float]:
-        """The evaluator's headline numbers (one per column), or {} when the run is not scored."""
-        return headline_numbers(self.eval_doc["metrics"]) if self.eval_doc else {}
+        """The evaluator's headline numbers (one per column), or {} when the run is not scored; the
+        numbers of each further protocol (``eval.also``) follow as ``<metric> @<protocol>``."""
+        if not self.eval_doc:
+            return {}
+        numbers = headline_numbers(self.eval_doc["metrics"])
+        for name, doc in self.also_docs.items():
+            numbers.update({f"{key} @{name}": v for key, v in headline_numbers(doc["metrics"]).items()})
+        return numbers
 
     @property
     def final_step(self) -> int | None:
@@ -123,6 +130,20 @@ def _is_run_folder(path: Path) -> bool:
     )
 
 
+def also_eval_dir(run_dir: str | Path, protocol: str) -> Path:
+    """Where a run's scores on a further protocol of the study (``eval.also``) are written."""
+    return Path(run_dir) / f"eval-{Path(protocol).stem}"
+
+
+def _also_docs(run_dir: Path, protocols: Sequence[str]) -> dict[str, dict[str, Any]]:
+    docs = {}
+    for protocol in protocols:
+        doc = _read_json(also_eval_dir(run_dir, protocol) / "metrics.json")
+        if doc and "metrics" in doc:
+            docs[Path(protocol).stem] = doc
+    return docs
+
+
 def load_study_data(sweep_dir: str | Path) -> StudyData:
     """The runs of a sweep folder, in study order: from sweep.json, plus run folders it does not list."""
     root = Path(sweep_dir)
@@ -161,6 +182,7 @@ def load_study_data(sweep_dir: str | Path) -> StudyData:
                 rows=read_rows(path) if path.is_dir() else [],
                 manifest=_read_json(path / "manifest.json") or {},
                 eval_doc=eval_doc if eval_doc and "metrics" in eval_doc else None,
+                also_docs=_also_docs(path, ((sweep.get("eval") or {}).get("also") or [])),
                 eval_status=("done" if eval_doc else (record.get("eval") or {}).get("status", "off")),
                 seconds=record.get("seconds"),
                 config_hash=record.get("config_hash"),

@@ -10,7 +10,8 @@ Modes: ``alpha`` (feathered alpha composite), ``poisson`` (``cv2.seamlessClone``
 Burt and Adelson, "A Multiresolution Spline With Application to Image Mosaics", 1983, also
 composited under the feathered mask so that its low frequencies act inside the mask's edge
 instead of leaking up to ``2**levels`` pixels outside it) and ``learned`` (a network trained to make
-Poisson's correction, ``swaplab.models.learned_blend``, composited the same way).
+Poisson's correction, ``swaplab.models.learned_blend``, composited the same way) and ``glgan`` (GL-GAN's
+blending U-Net, ``swaplab.models.glgan_blend``, re-making the seam band of the alpha composite).
 """
 
 from __future__ import annotations
@@ -224,3 +225,41 @@ def learned_correction(net: object, frame: np.ndarray, face: np.ndarray, alpha: 
         delta = net(small(frame) / 255.0, small(face) / 255.0, small(alpha))[0]  # type: ignore[operator]
     delta = cv2.resize(delta.permute(1, 2, 0).numpy(), (cols, rows), interpolation=cv2.INTER_LINEAR)
     return face.astype(np.float32) + 255.0 * delta
+
+
+@BLENDERS.register("glgan")
+def glgan_blend(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, feather_px: int = 0) -> np.ndarray:
+    """GL-GAN's blender (``swaplab nets build glgan-blender``) on the alpha composite: at its
+    resolution it sees the composite and the pasted region (feathered mask >= 0.5) and re-makes the
+    band either side of that region's edge; its change is upsampled and added where the feathered
+    mask is non-zero, so every other pixel stays the frame's. An untrained blender is the alpha blend."""
+    from swaplab.models.glgan_blend import load_glgan_blender
+
+    mask = _check(frame, face, mask)
+    found = _feathered(mask, feather_px)
+    if found is None:
+        return frame.copy()
+    box, alpha = found
+    base = frame[box].astype(np.float32)
+    composite = base + alpha[..., None] * (face[box].astype(np.float32) - base)
+    change = glgan_seam_change(load_glgan_blender(), composite, alpha)
+    mixed = composite + (alpha > 0)[..., None] * change
+    out = frame.copy()
+    out[box] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return out
+
+
+def glgan_seam_change(net: object, composite: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """What GL-GAN's blender changes in ``composite`` (float32 (H, W, 3) in 0..255, a box of the frame)
+    whose pasted region is ``alpha >= 0.5``: predicted at the net's resolution, upsampled, in 0..255."""
+    import torch
+
+    side = net.resolution  # type: ignore[attr-defined]
+    rows, cols = alpha.shape
+    small = cv2.resize(composite / 255.0, (side, side), interpolation=cv2.INTER_AREA)
+    region = (cv2.resize(alpha, (side, side), interpolation=cv2.INTER_LINEAR) >= 0.5).astype(np.float32)
+    image = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)[None].float()
+    with torch.inference_mode():
+        blended = net(image, torch.from_numpy(region)[None, None])  # type: ignore[operator]
+    change = (blended.float() - image)[0].permute(1, 2, 0).numpy()
+    return 255.0 * cv2.resize(change, (cols, rows), interpolation=cv2.INTER_LINEAR)

@@ -33,12 +33,41 @@ def _blender(preset: str, overrides: list[str]) -> Any:
     return blender_config(preset, overrides)
 
 
+def _glgan_blender(preset: str, overrides: list[str]) -> Any:
+    from swaplab.config import apply_overrides, from_dict
+    from swaplab.train.recipes.glgan import GLGANBlendTrainConfig
+
+    presets = {
+        "cpu": ["model=glgan-blend-tiny", "trainer=oneshot-tiny", "trainer.steps=300"],
+        "test": ["model=glgan-blend-tiny", "trainer=oneshot-test", "trainer.steps=3"],
+    }
+    return apply_overrides(from_dict(GLGANBlendTrainConfig, {}), [*presets[preset], *overrides])
+
+
+def _install_glgan_blender(cfg: Any, weights: Path) -> None:
+    """The glgan-blend recipe exports a model folder; the swap stage loads built networks by their
+    header: rewrite the exported weights with it (the same tensors, loaded strictly)."""
+    from safetensors.torch import load_file
+
+    from swaplab.models.glgan import GLGANBlender
+    from swaplab.models.glgan_blend import GLGAN_BLENDER_NAME
+    from swaplab.models.installed import save_built
+
+    net = GLGANBlender(cfg.model)
+    net.load_state_dict(load_file(str(weights)), strict=True)
+    save_built(GLGAN_BLENDER_NAME, net, cfg.model, weights)
+
+
 #: network name -> (its presets, ``fn(preset, overrides) -> run config``).
 BUILD_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[str, list[str]], Any]]] = {
     "face-segmenter": (("cpu", "test"), _segmenter),
     "face-restorer": (("cpu", "test"), _restorer),
     "learned-blender": (("cpu", "test"), _blender),
+    "glgan-blender": (("cpu", "test"), _glgan_blender),
 }
+#: network name -> ``fn(run config, installed weights)``, run after the export for networks whose
+#: recipe exports a model folder rather than a built network's weights.
+INSTALLERS: dict[str, Callable[[Any, Path], None]] = {"glgan-blender": _install_glgan_blender}
 
 
 def build_config(name: str, preset: str = "cpu", overrides: list[str] | None = None) -> Any:
@@ -65,4 +94,6 @@ def build_network(name: str, preset: str = "cpu", overrides: list[str] | None = 
     if result.stop_reason == "signal":
         raise KeyboardInterrupt(f"{name} training stopped at step {result.step}; run the command again to resume")
     export_model(run_dir, target.parent, overwrite=True)
+    if name in INSTALLERS:
+        INSTALLERS[name](cfg, target)
     return target
