@@ -4,9 +4,9 @@ One model (``--model``, e.g. the demo's ``demo-output/model``) swaps the protoco
 clips once per swap-stage setting, and the evaluator scores each: landmark jitter and flicker of the
 swapped clip relative to the original, identity drift, and the swap's frames/s. The settings: the
 default (landmark mask), the face segmenter's mask (raw and smoothed over time), the restorer (raw
-and with its added detail smoothed over time), the learned blender and Poisson blending. Each
-setting that needs a network that is not built (``swaplab nets build face-segmenter|face-restorer|
-learned-blender``) is skipped and said so.
+and with its added detail smoothed over time), the learned blender, Poisson blending and GL-GAN's
+smoother across frames. Each setting that needs a network that is not built (``swaplab nets build
+face-segmenter|face-restorer|learned-blender|glgan-smoother``) is skipped and said so.
 
     .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100]
 
@@ -41,6 +41,7 @@ SETTINGS = (
     ("restore=on, smoothed", ["restore=on", "restore_smoothing=one_euro"], "face-restorer"),
     ("blend=learned", ["blend=learned"], "learned-blender"),
     ("blend=poisson", ["blend=poisson"], ""),
+    ("face_smoothing=glgan", ["face_smoothing=glgan"], "glgan-smoother"),
 )
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from swaplab.config import ConfigError, config_group
+from swaplab.config import ConfigError, apply_overrides, config_group
 from swaplab.faces.align import DLIB_MEAN_FACE_68, alignment_matrix, transform_points, warp_face
 from swaplab.models.glgan import GLGANDiscriminator, GLGANGenerator, template_boxes
 from swaplab.models.parts.glgan import REGION_LANDMARKS, crop_regions, paste_regions, region_boxes, region_mask
@@ -392,3 +392,74 @@ def test_the_blending_recipe_trains_and_exports_the_blender(facesets: dict[str, 
     assert (card["arch"], card["blender"]) == ("glgan-blend", "seam") and "swapper" not in card
     blender = load_model(tmp_path / "model")
     assert blender(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+# ---------------------------------------------------------------- smoothing across frames
+
+
+def test_the_smoother_starts_as_this_frame_and_changes_only_the_face() -> None:
+    from swaplab.models.glgan import GLGANSmoother
+
+    torch.manual_seed(0)
+    smoother = GLGANSmoother(config_group("model").create("glgan-smooth-tiny")).eval()
+    current, previous = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(smoother(current, previous), current, atol=1e-3)  # untrained: the frame itself
+        torch.nn.init.normal_(smoother.unet.head.weight, std=0.5)
+        changed = (smoother(current, previous) - current).abs().amax(dim=1)
+    outside = smoother.mask[0, 0] == 0
+    assert changed[:, outside].max() == 0 and changed[:, ~outside].max() > 0.01
+    with pytest.raises(ValueError, match="previous"):
+        smoother(current, previous[:, :, :32])
+
+
+@pytest.mark.slow
+def test_the_smoother_learns_to_remove_flicker_and_smooths_a_video_swap(
+    facesets: dict[str, Path], exported: Path, lfw: Path, shared_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from swaplab.io.video import VideoReader, VideoWriter
+    from swaplab.models.glgan_smooth import load_glgan_smoother
+    from swaplab.models.installed import NetworkMissing
+    from swaplab.swap.pipeline import SwapConfig, swap
+    from swaplab.train.built_networks import build_network
+
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SWAPLAB_GLGAN_SMOOTHER", raising=False)
+    clip = tmp_path / "clip.mp4"
+    reader = VideoReader(shared_data / "videos" / "hdtf_sadtalker" / "WDA_KatieHill_000.mp4", stop=6)
+    with VideoWriter(clip, reader.info.fps, (reader.info.width, reader.info.height)) as writer:
+        for frame in reader:
+            writer.write(frame.image, frame.time)
+    source = sorted((lfw / "Adel_Al-Jubeir").glob("*.jpg"))[0]
+    options = ["precision=fp32", f"source=[{source}]", "mark=false", "smoothing=none"]
+    smoothed_cfg = apply_overrides(SwapConfig(), [*options, "face_smoothing=glgan"])
+    with pytest.raises(NetworkMissing, match="swaplab nets build glgan-smoother"):
+        swap(exported, clip, tmp_path / "missing.mp4", smoothed_cfg, progress=False)
+
+    words = [f"data.train=[{facesets['train']}]", f"data.lists_dir={facesets['lists']}", "trainer.steps=150"]
+    weights = build_network("glgan-smoother", "test", words, progress=False)
+    metrics = [json.loads(line) for line in (weights.parent / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in metrics if "loss/face_l1" in m][-5:]
+    # Inside the face, the smoothed frame is nearer the real face than the flickered input it was given.
+    learned = np.mean([m["loss/face_l1"] / 10.0 for m in last])
+    given = np.mean([m["face_l1_flickered"] for m in last])
+    assert learned < 0.9 * given, (learned, given)
+
+    # On one track: a still face whose frames flicker (a per-frame gain over the face, as a per-frame
+    # swap does) comes out steadier; the track's first frame passes unchanged.
+    from swaplab.swap.pipeline import FaceSwapper
+
+    swapper = FaceSwapper(exported, smoothed_cfg)
+    face = next(iter(VideoReader(clip))).image[100:228, 180:308]  # any 128 px face-sized picture
+    face = cv2.resize(face, (swapper.resolution, swapper.resolution), interpolation=cv2.INTER_AREA)
+    gains = 1.0 + 0.08 * np.array([0, 1, -1, 1, -1, 1, -1, 1])
+    frames = [np.clip(face * g, 0, 255).astype(np.uint8) for g in gains]
+    out = [swapper._smooth_face(f, track=0) for f in frames]
+    assert np.array_equal(out[0], frames[0])
+    inside = cv2.resize(load_glgan_smoother().mask[0, 0].numpy(), face.shape[:2][::-1]) > 0.5
+    change_in = np.mean([np.abs(b.astype(float) - a)[inside].mean() for a, b in zip(frames, frames[1:])])
+    change_out = np.mean([np.abs(b.astype(float) - a)[inside].mean() for a, b in zip(out, out[1:])])
+    assert change_out < 0.9 * change_in, (change_out, change_in)
+    # And through the whole video pipeline.
+    report = swap(exported, clip, tmp_path / "smooth.mp4", smoothed_cfg, progress=False)
+    assert report.frames == 6 and report.frames_swapped == 6

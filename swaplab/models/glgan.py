@@ -326,3 +326,86 @@ class GLGANBlender(nn.Module):
         correction = self.unet(torch.cat([composite, mask, band], dim=1)).float() - 0.5
         made = torch.sigmoid(logit(composite) + 8.0 * correction).to(composite.dtype)
         return composite + band * (made - composite)
+
+
+@dataclass
+class GLGANSmoothConfig(GLGANBlendConfig):
+    """The article's smoothing use: the global U-Net makes a swapped face agree with the previous
+    frame's inside the face (the template's brows-to-mouth hull), so a video swap does not flicker.
+    The U-Net's sizes are the blender's; ``seam_width`` is unused."""
+
+    name: str = "glgan-smooth-256"
+    arch: Literal["glgan-smooth"] = "glgan-smooth"  # type: ignore[assignment]
+
+
+config_group("model").register("glgan-smooth-256")(GLGANSmoothConfig)
+config_group("model").register("glgan-smooth-tiny")(
+    lambda: GLGANSmoothConfig(
+        name="glgan-smooth-tiny",
+        resolution=64,
+        dims=16,
+        max_dims=64,
+        discriminator=DiscriminatorConfig(dims=16, n_layers=3, scales=1),
+    )
+)
+
+
+@MODELS.register("glgan-smooth")
+class GLGANSmoother(nn.Module):
+    """``forward(current, previous) -> smoothed``: this frame's swapped face made to agree with the
+    previous frame's output, inside the template's face hull.
+
+    Both are aligned crops (N, 3, R, R) in [0, 1] of one face track (the crop follows the face, so
+    they are nearly in register). What flickers between a swap's frames is smooth (colour, shading),
+    so the smoother moves ``current`` by a blurred copy of ``previous - current`` (Gaussian, sigma
+    R/32) weighted per pixel by ``alpha``; the U-Net sees [current, previous - current, mask] and
+    decides ``alpha``: near 1 where the previous frame can be trusted, near 0 where the face moved
+    or changed. Its head starts at zero with a bias of -8 on alpha's logit, so an untrained
+    smoother returns ``current`` (alpha 3e-4).
+    """
+
+    config_type = GLGANSmoothConfig
+
+    def __init__(self, config: GLGANSmoothConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.resolution = config.resolution
+        mask = face_hull_mask(config.template, config.resolution)
+        self.register_buffer("mask", torch.from_numpy(mask)[None, None], persistent=False)
+        sigma = config.resolution / 32
+        radius = max(1, round(3 * sigma))
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+        self.register_buffer("taps", (taps / taps.sum())[None, None], persistent=False)
+        self.unet = UNetGlobalGenerator(
+            resolution=config.resolution,
+            in_channels=7,
+            dims=config.dims,
+            depth=config.depth,
+            max_dims=config.max_dims,
+            n_blocks=config.n_blocks,
+            norm=config.norm,
+        )
+        nn.init.zeros_(self.unet.head.weight)
+        nn.init.zeros_(self.unet.head.bias)
+
+    def blur(self, image: Tensor) -> Tensor:
+        """A separable Gaussian per channel (edges replicated)."""
+        n, c, h, w = image.shape
+        flat = image.reshape(n * c, 1, h, w)
+        radius = self.taps.shape[-1] // 2
+        flat = nn.functional.pad(flat, (radius, radius, radius, radius), mode="replicate")
+        flat = nn.functional.conv2d(flat, self.taps.to(flat.dtype)[..., None, :])
+        flat = nn.functional.conv2d(flat, self.taps.to(flat.dtype)[..., :, None])
+        return flat.reshape(n, c, h, w)
+
+    def forward(self, current: Tensor, previous: Tensor) -> Tensor:
+        size = self.resolution
+        for name, image in (("current", current), ("previous", previous)):
+            if image.ndim != 4 or image.shape[1:] != (3, size, size):
+                raise ValueError(f"GLGANSmoother expects (N, 3, {size}, {size}) {name} faces, got {tuple(image.shape)}")
+        mask = self.mask.to(current.dtype).expand(len(current), 1, size, size)
+        change = previous - current
+        # The U-Net's sigmoid output read back as a logit: alpha = sigmoid(z - 8), z its head's value.
+        alpha = torch.sigmoid(logit(self.unet(torch.cat([current, change, mask], dim=1)).float()) - 8.0)
+        smoothed = current + alpha.to(current.dtype) * self.blur(change)
+        return current + mask * (smoothed.clamp(0.0, 1.0) - current)

@@ -62,6 +62,7 @@ BUILT_NETWORKS: Registry[BuiltNetwork] = Registry(
         "swaplab.models.restoration",
         "swaplab.models.learned_blend",
         "swaplab.models.glgan_blend",
+        "swaplab.models.glgan_smooth",
     ),
 )
 

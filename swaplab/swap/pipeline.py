@@ -86,6 +86,9 @@ class SwapConfig:
     # track, in the face's own crop, so restoration does not add flicker; fast changes pass.
     restore_smoothing: str = choice_field("none", SMOOTHERS)  # none, one_euro, kalman
     restore_smoothing_strength: float = 0.5
+    # Video: GL-GAN's smoother (swaplab nets build glgan-smoother) makes each frame's swapped face
+    # agree with the track's previous one inside the face, against the model's frame-to-frame flicker.
+    face_smoothing: Literal["none", "glgan"] = "none"
     smoothing: str = choice_field("one_euro", SMOOTHERS)  # one_euro, kalman, none
     smoothing_strength: float = 0.5
     # Settings of iterative models (a sampler and its steps: options={sampler: ddim, steps: 25});
@@ -187,6 +190,7 @@ class FaceSwapper:
         self._mask_tracks: dict[int, tuple[Any, int]] = {}  # track id -> (mask smoother, frames seen)
         # track id -> (restoration side, detail smoother, frames seen)
         self._restore_tracks: dict[int, tuple[int, Any, int]] = {}
+        self._face_tracks: dict[int, np.ndarray] = {}  # track id -> the previous frame's smoothed face
         self.source: torch.Tensor | None = None
         if self.needs_source and cfg.source:
             self.set_source_photos(cfg.source)
@@ -260,6 +264,8 @@ class FaceSwapper:
                 mask = self._mask(face, face_mask)
             with self.timer("colour"):
                 face_rgb = self._match_colour(face_rgb, face.crop, mask)
+                if self.config.face_smoothing == "glgan":
+                    face_rgb = self._smooth_face(face_rgb, face.track_id)
                 if self.config.sharpen > 0:
                     face_rgb = sharpen(face_rgb, self.config.sharpen)
             matrix = face.matrix
@@ -304,6 +310,7 @@ class FaceSwapper:
         """Forget the per-track state (mask and restoration smoothers): call at the start of each video or photo."""
         self._mask_tracks.clear()
         self._restore_tracks.clear()
+        self._face_tracks.clear()
 
     def _mask(self, face: AlignedFace, learned: np.ndarray) -> np.ndarray:
         """The blend mask in crop space (R x R float in [0, 1])."""
@@ -331,6 +338,34 @@ class FaceSwapper:
         recoloured = COLOUR_TRANSFERS.get(self.config.colour)(to_tensor(face_rgb), to_tensor(target), mask_t)
         out = recoloured[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
         return np.ascontiguousarray(out.numpy())
+
+    def _smooth_face(self, face_rgb: np.ndarray, track: int) -> np.ndarray:
+        """GL-GAN's smoother on one track's face: at the smoother's resolution it makes this frame's
+        face agree with the track's previous output; its change is resized and added at the model's
+        resolution. A track's first frame passes unchanged."""
+        from swaplab.models.glgan_smooth import load_glgan_smoother
+
+        net = load_glgan_smoother()
+        previous = self._face_tracks.get(track)
+        self._face_tracks[track] = face_rgb
+        if previous is None or previous.shape != face_rgb.shape:
+            return face_rgb
+        side = net.resolution
+
+        def tensor(image: np.ndarray) -> torch.Tensor:
+            if image.shape[0] != side:
+                image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+            return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255.0)
+
+        current = tensor(face_rgb)
+        with torch.inference_mode():
+            change = (net(current, tensor(previous)) - current)[0].permute(1, 2, 0).numpy() * 255.0
+        if side != face_rgb.shape[0]:
+            size = face_rgb.shape[0]
+            change = cv2.resize(change, (size, size), interpolation=cv2.INTER_LINEAR)
+        smoothed = np.clip(face_rgb.astype(np.float32) + change + 0.5, 0, 255).astype(np.uint8)
+        self._face_tracks[track] = smoothed
+        return smoothed
 
     def _restore(
         self, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray, track: int = -1

@@ -33,29 +33,37 @@ def _blender(preset: str, overrides: list[str]) -> Any:
     return blender_config(preset, overrides)
 
 
-def _glgan_blender(preset: str, overrides: list[str]) -> Any:
-    from swaplab.config import apply_overrides, from_dict
-    from swaplab.train.recipes.glgan import GLGANBlendTrainConfig
+def _glgan(config_type: str, model: str, *settings: str) -> Callable[[str, list[str]], Any]:
+    """The build presets of a GL-GAN built network trained by the recipe of ``config_type``
+    (``settings``: trainer keys of both presets, after the preset's own)."""
 
-    presets = {
-        "cpu": ["model=glgan-blend-tiny", "trainer=oneshot-tiny", "trainer.steps=300"],
-        "test": ["model=glgan-blend-tiny", "trainer=oneshot-test", "trainer.steps=3"],
-    }
-    return apply_overrides(from_dict(GLGANBlendTrainConfig, {}), [*presets[preset], *overrides])
+    def build(preset: str, overrides: list[str]) -> Any:
+        from swaplab.config import apply_overrides, from_dict
+        from swaplab.train.recipes import glgan
+
+        presets = {
+            "cpu": [f"model={model}", "trainer=oneshot-tiny", "trainer.steps=300", *settings],
+            "test": [f"model={model}", "trainer=oneshot-test", "trainer.steps=3", *settings],
+        }
+        return apply_overrides(from_dict(getattr(glgan, config_type), {}), [*presets[preset], *overrides])
+
+    return build
 
 
-def _install_glgan_blender(cfg: Any, weights: Path) -> None:
-    """The glgan-blend recipe exports a model folder; the swap stage loads built networks by their
-    header: rewrite the exported weights with it (the same tensors, loaded strictly)."""
-    from safetensors.torch import load_file
+def _install_glgan(name: str) -> Callable[[Any, Path], None]:
+    """The GL-GAN recipes export a model folder; the swap stage loads built networks by their header:
+    rewrite the exported weights with it (the same tensors, loaded strictly)."""
 
-    from swaplab.models.glgan import GLGANBlender
-    from swaplab.models.glgan_blend import GLGAN_BLENDER_NAME
-    from swaplab.models.installed import save_built
+    def install(cfg: Any, weights: Path) -> None:
+        from safetensors.torch import load_file
 
-    net = GLGANBlender(cfg.model)
-    net.load_state_dict(load_file(str(weights)), strict=True)
-    save_built(GLGAN_BLENDER_NAME, net, cfg.model, weights)
+        from swaplab.models.installed import BUILT_NETWORKS, save_built
+
+        net = BUILT_NETWORKS.get(name).module(cfg.model)
+        net.load_state_dict(load_file(str(weights)), strict=True)
+        save_built(name, net, cfg.model, weights)
+
+    return install
 
 
 #: network name -> (its presets, ``fn(preset, overrides) -> run config``).
@@ -63,11 +71,18 @@ BUILD_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[str, list[str]], Any]]
     "face-segmenter": (("cpu", "test"), _segmenter),
     "face-restorer": (("cpu", "test"), _restorer),
     "learned-blender": (("cpu", "test"), _blender),
-    "glgan-blender": (("cpu", "test"), _glgan_blender),
+    "glgan-blender": (("cpu", "test"), _glgan("GLGANBlendTrainConfig", "glgan-blend-tiny")),
+    # The smoother learns a small correction from scratch: a larger batch and step size than the GAN's.
+    "glgan-smoother": (
+        ("cpu", "test"),
+        _glgan("GLGANSmoothTrainConfig", "glgan-smooth-tiny", "trainer.batch_size=8", "trainer.lr=2e-3"),
+    ),
 }
 #: network name -> ``fn(run config, installed weights)``, run after the export for networks whose
 #: recipe exports a model folder rather than a built network's weights.
-INSTALLERS: dict[str, Callable[[Any, Path], None]] = {"glgan-blender": _install_glgan_blender}
+INSTALLERS: dict[str, Callable[[Any, Path], None]] = {
+    name: _install_glgan(name) for name in ("glgan-blender", "glgan-smoother")
+}
 
 
 def build_config(name: str, preset: str = "cpu", overrides: list[str] | None = None) -> Any:

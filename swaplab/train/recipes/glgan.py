@@ -24,7 +24,15 @@ from torch import nn
 
 from swaplab.config import ConfigError, config_group, group_field
 from swaplab.losses.glgan import GLGANLossConfig, GLGANObjective
-from swaplab.models.glgan import GLGANBlendConfig, GLGANBlender, GLGANConfig, GLGANDiscriminator, GLGANGenerator
+from swaplab.models.glgan import (
+    GLGANBlendConfig,
+    GLGANBlender,
+    GLGANConfig,
+    GLGANDiscriminator,
+    GLGANGenerator,
+    GLGANSmoothConfig,
+    GLGANSmoother,
+)
 from swaplab.models.parts import DISCRIMINATORS
 from swaplab.train.config import TrainerConfig
 from swaplab.train.data import stream_seed
@@ -250,12 +258,26 @@ class GLGANBlendRecipe(Recipe):
         composite = paste_mismatched(real, self.generator.mask, loss.colour_gain, loss.colour_shift, seed)
         return real, composite
 
+    #: What the generator is scored on (its name in the metrics) and the inputs' columns in previews.
+    region_name = "seam"
+    columns = ("real", "pasted", "blended")
+
+    def inputs(self, step: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """(real faces, the generator's inputs) of ``step``; the first input is what it corrects."""
+        real, composite = self.composites(step)
+        return real, (composite,)
+
+    @property
+    def region(self) -> Tensor:
+        """(1, 1, R, R) where the generator's output is scored: the seam band."""
+        return self.generator.band
+
     def train_step(self, step: int) -> StepResult:
         session, cfg = self.session, self.cfg.loss
         world, clip = session.dist.world_size, session.trainer.grad_clip
-        real, composite = self.composites(step)
+        real, inputs = self.inputs(step)
         with session.autocast():
-            blended = self.generator(composite)
+            blended = self.generator(*inputs)
             d_real, d_fake = self.adversarial.discriminator_terms(
                 self.discriminator(real), self.discriminator(blended.detach())
             )
@@ -265,21 +287,22 @@ class GLGANBlendRecipe(Recipe):
 
         self.discriminator.requires_grad_(False)
         try:
-            band = self.generator.band
+            region = self.region
             with session.autocast():
                 adversarial = self.adversarial.generator_loss(self.discriminator(blended))
-            seam_error = ((blended.float() - real).abs() * band).sum() / (band.sum() * 3 * len(real))
-            total = cfg.reconstruction * seam_error + cfg.adversarial * adversarial
+            error = ((blended.float() - real).abs() * region).sum() / (region.sum() * 3 * len(real))
+            total = cfg.reconstruction * error + cfg.adversarial * adversarial
             total.backward()
         finally:
             self.discriminator.requires_grad_(True)
         g_ok, _ = apply_gradients(self.optimizers["generator"], total.detach(), clip, world, True)
-        before = ((composite - real).abs() * band).sum() / (band.sum() * 3 * len(real))
+        before = ((inputs[0] - real).abs() * region).sum() / (region.sum() * 3 * len(real))
+        name = self.region_name
         values = {
             "loss": float(total.detach()),
-            "loss/seam_l1": float(cfg.reconstruction * seam_error.detach()),
+            f"loss/{name}_l1": float(cfg.reconstruction * error.detach()),
             "loss/adversarial": float(cfg.adversarial * adversarial.detach()),
-            "seam_l1_pasted": float(before),  # the same error of the plain paste, for comparison
+            f"{name}_l1_{self.columns[1]}": float(before),  # the same error of the input, for comparison
             "d_loss": float(d_total.detach()),
         }
         return StepResult(d_ok and g_ok, values)
@@ -287,27 +310,121 @@ class GLGANBlendRecipe(Recipe):
     def preview(self, step: int) -> Path | None:
         from swaplab.train.preview import compose_grid, save_preview, to_hwc
 
-        real, composite = self.composites(0)
+        real, inputs = self.inputs(0)
+        inputs = tuple(x[:6] for x in inputs)
         with torch.no_grad():
-            blended = self.generator(composite[:6])
-        columns = [to_hwc(real[:6]), to_hwc(composite[:6]), to_hwc(blended)]
-        names = ("real", "pasted", "blended")
-        grid = compose_grid(columns, names=names, title=f"step {step}")
-        return save_preview(grid, self.session.previews, step, model_id="swaplab-glgan-blend-training")
+            made = self.generator(*inputs)
+        columns = [to_hwc(real[:6]), to_hwc(inputs[0]), to_hwc(made)]
+        grid = compose_grid(columns, names=self.columns, title=f"step {step}")
+        return save_preview(grid, self.session.previews, step, model_id=f"swaplab-{self.name}-training")
 
     def data_hashes(self) -> dict[str, Any]:
         return {"train": self.data.content_hashes()}
 
     def trainer_state(self, step: int) -> dict[str, Any]:
-        return {"kind": "glgan-blend", "faces_seen": step * self.samples_per_step}
+        return {"kind": self.name, "faces_seen": step * self.samples_per_step}
+
+    #: What the exported card says of the network.
+    card_fields = {
+        "blender": "seam",
+        "conventions": "blender(composite (N, 3, R, R) in [0, 1], mask (N, 1, R, R) or None) -> blended",
+    }
 
     @classmethod
     def export(
         cls, cfg: GLGANBlendTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
-        blender = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
-        super().export(cfg, blender, out_dir, state)
-        return {
-            "blender": "seam",
-            "conventions": "blender(composite (N, 3, R, R) in [0, 1], mask (N, 1, R, R) or None) -> blended",
-        }
+        generator = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        super().export(cfg, generator, out_dir, state)
+        return dict(cls.card_fields)
+
+
+@dataclass
+class SmoothLossConfig:
+    """The smoother's losses and the frame-to-frame changes it learns to remove: L1 to the real face
+    inside the face hull, hinge adversarial on whole faces; each training face is shown as "this
+    frame" with a flicker (per-channel gain and shift, noise) over the crop, beside the same face,
+    clean, moved by up to ``motion_px`` as "the previous frame"."""
+
+    name: str = "glgan-smooth"
+    reconstruction: float = 10.0
+    adversarial: float = 1.0
+    flicker_gain: float = 0.1
+    flicker_shift: float = 0.04
+    noise: float = 0.02
+    motion_px: float = 2.0
+
+
+config_group("loss").register("glgan-smooth")(SmoothLossConfig)
+
+
+@dataclass
+class GLGANSmoothTrainConfig:
+    """A smoothing run: faces of ``data.train`` (peopleDevTrain people), flickered against a moved clean copy."""
+
+    model: GLGANSmoothConfig = group_field("glgan-smooth-tiny", "model")
+    data: OneShotDataConfig = field(default_factory=OneShotDataConfig)
+    loss: SmoothLossConfig = group_field(SmoothLossConfig, "loss")
+    trainer: TrainerConfig = group_field("oneshot-tiny", "trainer")
+    run_dir: str = "runs/glgan-smooth"
+
+
+def moved(faces: Tensor, max_px: float, seed: int) -> Tensor:
+    """``faces`` shifted by a seeded sub-pixel translation of up to ``max_px`` per axis (edges replicated)."""
+    generator = torch.Generator().manual_seed(seed)
+    n, _, height, width = faces.shape
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_px
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = 2 * shift[:, 0] / width
+    theta[:, 1, 2] = 2 * shift[:, 1] / height
+    grid = torch.nn.functional.affine_grid(theta.to(faces), list(faces.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(faces, grid, padding_mode="border", align_corners=False)
+
+
+@RECIPES.register("glgan-smooth")
+class GLGANSmoothRecipe(GLGANBlendRecipe):
+    """Trains GL-GAN's U-Net to smooth a swap across frames (the article's smoothing use).
+
+    From still faces of ``peopleDevTrain`` people: "this frame" is the face with a seeded flicker
+    over the face hull (what a per-frame swap adds between frames), "the previous frame" is the
+    same face, clean and moved a little (a track's aligned crops are nearly, not exactly, in
+    register); the smoother must give back the real face. Same loop, discriminator and losses as
+    the blender, scored inside the face hull instead of the seam band.
+    """
+
+    name = "glgan-smooth"
+    config_type = GLGANSmoothTrainConfig
+    region_name = "face"
+    columns = ("real", "flickered", "smoothed")
+    card_fields = {
+        "smoother": "frames",
+        "conventions": "smoother(current (N, 3, R, R) in [0, 1], previous (N, 3, R, R)) -> smoothed",
+    }
+
+    def build(self) -> nn.Module:
+        d = self.cfg.model.discriminator
+        discriminator = DISCRIMINATORS.create(
+            "patchgan", resolution=self.cfg.model.resolution, dims=d.dims, n_layers=d.n_layers, norm=d.norm
+        )
+        return GanPair(GLGANSmoother(self.cfg.model), discriminator)
+
+    @property
+    def region(self) -> Tensor:
+        return self.generator.mask
+
+    def inputs(self, step: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+        session, loss = self.session, self.cfg.loss
+        batch = self.data.batch(
+            step, batch_size=session.trainer.batch_size, rank=session.dist.rank, world_size=session.dist.world_size
+        )
+        real = batch.target.to(session.device)
+        seed = stream_seed("glgan-smooth", session.trainer.seed, step, session.dist.rank)
+        # The whole crop flickers, as a model's rendered crop does from frame to frame: the only
+        # steady reference is the previous frame (a flicker inside the face alone would be read off
+        # the face's own surroundings, which the swap's rendered crop does not have).
+        everywhere = torch.ones_like(self.generator.mask)
+        flickered = paste_mismatched(real, everywhere, loss.flicker_gain, loss.flicker_shift, seed)
+        noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(seed + 1)).to(real)
+        flickered = (flickered + loss.noise * noise).clamp(0.0, 1.0)
+        return real, (flickered, moved(real, loss.motion_px, seed + 2))
