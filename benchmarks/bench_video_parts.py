@@ -8,7 +8,7 @@ and with its added detail smoothed over time), the learned blender, Poisson blen
 smoother across frames. Each setting that needs a network that is not built (``swaplab nets build
 face-segmenter|face-restorer|learned-blender|glgan-smoother``) is skipped and said so.
 
-    .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100]
+    .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100] [--only NAME ...]
 
 ``--smoke``: the test-sized segmenter built in a temporary user cache (the restorer's and the
 blender's settings are skipped), a 2-step model, one clip of 6 frames (the numbers mean nothing;
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=2)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="+", default=None, help="settings whose name starts with one of these")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     use_threads(args.threads)
@@ -82,6 +83,8 @@ def main() -> None:
             parser.error("--model MODEL (an exported model), or --smoke")
         rows: list[tuple[str, dict[str, float], float]] = []
         for index, (name, words, network) in enumerate(SETTINGS):
+            if args.only and not name.startswith(tuple(args.only)):
+                continue
             if network and find_weights(network) is None:
                 print(f"{name}: skipped, {network} is not built (swaplab nets build {network})")
                 continue
