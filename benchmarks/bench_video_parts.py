@@ -8,7 +8,8 @@ and with its added detail smoothed over time), the learned blender, Poisson blen
 smoother across frames. Each setting that needs a network that is not built (``swaplab nets build
 face-segmenter|face-restorer|learned-blender|glgan-smoother``) is skipped and said so.
 
-    .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100] [--only NAME ...]
+    .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100]
+        [--only NAME ...]
 
 ``--smoke``: the test-sized segmenter built in a temporary user cache (the restorer's and the
 blender's settings are skipped), a 2-step model, one clip of 6 frames (the numbers mean nothing;
