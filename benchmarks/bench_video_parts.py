@@ -3,10 +3,11 @@
 One model (``--model``, e.g. the demo's ``demo-output/model``) swaps the protocol's talking-head
 clips once per swap-stage setting, and the evaluator scores each: landmark jitter and flicker of the
 swapped clip relative to the original, identity drift, and the swap's frames/s. The settings: the
-default (landmark mask), the face segmenter's mask (raw and smoothed over time), the restorer (raw
-and with its added detail smoothed over time), the learned blender, Poisson blending and GL-GAN's
-smoother across frames. Each setting that needs a network that is not built (``swaplab nets build
-face-segmenter|face-restorer|learned-blender|glgan-smoother``) is skipped and said so.
+default (the model's mask within the landmark hull), the face segmenter's mask (raw and smoothed
+over time), the restorer (raw and with its added detail smoothed over time), the learned blender,
+Poisson blending and GL-GAN's smoother across frames. Each setting that needs a network that is
+not built (``swaplab nets build face-segmenter|face-restorer|learned-blender|glgan-smoother``) is
+skipped and said so.
 
     .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100]
         [--only NAME ...]
@@ -35,7 +36,7 @@ from swaplab.swap.pipeline import SwapConfig  # noqa: E402
 
 #: (name, swap options, the built network it needs or "")
 SETTINGS = (
-    ("landmark mask (default)", [], ""),
+    ("default (learned mask x landmark hull)", [], ""),
     ("mask=segment", ["mask=segment"], "face-segmenter"),
     ("mask=segment, smoothed", ["mask=segment", "mask_smoothing=one_euro"], "face-segmenter"),
     ("restore=on", ["restore=on"], "face-restorer"),
