@@ -236,7 +236,27 @@ def create_discriminator(config: GLGANConfig) -> GLGANDiscriminator:
 
 
 @dataclass
-class GLGANBlendConfig:
+class GLGANUNetConfig:
+    """The global U-Net's sizes for GL-GAN's identity-free uses (blending, smoothing), and the
+    discriminator that judges its faces."""
+
+    name: str = ""
+    resolution: int = 256
+    template: str = "whole_face"
+    dims: int = 64
+    max_dims: int = 256
+    depth: int = 3
+    n_blocks: int = 2
+    norm: Literal["batch", "instance", "none"] = "batch"
+    discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(n_layers=3, scales=1))
+
+    def __post_init__(self) -> None:
+        if self.resolution % 2**self.depth:
+            raise ConfigError(f"model.resolution {self.resolution} must be divisible by 2^depth = {2**self.depth}")
+
+
+@dataclass
+class GLGANBlendConfig(GLGANUNetConfig):
     """The article's blending use: the global U-Net makes the seam of a face pasted into a frame.
 
     ``seam_width``: the band either side of the pasted face's edge, as a fraction of the side
@@ -245,19 +265,10 @@ class GLGANBlendConfig:
 
     name: str = "glgan-blend-256"
     arch: Literal["glgan-blend"] = "glgan-blend"
-    resolution: int = 256
-    template: str = "whole_face"
-    dims: int = 64
-    max_dims: int = 256
-    depth: int = 3
-    n_blocks: int = 2
     seam_width: float = 0.06
-    norm: Literal["batch", "instance", "none"] = "batch"
-    discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(n_layers=3, scales=1))
 
     def __post_init__(self) -> None:
-        if self.resolution % 2**self.depth:
-            raise ConfigError(f"model.resolution {self.resolution} must be divisible by 2^depth = {2**self.depth}")
+        super().__post_init__()
         if not 0 < self.seam_width < 0.5:
             raise ConfigError(f"model.seam_width must be in (0, 0.5), got {self.seam_width}")
 
@@ -329,13 +340,12 @@ class GLGANBlender(nn.Module):
 
 
 @dataclass
-class GLGANSmoothConfig(GLGANBlendConfig):
+class GLGANSmoothConfig(GLGANUNetConfig):
     """The article's smoothing use: the global U-Net makes a swapped face agree with the previous
-    frame's inside the face (the template's brows-to-mouth hull), so a video swap does not flicker.
-    The U-Net's sizes are the blender's; ``seam_width`` is unused."""
+    frame's inside the face (the template's brows-to-mouth hull), so a video swap does not flicker."""
 
     name: str = "glgan-smooth-256"
-    arch: Literal["glgan-smooth"] = "glgan-smooth"  # type: ignore[assignment]
+    arch: Literal["glgan-smooth"] = "glgan-smooth"
 
 
 config_group("model").register("glgan-smooth-256")(GLGANSmoothConfig)
