@@ -65,6 +65,25 @@ def test_iterative_reenactment_walks_interpolated_landmarks_to_the_target() -> N
     assert torch.allclose(mask, torch.full_like(mask, 0.5))
 
 
+def test_the_cards_stage_switches_are_the_swappers_defaults() -> None:
+    from swaplab.models.fsgan import FSGANSwapper
+
+    cfg = config_group("model").create("fsgan-tiny")
+    cfg.stages.reenact, cfg.stages.blend, cfg.iterative = "warp", "poisson", False
+    swapper = FSGANSwapper(FSGAN(cfg), {"resolution": 64, "arch": "fsgan"})
+    assert swapper.stages == {"reenact": "warp", "segment": "net", "inpaint": "net", "blend": "poisson"}
+    assert not swapper.iterative
+    swapper.configure(reenact="net", iterative="on")
+    assert swapper.stages["reenact"] == "net" and swapper.iterative
+    # Without the networks: warp + hull + none + poisson swaps a face with nothing built.
+    swapper.configure(reenact="warp", segment="hull", inpaint="none")
+    crops = torch.rand(1, 3, 64, 64)
+    points = torch.tensor(np.stack([np.linspace(12, 52, 68), np.linspace(16, 54, 68)], 1), dtype=torch.float32)
+    code = swapper.source_code((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8), points.numpy())
+    out = swapper.swap(crops, code, landmarks=points[None] + 1)
+    assert out.rgb.shape == (1, 3, 64, 64) and 0 < out.mask.mean() < 1
+
+
 def test_presets_and_bad_sizes() -> None:
     paper, tiny = (config_group("model").create(n) for n in ("fsgan-256", "fsgan-tiny"))
     assert (paper.resolution, tiny.resolution, paper.discriminator.scales) == (256, 64, 3)
@@ -227,17 +246,18 @@ def test_fsgan_swaps_unseen_people_with_every_stage_and_its_classical_replacemen
     target, source = _photos(lfw)
     before = read_image(target)[0].astype(int)
     variants = {
-        "all-networks": ({}, "learned"),
-        "reenact=warp": ({"reenact": "warp"}, "learned"),
-        "segment=hull": ({"segment": "hull"}, "learned"),
-        "inpaint=none": ({"inpaint": "none"}, "learned"),
-        "iterative=on": ({"iterative": "on"}, "learned"),  # the learned run trained with it off
-        "blend=poisson": ({}, "poisson"),
+        "all-networks": {},
+        "reenact=warp": {"reenact": "warp"},
+        "segment=hull": {"segment": "hull"},
+        "inpaint=none": {"inpaint": "none"},
+        "iterative=on": {"iterative": "on"},  # the learned run trained with it off
+        "blend=poisson": {"blend": "poisson"},
+        "blend=alpha": {"blend": "alpha"},
     }
     outputs = {}
-    for name, (options, blend) in variants.items():
+    for name, options in variants.items():
         out = tmp_path / f"{name}.png"
-        cfg = SwapConfig(precision="fp32", source=[source], options=options, blend=blend, mask="learned")
+        cfg = SwapConfig(precision="fp32", source=[source], options=options, mask="learned")
         report = swap(fsgan_model, target, out, cfg, progress=False)
         assert report.faces_swapped == 1, report.lines()
         assert verify(out).synthetic

@@ -12,9 +12,10 @@ The swap of one aligned target face, all at the model's resolution R:
    (``swaplab nets build face-segmenter``); classical stand-in: ``hull``, the landmark hull.
 3. **inpaint** (``Inpainter``): the part of the target's face region the reenacted face does not
    cover (hair, what the source's pose hid) is completed; stand-in: ``none`` (left as reenacted).
-4. **blend**: the swap stage's own blender (``blend=learned`` is the masks issue's learned
-   blender, ``blend=poisson`` the classical one) pastes the completed face under the target's
-   face mask, which the swapper returns as its mask.
+4. **blend**: the completed face merged into the target crop inside that region by the masks
+   issue's learned blender (its colour correction); stand-ins ``poisson`` (seamless cloning) and
+   ``alpha`` (none: the swap stage's paste alone). The swapper returns the region as its mask, so
+   the swap stage pastes the blended crop back into the frame under it.
 
 Images are (N, 3, R, R) float RGB in [0, 1]; landmarks (N, 68, 2) in crop pixels (x, y). No
 training here (``swaplab.train.recipes.fsgan``).
@@ -130,6 +131,28 @@ def blur_fill(image: Tensor, hole: Tensor, sigma: float) -> Tensor:
     return image * known + filled.clamp(0, 1) * hole
 
 
+def _poisson(face: Tensor, target: Tensor, region: Tensor) -> Tensor:
+    """``face`` cloned into ``target`` by ``cv2.seamlessClone`` inside ``region >= 0.5`` (one crop,
+    (3, R, R) in [0, 1]); an empty region gives ``face`` back. Reflect padding keeps a region that
+    touches the border from being cut by OpenCV's border rule."""
+    import cv2
+
+    inside = (region[0] >= 0.5).cpu().numpy().astype(np.uint8) * 255
+    if not inside.any():
+        return face
+    pad = 4
+
+    def to_uint8(t: Tensor) -> np.ndarray:
+        image = (t.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        return cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+
+    mask = cv2.copyMakeBorder(inside, pad, pad, pad, pad, cv2.BORDER_CONSTANT)
+    x, y, w, h = cv2.boundingRect(mask)
+    cloned = cv2.seamlessClone(to_uint8(face), to_uint8(target), mask, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    out = torch.from_numpy(cloned[pad:-pad, pad:-pad].astype(np.float32) / 255.0).permute(2, 0, 1)
+    return out.to(face.device)
+
+
 # ---------------------------------------------------------------- the generators
 
 
@@ -175,6 +198,19 @@ class Inpainter(nn.Module):
 
 
 @dataclass
+class FSGANStagesConfig:
+    """Which implementation each swap stage uses: the network, or its classical counterpart
+    (``warp``: thin-plate landmark warp; ``hull``: landmark hull; ``none``: no inpainting;
+    ``poisson``: cv2 seamless cloning, ``alpha``: a plain paste). The exported card carries them
+    as the swapper's defaults, so a study can ablate a stage per run; ``options=`` overrides them."""
+
+    reenact: Literal["net", "warp"] = "net"
+    segment: Literal["net", "hull"] = "net"
+    inpaint: Literal["net", "none"] = "net"
+    blend: Literal["learned", "poisson", "alpha"] = "learned"
+
+
+@dataclass
 class FSGANConfig:
     """FSGAN's sizes and switches.
 
@@ -196,6 +232,7 @@ class FSGANConfig:
     iterations: int = 3
     discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(n_layers=3, scales=3))
     discriminator_part: str = "multiscale"
+    stages: FSGANStagesConfig = field(default_factory=FSGANStagesConfig)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -278,6 +315,7 @@ STAGE_CHOICES: dict[str, tuple[str, ...]] = {
     "reenact": ("net", "warp"),
     "segment": ("net", "hull"),
     "inpaint": ("net", "none"),
+    "blend": ("learned", "poisson", "alpha"),
     "iterative": ("on", "off"),
 }
 
@@ -288,8 +326,8 @@ class FSGANSwapper(Swapper):
     packs the aligned source crop and its landmarks into one row, which ``swap`` takes as
     ``source``; ``swap`` needs each target's landmarks (``landmarks=``, crop pixels).
 
-    Options (``configure``): ``reenact=net|warp``, ``segment=net|hull``, ``inpaint=net|none``,
-    ``iterative=on|off``; the blend stage is the swap stage's ``blend=learned|poisson``. Targets
+    Options (``configure``; defaults from the card's ``model.stages``): ``reenact=net|warp``,
+    ``segment=net|hull``, ``inpaint=net|none``, ``blend=learned|poisson|alpha``, ``iterative=on|off``. Targets
     whose landmarks are missing or not finite come back unchanged with an empty mask, counted in
     ``faces_without_landmarks``.
     """
@@ -300,11 +338,12 @@ class FSGANSwapper(Swapper):
 
     def __init__(self, model: nn.Module, card: dict[str, Any]) -> None:
         super().__init__(model, card)
-        self.stages = {"reenact": "net", "segment": "net", "inpaint": "net"}
+        stages = model.config.stages
+        self.stages = {k: getattr(stages, k) for k in ("reenact", "segment", "inpaint", "blend")}
         self.iterative = bool(model.config.iterative)
         self.faces_without_landmarks = 0
         self.last_hole_share = 0.0  # share of the crop the inpainter filled in the last batch
-        self._segmenter: list[nn.Module] = []  # loaded on first use, kept out of the module tree
+        self._built: dict[str, nn.Module] = {}  # segmenter, blender: loaded on first use, kept out of the module tree
 
     @classmethod
     def from_card(cls, card: dict[str, Any], weights: dict[str, Tensor]) -> Swapper:
@@ -370,9 +409,9 @@ class FSGANSwapper(Swapper):
             return hull_masks(target_landmarks, self.resolution).to(targets)
         from swaplab.models.segmentation import FACE, load_face_segmenter
 
-        if not self._segmenter:
-            self._segmenter.append(load_face_segmenter())
-        net = self._segmenter[0].to(targets.device)
+        if "segmenter" not in self._built:
+            self._built["segmenter"] = load_face_segmenter()
+        net = self._built["segmenter"].to(targets.device)
         return net.segment(targets.float())[:, FACE : FACE + 1].to(targets)
 
     def inpaint(self, face: Tensor, face_mask: Tensor, region: Tensor) -> Tensor:
@@ -382,6 +421,27 @@ class FSGANSwapper(Swapper):
         hole = ((region > 0.5) & (face_mask < 0.5)).to(face.dtype)
         self.last_hole_share = float(hole.mean())
         return self.model.inpainter(face, hole)
+
+    def blend(self, targets: Tensor, faces: Tensor, region: Tensor) -> Tensor:
+        """The completed faces merged into the target crops inside ``region``: the learned blender's
+        colour correction (the masks issue's network), Poisson cloning, or none (``alpha``: the swap
+        stage's paste does the rest)."""
+        mode = self.stages["blend"]
+        if mode == "alpha":
+            return faces
+        if mode == "poisson":
+            return torch.stack(
+                [_poisson(f, t, r) for f, t, r in zip(faces.float(), targets.float(), region.float())]
+            ).to(faces)
+        from swaplab.models.learned_blend import load_learned_blender
+
+        if "blender" not in self._built:
+            self._built["blender"] = load_learned_blender()
+        net = self._built["blender"].to(targets.device)
+        side = net.resolution
+        small = [F.interpolate(x.float(), size=(side, side), mode="area") for x in (targets, faces, region)]
+        delta = F.interpolate(net(*small), size=faces.shape[-2:], mode="bilinear", align_corners=False)
+        return (faces.float() + delta).clamp(0, 1).to(faces)
 
     def swap(
         self,
@@ -404,6 +464,7 @@ class FSGANSwapper(Swapper):
             face, face_mask = self.reenact(image[keep], source_landmarks[keep], landmarks[keep])
             region = self.segment(targets[keep], landmarks[keep])
             face = self.inpaint(face.to(targets.dtype), face_mask.to(targets.dtype), region)
+            face = self.blend(targets[keep], face, region)
             rgb[keep] = face.to(rgb.dtype)
             mask[keep] = region.to(mask.dtype)
         return SwapOutput(rgb, mask)
