@@ -324,3 +324,26 @@ def test_fsgan_bad_input(fsgan_model: Path, lfw: Path, tmp_path: Path) -> None:
     with pytest.raises(CardError) as err:
         load_swapper(other, verify=False)
     assert "\n" not in str(err.value) and "faceshifter" in str(err.value)
+
+
+def test_the_shipped_study_replaces_one_stage_per_run() -> None:
+    from swaplab.config import to_dict
+    from swaplab.study import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "fsgan.yaml")
+    configs = {run.name: to_dict(build_config(list(run.overrides)).model) for run in study.expand()}
+    base = configs.pop("baseline")
+    assert base["name"] == "fsgan-tiny" and base["iterative"]
+    assert base["stages"] == {"reenact": "net", "segment": "net", "inpaint": "net", "blend": "learned"}
+    changed = {
+        "reenact-warp": {"reenact": "warp"},
+        "segment-hull": {"segment": "hull"},
+        "no-inpainting": {"inpaint": "none"},
+        "blend-poisson": {"blend": "poisson"},
+        "blend-alpha": {"blend": "alpha"},
+        "all-classical": {"reenact": "warp", "segment": "hull", "inpaint": "none", "blend": "poisson"},
+    }
+    assert set(configs) == set(changed) | {"iterative-off"}
+    for name, stages in changed.items():
+        assert configs[name] == {**base, "stages": {**base["stages"], **stages}}, name
+    assert configs["iterative-off"] == {**base, "iterative": False}
