@@ -40,6 +40,7 @@ from swaplab.models.unet import UNet
 Tensor = torch.Tensor
 
 LANDMARKS = 68
+MASK_START_LOGIT = 2.0  # the untrained reenactor's mask, sigmoid(2) = 0.88
 
 __all__ = [
     "FSGAN",
@@ -167,9 +168,12 @@ class Reenactor(nn.Module):
     def __init__(self, widths: tuple[int, ...], landmarks: int = LANDMARKS) -> None:
         super().__init__()
         self.unet = UNet(3 + 2 * landmarks, 4, widths)
-        # Start as a copy of the source with an undecided mask: training moves it from there.
+        # Start as a copy of the source whose mask covers the whole crop (0.88): an untrained mask
+        # must not open an inpainting hole over the face; training lowers it outside the face.
         nn.init.zeros_(self.unet.head.weight)
         nn.init.zeros_(self.unet.head.bias)
+        with torch.no_grad():
+            self.unet.head.bias[3] = MASK_START_LOGIT
 
     def forward(self, source: Tensor, source_heatmaps: Tensor, target_heatmaps: Tensor) -> tuple[Tensor, Tensor]:
         heatmaps = torch.cat([source_heatmaps, target_heatmaps], dim=1).to(source.dtype)
