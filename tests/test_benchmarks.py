@@ -89,6 +89,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "bench_model_flops.py": ("machine: ", "fwd GFLOP/face", "bf16+CL speed-up", "DSSIM fwd+bwd"),
     "bench_simswap.py": ("machine: ", "simswap-tiny", "speed-up of bf16 + channels_last"),
     "bench_glgan.py": ("machine: ", "glgan-tiny", "speed-up of bf16 + channels_last", "2. swap per face"),
+    "bench_fsgan.py": ("machine: ", "stage time per face", "bf16 + channels_last / fp32", "classical (warp, hull"),
     "bench_swap.py": (
         "machine: ",
         "pipeline (batch_frames=8, overlap=True)",

@@ -31,7 +31,7 @@ from swaplab.evaluate.targets import (
     protocol_gallery,
     reference_photos,
 )
-from swaplab.io.images import read_image
+from swaplab.io.images import MediaError, read_image
 
 __all__ = ["evaluate_model", "source_embedding", "swap_jobs"]
 
@@ -116,7 +116,13 @@ def swap_jobs(swapper, jobs: Sequence[Job], folder: Path, spec: Protocol, cache:
             face = cache.face(job.target)
         if face is None:
             continue  # counted as a target without a face when scoring
-        if swapper.needs_source:
+        if getattr(swapper.model, "takes_source_face", False):  # FSGAN: reenacts the first source photo's face
+            with timer("source identity"):
+                try:
+                    swapper.set_source_photos(job.sources[:1])
+                except MediaError:
+                    continue  # no face in the source photo: the pair has no swap, reported as missing
+        elif swapper.needs_source:
             with timer("source identity"):
                 identity = source_embedding(cache, job.sources, swapper.model.conditions_on)
             if identity is None:

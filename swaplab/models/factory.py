@@ -29,6 +29,7 @@ MODELS: Registry = Registry(
         "swaplab.models.diffusion",
         "swaplab.models.faceshifter",
         "swaplab.models.glgan",
+        "swaplab.models.fsgan",
     ),
 )
 

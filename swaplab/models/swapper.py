@@ -35,7 +35,7 @@ __all__ = ["SWAPPERS", "IdentitySwapper", "PerPairSwapper", "SwapOutput", "Swapp
 Tensor = torch.Tensor
 
 SWAPPERS: Registry[type[Swapper]] = Registry(
-    "swapper kind", providers=("swaplab.models.diffusion_swapper", "swaplab.models.faceshifter")
+    "swapper kind", providers=("swaplab.models.diffusion_swapper", "swaplab.models.faceshifter", "swaplab.models.fsgan")
 )
 
 

@@ -132,6 +132,7 @@ class SwapReport:
     marked: bool = True
     outputs: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)  # photos written as they were (no face: not marked)
+    faces_without_landmarks: int = 0  # faces a landmark-driven model (FSGAN) passed through unchanged
 
     @property
     def fps(self) -> float:
@@ -146,6 +147,8 @@ class SwapReport:
         busy = {k: v for k, v in self.stage_seconds.items() if v > 0}
         if busy and self.frames:
             out.append("ms per frame: " + ", ".join(f"{k} {1000 * v / self.frames:.1f}" for k, v in busy.items()))
+        if self.faces_without_landmarks:
+            out.append(f"{self.faces_without_landmarks} faces without usable landmarks passed through unchanged")
         out.extend(f"no face: unchanged and not marked: {p}" for p in self.unchanged[:10])
         if len(self.unchanged) > 10:
             out.append(f"... and {len(self.unchanged) - 10} more photos without a face")
@@ -201,8 +204,9 @@ class FaceSwapper:
 
     @property
     def needs_source(self) -> bool:
-        """Whether the model takes a source person (an embedding by ``model.conditions_on``)."""
-        return self.model.conditions_on is not None
+        """Whether the model takes a source person (an embedding by ``model.conditions_on``, or, for
+        models that reenact a face (``takes_source_face``), the aligned face itself)."""
+        return self.model.conditions_on is not None or getattr(self.model, "takes_source_face", False)
 
     def provenance(self, content: bytes | str) -> Provenance:
         return Provenance.create(self.model_id, model_card=self._card_text, content=content)
@@ -222,6 +226,8 @@ class FaceSwapper:
         from swaplab.identity.embed import embed_faces
         from swaplab.identity.registry import IDENTITY_ENCODERS
 
+        if getattr(self.model, "takes_source_face", False):
+            return self._set_source_face(photos)
         network = IDENTITY_ENCODERS.create(self.model.conditions_on)
         # Frames need no descriptors, so the frame analyser computes none; source photos find faces only.
         analyzer = FaceAnalyzer(dataclasses.replace(self.config.faces, embed=False), self.template, self.resolution)
@@ -237,6 +243,19 @@ class FaceSwapper:
         self.set_source_identity(identity)
         return identity
 
+    def _set_source_face(self, photos: list[Path] | list[str]) -> np.ndarray:
+        """Models that reenact the source face (FSGAN): the first photo's largest face, aligned like
+        the targets, with its landmarks, packed by the model (``source_code``)."""
+        analyzer = FaceAnalyzer(dataclasses.replace(self.config.faces, embed=False), self.template, self.resolution)
+        path = photos[0]
+        faces = analyzer.analyze(read_image(path)[0], embed=False)
+        if not faces:
+            raise MediaError(path, "no face found in the source photo")
+        face = max(faces, key=lambda f: f.box.area)
+        code = self.model.source_code(face.crop, face.landmarks)
+        self.source = code.to(self.device)
+        return code[0].numpy()
+
     def swap_frame(self, frame: np.ndarray, faces: list[AlignedFace]) -> tuple[np.ndarray, int]:
         """Swap the chosen ``faces`` of ``frame``; returns the new frame and how many were swapped."""
         chosen = self._choose(faces)
@@ -249,7 +268,10 @@ class FaceSwapper:
         """Run the model on the faces' crops, in batches: swapped RGB (N, R, R, 3) uint8, masks (N, R, R)."""
         with self.timer("model"):
             outputs = [
-                self._run_model(np.stack([f.crop for f in faces[i : i + batch_size]]))
+                self._run_model(
+                    np.stack([f.crop for f in faces[i : i + batch_size]]),
+                    np.stack([f.landmarks for f in faces[i : i + batch_size]]),
+                )
                 for i in range(0, len(faces), batch_size)
             ]
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
@@ -293,15 +315,20 @@ class FaceSwapper:
             return keep
         return faces
 
-    def _run_model(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, R, R, 3) uint8 crops -> swapped (N, R, R, 3) uint8 and learned masks (N, R, R) float."""
+    def _run_model(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(N, R, R, 3) uint8 crops -> swapped (N, R, R, 3) uint8 and learned masks (N, R, R) float.
+        Models that reenact (``uses_landmarks``) also get the crops' landmarks (N, 68, 2)."""
         batch = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         batch = batch.contiguous(memory_format=torch.channels_last)
         if self.needs_source and self.source is None:
             raise ValueError("this model swaps in any person: name the source person's photo(s) with source=PHOTO")
         with torch.inference_mode():
             with autocast(self.device, self.autocast):
-                rgb, mask = self.model.swap(batch, self.source)
+                if getattr(self.model, "uses_landmarks", False) and landmarks is not None:
+                    points = torch.from_numpy(np.asarray(landmarks, np.float32)).to(self.device)
+                    rgb, mask = self.model.swap(batch, self.source, landmarks=points)
+                else:
+                    rgb, mask = self.model.swap(batch, self.source)
             rgb = rgb.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
             mask = mask.float()[:, 0].clamp(0, 1)
             return rgb.cpu().numpy(), mask.cpu().numpy()
@@ -488,6 +515,7 @@ def _swap_locked(
         raise MediaError(source, "not an image, video or folder swaplab can read")
     report.seconds = time.perf_counter() - started
     report.stage_seconds = swapper.timer.seconds()
+    report.faces_without_landmarks = int(getattr(swapper.model, "faces_without_landmarks", 0))
     _write_sidecar(swapper, source, output, report)
     return report
 

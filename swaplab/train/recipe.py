@@ -49,6 +49,7 @@ RECIPE_MODULES = (
     "swaplab.train.recipes.diffusion",
     "swaplab.train.recipes.faceshifter",
     "swaplab.train.recipes.glgan",
+    "swaplab.train.recipes.fsgan",
 )
 RECIPES: Registry[type[Recipe]] = Registry("training recipe", providers=RECIPE_MODULES)
 for _group in ("model", "loss", "trainer", "augment", "data"):
