@@ -286,6 +286,24 @@ def test_fsgan_swaps_a_short_clip(fsgan_model: Path, lfw: Path, shared_data: Pat
 
 
 @pytest.mark.slow
+def test_a_one_shot_model_is_scored_on_video_with_the_pinned_source(fsgan_model: Path, tmp_path: Path) -> None:
+    from swaplab.evaluate import evaluate
+    from swaplab.evaluate.protocol import load_protocol
+    from swaplab.evaluate.video_eval import clip_sources
+
+    result = evaluate(
+        fsgan_model, out_dir=tmp_path / "video", protocol="video_v1", limit=1, frames=6, encoders=("dlib-resnet",)
+    )
+    metrics = result.metrics["metrics"]
+    assert np.isfinite(metrics["landmark_jitter"]["mean"]) and np.isfinite(metrics["flicker"]["mean"])
+    assert result.metrics["target"]["sources"].startswith("oneshot_v1 pair i")
+    # The clip's source is the first pinned one-shot pair's: a peopleDevTest person, the same for every family.
+    assert [p.name for p in clip_sources(Path("/data"), 0)] == [
+        Path(p).name for p in load_protocol("oneshot_v1").pairs[0].source_images
+    ]
+
+
+@pytest.mark.slow
 def test_fsgan_bad_input(fsgan_model: Path, lfw: Path, tmp_path: Path) -> None:
     from swaplab.io.images import MediaError, write_image
     from swaplab.models.card import CardError

@@ -57,13 +57,17 @@ def evaluate_video(
     target_info: dict[str, Any] = {"kind": "model" if model_dir else "swaps", "path": str(model_dir or swaps_dir)}
     card = None
     per_clip: list[dict[str, Any]] = []
-    for clip in clips:
+    one_shot = model_dir is not None and takes_a_source(model_dir)
+    for index, clip in enumerate(clips):
         frames = opts.frames or clip.frames
         original = root / clip.path
         if model_dir is not None:
             with timer("swap (video pipeline)"):
                 base = opts.swap_config or SwapConfig(precision="fp32")
                 config = dataclasses.replace(base, max_frames=frames, overwrite=True, which="largest")
+                if one_shot:
+                    config = dataclasses.replace(config, source=clip_sources(root, index))
+                    target_info["sources"] = "oneshot_v1 pair i's source photos for clip i"
                 swapped = out / "videos" / f"{clip.id}.mp4"
                 swapped.parent.mkdir(parents=True, exist_ok=True)
                 swap(model_dir, original, swapped, config, progress=False, device=opts.device)
@@ -94,6 +98,24 @@ def evaluate_video(
     }
     measured = Measured(target_info, list(encoders), samples, metrics, per_clip, [], warnings)
     return write_result(name, out, spec, measured, timer, opts)
+
+
+def takes_a_source(model_dir: Path) -> bool:
+    """Whether the model swaps in any person (one-shot families), so a clip needs a source person."""
+    from swaplab.models.swapper import load_swapper
+
+    model = load_swapper(model_dir)
+    return model.conditions_on is not None or bool(getattr(model, "takes_source_face", False))
+
+
+def clip_sources(root: Path, index: int) -> list[Path]:
+    """The source photos a one-shot model swaps into clip ``index``: those of pair ``index`` of the
+    pinned ``oneshot_v1`` (``peopleDevTest`` people), so every one-shot family puts the same person
+    into the same clip and the clips' protocol stays as pinned."""
+    from swaplab.evaluate.protocol import load_protocol
+
+    pairs = load_protocol("oneshot_v1").pairs
+    return [root / path for path in pairs[index % len(pairs)].source_images]
 
 
 def track_pair(cache: FaceCache, original: Path, swapped: Path, frames: int) -> dict[str, list]:
