@@ -100,6 +100,7 @@ def test_the_families_study_compares_each_family_once_at_one_budget():
         "faceshifter": "model=faceshifter-tiny",
         "faceshifter-hear": "model=hearnet-tiny",
         "glgan": "model=glgan-tiny",
+        "fsgan": "model=fsgan-tiny",
         "diffusion": "model=ddpm-tiny",
     }
     # the budget comes last, after each run's own trainer preset, so no preset can reset it
