@@ -23,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_root, load_average, machine, use_threads  # noqa: E402
+from common import data_root, load_average, machine, seam_band, use_threads  # noqa: E402
 
 from swaplab.swap.blend import blend  # noqa: E402
 from swaplab.train.recipes.blender import load_faces_with_hulls  # noqa: E402
@@ -42,12 +41,6 @@ def recoloured_paste(face: np.ndarray, hull: np.ndarray, rng: np.random.Generato
     shift = 255.0 * rng.uniform(-0.08, 0.08, 3)
     pasted = np.clip(face.astype(np.float32) * gain + shift, 0, 255)
     return np.where(hull[..., None] >= 0.5, pasted, face).astype(np.uint8)
-
-
-def seam_band(mask: np.ndarray, width: int = 6) -> np.ndarray:
-    hard = (mask >= 0.5).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    return cv2.dilate(hard, kernel).astype(bool) & ~cv2.erode(hard, kernel).astype(bool)
 
 
 def main() -> None:
@@ -88,7 +81,7 @@ def main() -> None:
         for real, pasted, mask in pastes:
             out = blend(real, pasted, mask, mode, feather_px=args.feather)
             error = np.abs(out.astype(np.float32) - real.astype(np.float32)).mean(axis=2)
-            seam.append(error[seam_band(mask)].mean())
+            seam.append(error[seam_band(mask, 6)].mean())
             inside.append(error[mask >= 0.5].mean())
         for _ in range(args.repeats):
             start = time.perf_counter()

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_root, load_average, machine, use_threads  # noqa: E402
+from common import data_root, load_average, machine, seam_band, use_threads  # noqa: E402
 
 from swaplab.swap.blend import blend  # noqa: E402
 from swaplab.train.recipes.blender import load_faces_with_hulls, paste_example  # noqa: E402
@@ -39,12 +39,6 @@ MODES = ("alpha", "laplacian", "poisson", "learned")
 def gradients(image: np.ndarray) -> np.ndarray:
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     return np.stack([cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)]) / 8
-
-
-def seam_band(mask: np.ndarray, width: int = 3) -> np.ndarray:
-    hard = (mask >= 0.5).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    return cv2.dilate(hard, kernel).astype(bool) & ~cv2.erode(hard, kernel).astype(bool)
 
 
 def main() -> None:
@@ -78,7 +72,7 @@ def main() -> None:
         seam, inside = [], []
         for frame, face, mask, poisson in pastes:
             out = blend(frame, face, mask, mode)
-            band = seam_band(mask)
+            band = seam_band(mask, 3)
             seam.append(np.abs(gradients(out) - gradients(poisson))[:, band].mean())
             inside.append(np.abs(out.astype(np.float32) - poisson)[mask >= 0.5].mean())
         print(f"  {mode:<10} {np.mean(seam):20.2f} {np.mean(inside):23.2f}")

@@ -120,3 +120,13 @@ class AdversarialStep:
 
     def autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.fast else contextlib.nullcontext()
+
+
+def seam_band(mask, width: int = 3):
+    """Pixels within ``width`` of the edge of ``mask >= 0.5``, either side (bool): where a paste's seam lies."""
+    import cv2
+    import numpy as np
+
+    hard = (np.asarray(mask) >= 0.5).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    return cv2.dilate(hard, kernel).astype(bool) & ~cv2.erode(hard, kernel).astype(bool)

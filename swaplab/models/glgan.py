@@ -273,16 +273,15 @@ class GLGANBlendConfig(GLGANUNetConfig):
             raise ConfigError(f"model.seam_width must be in (0, 0.5), got {self.seam_width}")
 
 
-config_group("model").register("glgan-blend-256")(GLGANBlendConfig)
-config_group("model").register("glgan-blend-tiny")(
-    lambda: GLGANBlendConfig(
-        name="glgan-blend-tiny",
-        resolution=64,
-        dims=16,
-        max_dims=64,
-        discriminator=DiscriminatorConfig(dims=16, n_layers=3, scales=1),
+def _tiny(config_type: type[GLGANUNetConfig], name: str):
+    """The CPU size of an identity-free GL-GAN U-Net: 64 px, 16 to 64 channels, a width-16 PatchGAN."""
+    return lambda: config_type(
+        name=name, resolution=64, dims=16, max_dims=64, discriminator=DiscriminatorConfig(dims=16, n_layers=3, scales=1)
     )
-)
+
+
+config_group("model").register("glgan-blend-256")(GLGANBlendConfig)
+config_group("model").register("glgan-blend-tiny")(_tiny(GLGANBlendConfig, "glgan-blend-tiny"))
 
 
 @MODELS.register("glgan-blend")
@@ -349,15 +348,7 @@ class GLGANSmoothConfig(GLGANUNetConfig):
 
 
 config_group("model").register("glgan-smooth-256")(GLGANSmoothConfig)
-config_group("model").register("glgan-smooth-tiny")(
-    lambda: GLGANSmoothConfig(
-        name="glgan-smooth-tiny",
-        resolution=64,
-        dims=16,
-        max_dims=64,
-        discriminator=DiscriminatorConfig(dims=16, n_layers=3, scales=1),
-    )
-)
+config_group("model").register("glgan-smooth-tiny")(_tiny(GLGANSmoothConfig, "glgan-smooth-tiny"))
 
 
 @MODELS.register("glgan-smooth")
