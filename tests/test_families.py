@@ -321,6 +321,7 @@ def test_nets_build_installs_the_glgan_blender_for_the_swap_stage(lfw, tmp_path,
     images = [p for person in ("Tony_Blair", "Hugo_Chavez") for p in sorted((lfw / person).glob("*.jpg"))[:2]]
     extract(images, tmp_path / "faces", cfg, progress=False)
     monkeypatch.delenv("SWAPLAB_GLGAN_BLENDER", raising=False)
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))  # installed here, not for the whole session
     words = [f"data.train=[{tmp_path / 'faces'}]", f"data.lists_dir={lfw.parent}"]
     weights = build_network("glgan-blender", "test", words, progress=False)
     net = load_glgan_blender()

@@ -205,19 +205,22 @@ def test_reenactment_and_inpainting_learn_on_one_persons_frames(learned_run: Pat
 
 
 @pytest.fixture(scope="module")
-def fsgan_model(clip_facesets: dict[str, Path], learned_run: Path) -> Path:
-    """The learned run, exported, with the test-sized segmenter and blender built; and a 4-step run
-    with iterative reenactment and every term on, which must log each term."""
+def fsgan_model(clip_facesets: dict[str, Path], learned_run: Path):
+    """The learned run, exported, with the test-sized segmenter and blender built (in a cache of this
+    module's own, named to the swap stage by their variables for this module only: other tests expect
+    them unbuilt); and a 4-step run with iterative reenactment and every term on, which must log each term."""
     from swaplab.train.built_networks import build_network
     from swaplab.train.export import export_model
     from swaplab.train.loop import train
 
     threads = torch.get_num_threads()
-    try:
-        for name in ("face-segmenter", "learned-blender"):
-            build_network(name, "test", progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SWAPLAB_CACHE", str(clip_facesets["root"] / "nets-cache"))
+        try:
+            names = ("face-segmenter", "learned-blender")
+            built = {name: build_network(name, "test", progress=False) for name in names}
+        finally:
+            torch.set_num_threads(threads)
     run = clip_facesets["root"] / "run"
     result = train(build_config(_overrides(clip_facesets, run, "trainer=fsgan-test")))
     assert result.step == 4
@@ -226,7 +229,10 @@ def fsgan_model(clip_facesets: dict[str, Path], learned_run: Path) -> Path:
     assert {"loss/pixel", "loss/perceptual", "loss/adversarial", "loss/stepwise", "loss/inpaint_pixel"} <= logged
     model = clip_facesets["root"] / "model"
     export_model(learned_run, model)
-    return model
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SWAPLAB_FACE_SEGMENTER", str(built["face-segmenter"]))
+        patch.setenv("SWAPLAB_LEARNED_BLENDER", str(built["learned-blender"]))
+        yield model
 
 
 def _photos(lfw: Path) -> tuple[Path, Path]:
