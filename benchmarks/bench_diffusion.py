@@ -2,7 +2,7 @@
 fp32 NCHW against bf16 autocast + channels_last, side by side in one run.
 
 1. Sampling: ``ddpm-64`` (64 px, 4.3 M parameters; the weights do not change the cost, so an untrained
-   model is timed) draws a batch of faces with each registered sampler at 10/25/50 steps; both settings
+   model is timed) draws a batch of faces with each registered sampler at 10/25/50/100 steps; both settings
    run in turn on the same batch, so both see the same load. Seconds per face = batch time / batch size.
    Annealed Langevin costs steps x (langevin_steps + 1) network calls, the others one per step.
 2. Training: ``ddpm`` training steps (``swaplab.models.diffusion`` forward and backward, Adam) of
@@ -145,7 +145,7 @@ def main() -> None:
     else:
         tables = set(args.tables.split(","))
         if "1" in tables:
-            sampling_table(config_group("model").create("ddpm-64"), args.batch, [10, 25, 50])
+            sampling_table(config_group("model").create("ddpm-64"), args.batch, [10, 25, 50, 100])
         if "2" in tables:
             training_table(DDPMConfig(), 32, 6)
         if "3" in tables:
