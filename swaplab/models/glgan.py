@@ -254,6 +254,22 @@ class GLGANUNetConfig:
         if self.resolution % 2**self.depth:
             raise ConfigError(f"model.resolution {self.resolution} must be divisible by 2^depth = {2**self.depth}")
 
+    def unet(self, in_channels: int) -> UNetGlobalGenerator:
+        """The global U-Net of these sizes with its head at zero: its sigmoid output starts at 0.5,
+        which the blender and the smoother read as "no change"."""
+        net = UNetGlobalGenerator(
+            resolution=self.resolution,
+            in_channels=in_channels,
+            dims=self.dims,
+            depth=self.depth,
+            max_dims=self.max_dims,
+            n_blocks=self.n_blocks,
+            norm=self.norm,
+        )
+        nn.init.zeros_(net.head.weight)
+        nn.init.zeros_(net.head.bias)
+        return net
+
 
 @dataclass
 class GLGANBlendConfig(GLGANUNetConfig):
@@ -304,19 +320,9 @@ class GLGANBlender(nn.Module):
         mask = face_hull_mask(config.template, config.resolution)
         self.register_buffer("mask", torch.from_numpy(mask)[None, None], persistent=False)
         self.register_buffer("band", torch.from_numpy(seam_band(mask, self.width))[None, None], persistent=False)
-        self.unet = UNetGlobalGenerator(
-            resolution=config.resolution,
-            in_channels=5,
-            dims=config.dims,
-            depth=config.depth,
-            max_dims=config.max_dims,
-            n_blocks=config.n_blocks,
-            norm=config.norm,
-        )
         # The U-Net's output (sigmoid) is read as a correction of the composite's logits, 0 at 0.5:
         # with its head at zero an untrained blender is the plain paste, and it learns from there.
-        nn.init.zeros_(self.unet.head.weight)
-        nn.init.zeros_(self.unet.head.bias)
+        self.unet = config.unet(in_channels=5)
 
     def seam(self, mask: Tensor) -> Tensor:
         """The band of ``mask``'s edge (the template's band for the template's mask)."""
@@ -377,17 +383,7 @@ class GLGANSmoother(nn.Module):
         radius = max(1, round(3 * sigma))
         taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
         self.register_buffer("taps", (taps / taps.sum())[None, None], persistent=False)
-        self.unet = UNetGlobalGenerator(
-            resolution=config.resolution,
-            in_channels=7,
-            dims=config.dims,
-            depth=config.depth,
-            max_dims=config.max_dims,
-            n_blocks=config.n_blocks,
-            norm=config.norm,
-        )
-        nn.init.zeros_(self.unet.head.weight)
-        nn.init.zeros_(self.unet.head.bias)
+        self.unet = config.unet(in_channels=7)
 
     def blur(self, image: Tensor) -> Tensor:
         """A separable Gaussian per channel (edges replicated)."""
