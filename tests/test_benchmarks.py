@@ -74,7 +74,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "bench_learning.py": (
         "machine: ",
-        "training baseline-df64, liae-cpu-sharp",
+        "training baseline-df64, liae-cpu-pretrained",
+        "pretraining (counted apart)",
         "held-out reconstruction inside the face mask (2 faces per person",
         "src SSIM",
         "liae-cpu",
