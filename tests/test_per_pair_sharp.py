@@ -165,6 +165,36 @@ def test_final_stretch_switches_warp_off_and_lowers_the_lr_at_the_stated_step(pa
         build_config(overrides(pair_facesets, tmp_path / "x", "trainer.final_stretch=1.5"))
 
 
+def test_a_time_budget_gets_its_final_stretch_in_one_command(pair_facesets, tmp_path, monkeypatch):
+    """``trainer=cpu-30min``: the budget is the stop and its last fifth is the stretch; a fake clock
+    that advances one second per step puts the stretch at steps 8 and 9 of a 10 s budget."""
+    import types
+
+    import swaplab.train.loop as loop_module
+    from swaplab.train.recipes.per_pair import PerPairRecipe
+
+    clock = [0.0]
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0], process_time=loop_module.time.process_time)
+    monkeypatch.setattr(loop_module, "time", fake_time)
+    original_step = PerPairRecipe.train_step
+
+    def one_second_step(self, step):
+        clock[0] += 1.0
+        return original_step(self, step)
+
+    monkeypatch.setattr(PerPairRecipe, "train_step", one_second_step)
+    run = tmp_path / "run"
+    budget = build_config(overrides(pair_facesets, run, "trainer=cpu-30min")).trainer
+    assert (budget.time_budget_s, budget.final_stretch, budget.steps > 10**6) == (1800, 0.2, True)
+    quick = ["trainer.time_budget_s=10", "trainer.batch_size=4", "trainer.warmup_steps=0", "trainer.log_every=1"]
+    quick += ["trainer.precision=fp32", "trainer.preview_every=0", "trainer.progress=false"]
+    cfg = build_config(overrides(pair_facesets, run, "trainer=cpu-30min", *quick))
+    result = train(cfg)
+    assert result.step == 10 and result.stop_reason in ("steps", "time_budget")
+    lrs = [row["lr"] for row in metrics(run) if "lr" in row]
+    assert lrs == pytest.approx([cfg.trainer.lr] * 8 + [0.1 * cfg.trainer.lr] * 2)
+
+
 # ---------------------------------------------------------------- faceswap-GAN
 
 

@@ -36,7 +36,8 @@ class TrainerConfig:
     final_lr_ratio: float = 0.1  # cosine ends at lr * final_lr_ratio at ``steps``
     # The last ``final_stretch`` of ``steps`` (a fraction, 0 = off) polishes: the LR is multiplied by
     # ``final_stretch_lr`` and recipes that warp their inputs stop warping (DeepFaceLab's habit of
-    # switching random warp off and lowering the LR for the end of a run).
+    # switching random warp off and lowering the LR for the end of a run). With ``time_budget_s``
+    # it is the budget's last fraction when that comes first (the loop then ends the steps there).
     final_stretch: float = 0.0
     final_stretch_lr: float = 0.1
     grad_clip: float = 0.0  # max global gradient norm (0 = off)
@@ -94,6 +95,9 @@ class TrainerConfig:
         return start is not None and step >= start
 
 
+#: ``steps`` when a time budget is the stop (given without a step count, or a budget preset).
+UNBOUNDED_STEPS = 100_000_000
+
 TRAINER_PRESETS = config_group("trainer")
 TRAINER_PRESETS.register("default")(TrainerConfig)
 
@@ -125,6 +129,19 @@ register_trainer(
     preview_every=250,
     checkpoint_every=500,
 )
+#: Per-pair budgets on a CPU, one command each: the budget is the stop, and its last fifth runs
+#: without random warp at a tenth of the LR (DeepFaceLab's finish). The recipe to pair them with
+#: was chosen by ``benchmarks/bench_learning.py`` (docs/per-pair.md).
+register_trainer(
+    "cpu-30min",
+    like="cpu-quick",
+    steps=UNBOUNDED_STEPS,
+    time_budget_s=1800.0,
+    final_stretch=0.2,
+    preview_every=1000,
+    checkpoint_every=1000,
+)
+register_trainer("cpu-2h", like="cpu-30min", time_budget_s=7200.0)
 #: For tests: tiny budgets.
 register_trainer("test", steps=8, batch_size=4, lr=2e-4, checkpoint_every=4, **TEST_SETTINGS)
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from swaplab.config import ConfigError, apply_overrides, config_group, from_dict
+from swaplab.train.config import UNBOUNDED_STEPS
 from swaplab.train.loop import RunResult, train
 from swaplab.train.recipe import RECIPES, Recipe, recipe_for_model, recipe_for_tree
 
@@ -38,8 +39,6 @@ ALIASES: dict[str, str] = {
 _NAME = re.compile(r"^[A-Za-z][\w-]*$")
 #: The recipe of ``swaplab train`` without a model: per-pair autoencoders, swaplab's first family.
 DEFAULT_RECIPE = "per-pair"
-#: ``trainer.steps`` when a time budget is given without a step count: the budget ends the run.
-UNBOUNDED_STEPS = 100_000_000
 
 
 def resolve_aliases(overrides: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +329,28 @@ class TrainingLoop:
 
     # ------------------------------------------------------------ the loop
 
+    def _timed_stretch_due(self, elapsed: float) -> bool:
+        """Whether a time budget's final stretch starts now: ``trainer.final_stretch`` of the budget
+        is left and the step-based stretch has not begun (a budget usually ends a run long before
+        its step count would)."""
+        t = self.tcfg
+        return bool(
+            t.final_stretch
+            and t.time_budget_s > 0
+            and not t.in_final_stretch(self.step)
+            and elapsed >= (1 - t.final_stretch) * t.time_budget_s
+        )
+
+    def _begin_timed_stretch(self):
+        """Start the final stretch at this step by ending the run where the stretch is the last
+        ``final_stretch`` of its steps (``steps = step / (1 - final_stretch)``): at the rate so far,
+        that is where the budget ends. The loop, the LR schedule and the recipe see the new count."""
+        t = self.tcfg
+        steps = max(self.step + 1, round(self.step / (1 - t.final_stretch)))
+        self.tcfg = self.recipe.session.trainer = replace(t, steps=steps)
+        log.info("final stretch from step %d of the time budget (trainer.steps now %d)", self.step, steps)
+        return self.tcfg
+
     def run(self) -> RunResult:
         from tqdm import tqdm
 
@@ -378,9 +400,12 @@ class TrainingLoop:
                 bar.update(1)
                 elapsed = time.perf_counter() - started
                 out_of_time = tcfg.time_budget_s > 0 and elapsed >= tcfg.time_budget_s
-                bad, signalled, timed_out = self.dist.reduce_max(
-                    [float(not outcome.applied), float(bool(flags.get("signal"))), float(out_of_time)]
-                )
+                stretch_due = self._timed_stretch_due(elapsed)
+                flagged = [not outcome.applied, bool(flags.get("signal")), out_of_time, stretch_due]
+                bad, signalled, timed_out, stretch_now = self.dist.reduce_max([float(f) for f in flagged])
+                if stretch_now and not timed_out:
+                    tcfg = self._begin_timed_stretch()
+                    bar.total = tcfg.steps
                 if bad:
                     self.skipped_steps += 1
                     bad_in_a_row += 1
