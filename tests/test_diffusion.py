@@ -3,15 +3,18 @@ inversion, annealed Langevin on a known mixture), learning on real faces, and sw
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from swaplab.config import ConfigError
 from swaplab.models.diffusion import DDPM, DDPMConfig
 from swaplab.models.samplers import SAMPLERS, NoiseSchedule, SamplerConfig, langevin_steps, make_sampler
+from swaplab.train.recipe import Session
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -207,7 +210,32 @@ def test_training_moves_samples_towards_the_faces(trained: dict) -> None:
     assert after["val/loss"] < 0.5 * before["val/loss"], (before, after)
     # 16 held-out faces against 16 samples: a noisy statistic, so only a clear move is asserted (26 -> 21 here).
     assert after["val/fd_pixels"] < 0.9 * before["val/fd_pixels"], (before, after)
+    # Quality on the evaluator's scale is logged as training goes on (dlib's features of the samples'
+    # face chips against the held-out faces'): present at every validation, positive for samples.
+    for values in (before, after):
+        assert values["val/fd_features"] > 0 and np.isfinite(values["val/kid_features"]), values
+    rows = [json.loads(line) for line in (trained["run"] / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/fd_features" in row for row in rows)
     assert (trained["run"] / "previews" / "latest.png").is_file()
+
+
+def test_held_out_faces_are_at_feature_distance_zero_from_themselves(pair_facesets, tmp_path: Path) -> None:
+    from swaplab.train.entry import build_config
+    from swaplab.train.recipes.diffusion import DDPMRecipe
+    from swaplab.train.session import Distributed, resolve_device
+
+    words = ["model=ddpm-tiny", *TINY, f"data.train=[{','.join(map(str, pair_facesets))}]", "data.holdout=16",
+             "trainer=ddpm-test", f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    cfg = build_config(words)
+    session = Session(cfg.trainer, Distributed(), resolve_device("cpu"), None, torch.contiguous_format, tmp_path)
+    recipe = DDPMRecipe(cfg, session)
+    held, _ = recipe.data.heldout()
+    same = recipe.sample_distances(held, held)
+    assert abs(same["val/fd_features"]) < 1e-3 and abs(same["val/fd_pixels"]) < 1e-3, same
+    noise = recipe.sample_distances(torch.rand_like(held), held)
+    assert noise["val/fd_features"] > 100 * max(same["val/fd_features"], 1e-6), noise
+    off = build_config([*words, "validation_network="])
+    assert "val/fd_features" not in DDPMRecipe(off, session).sample_distances(held, held)
 
 
 @pytest.fixture(scope="module")

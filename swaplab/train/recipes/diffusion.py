@@ -35,7 +35,7 @@ from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
 from swaplab.train.data import stream_seed
 from swaplab.train.image_data import ImageData, ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
-from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED, GenerativeRecipe
+from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED, VALIDATION_SEED, GenerativeRecipe
 
 Tensor = torch.Tensor
 
@@ -72,6 +72,10 @@ class DDPMTrainConfig:
     init_from: str = ""
     prior: list[str] = field(default_factory=list)
     prior_weight: float = 1.0
+    # Validation scores samples against the held-out faces also in this identity network's feature
+    # space (the evaluator's Frechet/kernel distances use dlib-resnet's), so quality over training is
+    # read on the evaluator's scale ("" = pixels only; needs aligned faces from facesets).
+    validation_network: str = "dlib-resnet"
     trainer: TrainerConfig = group_field(lambda: config_group("trainer").create("ddpm"), "trainer")
     run_dir: str = "runs/ddpm"
 
@@ -297,6 +301,47 @@ class DDPMRecipe(GenerativeRecipe):
         identity = self.heldout_identities.to(self.session.device) if self.identities is not None else None
         values["val/loss"] = float(self.denoising_loss(x0, t, eps, identity, torch.zeros_like(null)))
         return values
+
+    def sample_distances(self, samples: Tensor, held: Tensor) -> dict[str, float]:
+        """The pixel FD, and FD and KID in ``validation_network``'s features (dlib's 256-d
+        penultimate layer for the evaluator's network) of samples against the held-out faces."""
+        from swaplab.metrics import frechet_distance, kernel_distance
+
+        values = super().sample_distances(samples, held)
+        encoder = self._validation_encoder(samples.shape[-1])
+        if encoder is None:
+            return values
+        ours = self._validation_features(encoder, samples)
+        if self._held_features is None:
+            self._held_features = self._validation_features(encoder, held)
+        values["val/fd_features"] = float(frechet_distance(ours, self._held_features))
+        subset = min(len(ours), len(self._held_features))
+        kid = kernel_distance(ours, self._held_features, subsets=20, subset_size=subset, seed=VALIDATION_SEED)
+        values["val/kid_features"] = float(kid.mean)
+        return values
+
+    _encoder: Any = None
+    _held_features: np.ndarray | None = None
+
+    def _validation_encoder(self, resolution: int):
+        """``TemplateChipIdentity`` on the faces' alignment, or None (no network named, not faces)."""
+        cfg = self.cfg
+        data = cfg.data.resolved(cfg.model)
+        if not cfg.validation_network or data.source != "faceset" or not data.train:
+            return None
+        if self._encoder is None:
+            from swaplab.models.simswap import TemplateChipIdentity
+            from swaplab.train.recipes.per_pair import alignment_of
+
+            template = alignment_of(data.train[0])["template"]
+            self._encoder = TemplateChipIdentity(template, resolution, cfg.validation_network).eval()
+        return self._encoder
+
+    @staticmethod
+    def _validation_features(encoder, images: Tensor) -> np.ndarray:
+        with torch.no_grad():
+            chips = torch.cat([encoder.chips(images[i : i + 32]) for i in range(0, len(images), 32)])
+            return torch.cat([encoder.network.features(chips[i : i + 32]) for i in range(0, len(chips), 32)]).numpy()
 
     # ------------------------------------------------------------ export
 

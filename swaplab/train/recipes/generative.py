@@ -156,8 +156,6 @@ class GenerativeRecipe(Recipe):
 
     @torch.no_grad()
     def validate(self, step: int) -> dict[str, float]:
-        from swaplab.metrics import frechet_distance
-
         model, caps = self.model, set(self.model.capabilities)
         held, labels = self.data.heldout()
         values: dict[str, float] = {}
@@ -169,8 +167,15 @@ class GenerativeRecipe(Recipe):
             generator = torch.Generator().manual_seed(VALIDATION_SEED)
             given = labels if "conditional" in caps else None
             samples = model.sample(len(held), generator, given).float().cpu().clamp(0, 1)
-            values["val/fd_pixels"] = float(frechet_distance(self._pixel_features(samples), self._pixel_features(held)))
+            values.update(self.sample_distances(samples, held))
         return values
+
+    def sample_distances(self, samples: Tensor, held: Tensor) -> dict[str, float]:
+        """How far validation samples are from the held-out images: the Frechet distance in the
+        data's pixel feature space (families add their own spaces)."""
+        from swaplab.metrics import frechet_distance
+
+        return {"val/fd_pixels": float(frechet_distance(self._pixel_features(samples), self._pixel_features(held)))}
 
     # ------------------------------------------------------------ export
 
