@@ -102,10 +102,10 @@ def evaluate_video(
 
 def takes_a_source(model_dir: Path) -> bool:
     """Whether the model swaps in any person (one-shot families), so a clip needs a source person."""
-    from swaplab.models.swapper import load_swapper
+    from swaplab.models.card import read_card
+    from swaplab.models.swapper import card_takes_a_source
 
-    model = load_swapper(model_dir)
-    return model.conditions_on is not None or bool(getattr(model, "takes_source_face", False))
+    return card_takes_a_source(read_card(model_dir)[0])
 
 
 def clip_sources(root: Path, index: int) -> list[Path]:

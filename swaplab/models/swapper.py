@@ -30,7 +30,7 @@ from torch import nn
 from swaplab.models.card import CardError, build_model, load_weights, read_card
 from swaplab.registry import Registry
 
-__all__ = ["SWAPPERS", "IdentitySwapper", "PerPairSwapper", "SwapOutput", "Swapper", "load_swapper"]
+__all__ = ["SWAPPERS", "IdentitySwapper", "PerPairSwapper", "SwapOutput", "Swapper", "card_takes_a_source", "load_swapper"]
 
 Tensor = torch.Tensor
 
@@ -141,6 +141,15 @@ class IdentitySwapper(Swapper):
         if len(source) != len(targets) or not torch.isfinite(source).all():
             raise ValueError(f"need one finite source embedding or one per target, got {tuple(source.shape)}")
         return source
+
+
+def card_takes_a_source(card: dict[str, Any]) -> bool:
+    """Whether the model of ``card`` swaps in any person (a source photo per swap), read from the
+    card and its swapper class alone, without loading weights."""
+    if (card.get("identity") or {}).get("conditions_on") is not None:
+        return True
+    kind = card.get("swapper")
+    return bool(kind in SWAPPERS and getattr(SWAPPERS.get(kind), "takes_source_face", False))
 
 
 def load_swapper(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> Swapper:
