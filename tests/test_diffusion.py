@@ -503,3 +503,51 @@ def test_pruning_keeps_the_strongest_channels_fine_tunes_and_reloads(trained: di
     assert swapper.ddpm.config.unet_keep == 0.5
     assert swapper.swap(torch.rand(1, 3, 16, 16), swapper.identity_network()(torch.rand(1, 3, 16, 16)).detach(),
                         torch.Generator().manual_seed(0)).rgb.shape == (1, 3, 16, 16)  # fmt: skip
+
+
+def test_a_study_trains_runs_that_differ_only_at_swap_time_once(pair_facesets, tmp_path: Path) -> None:
+    """Sampler and swap settings are swap-time defaults: a sweep trains such runs once and gives the
+    others the same weights under their own config, so their exports differ only in those settings."""
+    from safetensors.torch import load_file
+
+    from swaplab.study import parse_study, run_sweep
+    from swaplab.train.export import export_model
+
+    faces = ",".join(map(str, pair_facesets))
+    study = parse_study(
+        {
+            "name": "share",
+            "base": [
+                "model=ddpm-tiny",
+                *TINY,
+                f"data.train=[{faces}]",
+                "data.holdout=4",
+                "trainer=ddpm-test",
+                "trainer.steps=3",
+                "preview_sampler.steps=2",
+            ],  # fmt: skip
+            "runs": {"baseline": [], "guided": ["swap.guidance=50", "sampler.steps=10"], "longer": ["trainer.steps=4"]},
+            "eval": "off",
+            "launcher": {"name": "local", "max_parallel": 1, "threads_per_run": 1},
+        }
+    )
+    lines: list[str] = []
+    result = run_sweep(study, tmp_path / "sweep", report=False, printer=lines.append, poll_s=0.05)
+    assert result.exit_code == 0, lines
+    assert result.launched == ["baseline", "longer"]  # "guided" trained nothing
+    records = {r.name: r for r in result.runs}
+    assert records["guided"].shares_training_of == "baseline" and records["guided"].final_step == 3
+    assert records["longer"].shares_training_of is None
+    assert any(line.startswith("guided: trains exactly as baseline") for line in lines)
+    weights = {name: load_file(tmp_path / "sweep" / name / "checkpoints" / "step-0000003" / "model.safetensors")
+               for name in ("baseline", "guided")}  # fmt: skip
+    assert weights["baseline"].keys() == weights["guided"].keys()
+    assert all(torch.equal(weights["baseline"][k], weights["guided"][k]) for k in weights["baseline"])
+    cards = {}
+    for name in ("baseline", "guided"):
+        export_model(tmp_path / "sweep" / name, tmp_path / "models" / name)
+        cards[name] = json.loads((tmp_path / "models" / name / "model.json").read_text())["diffusion"]
+    assert (cards["baseline"]["swap"]["guidance"], cards["guided"]["swap"]["guidance"]) == (0.0, 50.0)
+    assert cards["guided"]["sampler"]["steps"] == 10
+    again = run_sweep(study, tmp_path / "sweep", report=False, printer=None, poll_s=0.05)
+    assert again.launched == [] and again.exit_code == 0

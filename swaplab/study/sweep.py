@@ -42,7 +42,9 @@ __all__ = [
     "read_sweep",
     "run_references",
     "run_sweep",
+    "share_training",
     "train_command",
+    "training_identity",
     "validate_overrides",
     "validation_scores",
 ]
@@ -75,6 +77,7 @@ class RunRecord:
     stop_reason: str | None = None
     eval: dict[str, Any] = field(default_factory=lambda: {"status": "off"})
     warnings: list[str] = field(default_factory=list)
+    shares_training_of: str | None = None  # the run whose weights it took (it differs only at swap time)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
@@ -144,6 +147,63 @@ def validate_overrides(overrides: Sequence[str]) -> str:
     from swaplab.train.entry import build_config
 
     return config_hash(build_config(list(overrides)))
+
+
+def training_identity(overrides: Sequence[str]) -> str:
+    """What a run's training depends on, hashed: its config without ``run_dir`` and without the
+    sections its recipe only exports as swap-time defaults (``Recipe.swap_time_sections``). Two runs
+    with one identity train bit-identical weights (every draw comes from the seed's streams)."""
+    import hashlib
+
+    from swaplab.train.entry import build_config
+    from swaplab.train.recipe import recipe_for_config
+
+    cfg = build_config([o for o in overrides if not o.startswith("run_dir=")])
+    recipe = recipe_for_config(cfg)
+    tree = to_dict(cfg)
+    for section in ("run_dir", *recipe.swap_time_sections):
+        tree.pop(section, None)
+    text = json.dumps({"recipe": recipe.name, **tree}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def share_training(trained_dir: str | Path, run_dir: str | Path, overrides: Sequence[str]) -> None:
+    """Make ``run_dir`` the run of ``overrides`` with the training of ``trained_dir``: its files
+    (checkpoints hard-linked where the file system allows), the run's own ``config.yaml`` (so its
+    export carries its own swap-time defaults) and a manifest that names where the weights came
+    from. Built beside ``run_dir`` and renamed into place; a ``run_dir`` with checkpoints is refused."""
+    import shutil
+
+    from swaplab.config import config_hash
+    from swaplab.train.entry import build_config
+    from swaplab.train.recipe import recipe_for_config
+    from swaplab.train.run import RunFolder
+
+    trained_dir, run_dir = Path(trained_dir), Path(run_dir)
+    if any((run_dir / "checkpoints").glob("step-*")):
+        raise StudyError(f"{run_dir} holds checkpoints of its own: it is not replaced by {trained_dir}'s")
+    cfg = build_config([o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={run_dir}"])
+    staging = run_dir.with_name(f".{run_dir.name}.sharing")
+    shutil.rmtree(staging, ignore_errors=True)
+    skipped = {"config.yaml", "manifest.json", ".lock"}
+    for source in sorted(trained_dir.rglob("*")):
+        relative = source.relative_to(trained_dir)
+        if relative.parts[0].startswith("eval") or source.name in skipped or not source.is_file():
+            continue
+        target = staging / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)  # checkpoints are never rewritten in place, so a link is safe
+        except OSError:
+            shutil.copy2(source, target)
+    folder = RunFolder(staging)
+    folder.create()
+    folder.save_config(cfg, recipe_for_config(cfg).name)
+    manifest = RunFolder(trained_dir).read_manifest() or {}
+    manifest.update(config_hash=config_hash(cfg), shares_training_of=str(trained_dir))
+    atomic_write_json(folder.manifest_path, manifest)
+    shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained there (checked above)
+    os.replace(staging, run_dir)
 
 
 def default_sweep_dir(study: Study) -> Path:
@@ -299,6 +359,7 @@ class _Plan:
     train: bool  # launch training (start, or resume)
     evaluate: bool  # score after training (or now, when training is skipped)
     needs: tuple[str, ...] = ()  # runs whose training must be done first (``${run:NAME}``)
+    shares: str | None = None  # instead of training: take this run's weights once it has trained
 
 
 #: ``${run:NAME}`` in an override is the folder of the study's run NAME (``aei=${run:faceshifter}``:
@@ -404,7 +465,10 @@ class _Sweep:
         self.eval_after: set[str] = {p.record.name for p in plans if p.evaluate}
         self.needs: dict[str, tuple[str, ...]] = {p.record.name: p.needs for p in plans}
         for plan in plans:
-            if plan.train:
+            if plan.shares:
+                self.needs[plan.record.name] = (plan.shares,)
+                self.queue.append((plan.record, "share"))
+            elif plan.train:
                 self.queue.append((plan.record, "train"))
             elif plan.evaluate:
                 self.queue.append((plan.record, "eval"))
@@ -440,7 +504,38 @@ class _Sweep:
 
     # ------------------------------------------------------------ stages
 
+    def _share(self, record: RunRecord) -> None:
+        """Give ``record`` the weights of the run it trains exactly like (no job: a few file links)."""
+        leader = next(r for r in [*self.records, *self.others] if r.name == record.shares_training_of)
+        record.start = record.start or _now()
+        try:
+            share_training(leader.run_dir, record.run_dir, record.overrides)
+        except (OSError, StudyError) as err:
+            record.status, record.end = "failed", _now()
+            if record.eval.get("status") == "pending":
+                record.eval["status"] = "skipped"
+            self.print(f"FAILED {record.name}: could not take {leader.name}'s weights: {err}")
+            self.save()
+            return
+        manifest = _manifest(Path(record.run_dir))
+        record.status, record.returncode, record.end, record.seconds = "done", 0, _now(), 0.0
+        record.final_step = manifest.get("final_step", latest_step(record.run_dir))
+        record.stop_reason = "shared"
+        record.config_hash = manifest.get("config_hash", record.config_hash)
+        self.print(
+            f"{record.name}: trains exactly as {leader.name} (it differs only in swap-time settings): "
+            f"took its weights at step {record.final_step}"
+        )
+        if self.study.eval is not None and self.study.eval.by_validation:
+            record.eval = {**validation_scores(record.run_dir), "spec": _eval_spec(self.study)}
+        if record.name in self.eval_after:
+            self.queue.appendleft((record, "eval"))
+        self.save()
+
     def _start(self, record: RunRecord, stage: str) -> None:
+        if stage == "share":
+            self._share(record)
+            return
         run_dir = Path(record.run_dir)
         if stage == "train":
             command, log = train_command(record.overrides), self.sweep_dir / record.log
@@ -542,7 +637,7 @@ class _Sweep:
         failed, or can no longer train (not queued, not running), fails without starting."""
         active = {record.name for record, _, _, _ in self.running.values()} | {r.name for r, _ in self.queue}
         for index, (record, stage) in enumerate(self.queue):
-            needs = self.needs.get(record.name, ()) if stage == "train" else ()
+            needs = self.needs.get(record.name, ()) if stage in ("train", "share") else ()
             waiting = [name for name in needs if self._status_of(name) != "done"]
             if not waiting:
                 del self.queue[index]
@@ -665,6 +760,7 @@ def run_sweep(
                 problems.append(f"  {plan.record.name}: {message}")
         if problems:
             raise StudyError("these runs' configs do not build (nothing was started):\n" + "\n".join(problems))
+        _share_identical_trainings(plans)
 
     for note in study.replaced_base(overrides):
         say(f"note: {note}")
@@ -734,9 +830,29 @@ def run_sweep(
         return result
 
 
+def _share_identical_trainings(plans: list[_Plan]) -> None:
+    """Runs to train whose training equals an earlier run's (they differ only in the recipe's
+    swap-time sections) take that run's weights instead of training again; a run folder with
+    checkpoints of its own keeps training itself."""
+    first: dict[str, str] = {}
+    for plan in plans:
+        record = plan.record
+        if record.shares_training_of and not plan.train:
+            continue  # took its weights in an earlier call
+        identity = training_identity(record.overrides)
+        leader = first.setdefault(identity, record.name)
+        own_checkpoints = any((Path(record.run_dir) / "checkpoints").glob("step-*"))
+        if leader == record.name or not plan.train or own_checkpoints or plan.needs:
+            record.shares_training_of = None
+            continue
+        plan.train, plan.shares, record.shares_training_of = False, leader, leader
+
+
 def _print_plan(study: Study, plan: _Plan, say: Printer) -> None:
     record = plan.record
-    if plan.train:
+    if plan.shares:
+        action = f"take {plan.shares}'s weights (it trains exactly alike; only swap-time settings differ)"
+    elif plan.train:
         action = "resume" if (Path(record.run_dir) / "config.yaml").is_file() else "train"
     else:
         action = "skip (trained)"
@@ -747,6 +863,7 @@ def _print_plan(study: Study, plan: _Plan, say: Printer) -> None:
     say(f"{record.name}: {action}")
     say(f"    own overrides: {' '.join(record.own_overrides) or '(none: the baseline settings)'}")
     say(f"    config hash: {record.config_hash or 'not computed'}")
-    say("    " + " ".join(train_command(record.overrides)))
+    if not plan.shares:
+        say("    " + " ".join(train_command(record.overrides)))
     if plan.evaluate:
         say("    " + " ".join(eval_command(study, Path(record.run_dir))))

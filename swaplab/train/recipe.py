@@ -101,6 +101,10 @@ class Recipe:
     config_type: ClassVar[type]
     #: The unit of the throughput the loop logs (``<rate_key>`` in metrics.jsonl).
     rate_key: ClassVar[str] = "images_per_s"
+    #: Config sections that training never reads and export only writes into the card as the
+    #: swapper's defaults (a sampler, swap settings): runs that differ only there train identical
+    #: weights, so a study trains them once (``swaplab.study.sweep``).
+    swap_time_sections: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, session: Session) -> None:
         self.cfg = cfg

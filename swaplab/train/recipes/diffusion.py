@@ -141,6 +141,7 @@ class DDPMRecipe(GenerativeRecipe):
 
     name = "ddpm"
     config_type = DDPMTrainConfig
+    swap_time_sections = ("sampler", "swap")  # previews and validation use ``preview_sampler``
 
     def __init__(self, cfg: DDPMTrainConfig, session: Any) -> None:
         super().__init__(cfg, session)
