@@ -653,8 +653,16 @@ class _Sweep:
                 return self._next_ready()
         return None
 
+    def _take_shared_weights(self) -> None:
+        """Every queued share whose run has trained, now: it starts no job, so it needs no slot."""
+        for record, stage in list(self.queue):
+            if stage == "share" and all(self._status_of(n) == "done" for n in self.needs.get(record.name, ())):
+                self.queue.remove((record, stage))
+                self._share(record)
+
     def loop(self) -> None:
         while self.queue or self.running:
+            self._take_shared_weights()
             while self.queue and len(self.running) < self.launcher.max_parallel:
                 ready = self._next_ready()
                 if ready is None:
@@ -793,7 +801,9 @@ def run_sweep(
         others = [r for name, r in previous.items() if name not in selected_names]
         sweep = _Sweep(study, sweep_path, plans, others, launcher, overrides, say, status_every, poll_s)
         for plan in plans:
-            if not plan.train:
+            if plan.shares:
+                say(f"{plan.record.name}: trains as {plan.shares} does (swap-time settings differ): takes its weights")
+            elif not plan.train:
                 what = "and scored" if plan.record.eval.get("status") == "done" else "(scoring it now)"
                 if plan.record.eval.get("status") == "failed":  # validation scoring: no numbers logged
                     what = "(it logged no validation numbers)"
