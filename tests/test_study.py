@@ -375,6 +375,10 @@ def test_dry_run_prints_every_run_and_writes_nothing(tmp_path, capsys):
     assert "-m swaplab.train trainer=test data.src=faces/a trainer.lr=1e-2 run_dir=" in out
     assert "-m swaplab.cli eval" in out and "--limit 2" in out
     assert not (tmp_path / "out").exists()
+    args = parser.parse_args(["sweep", str(study), "-o", str(tmp_path / "out"), "--dry-run", "--no-validate",
+                              "--eval-limit", "7"])  # fmt: skip
+    assert args.func(args) == 0
+    assert "--limit 7" in capsys.readouterr().out and not (tmp_path / "out").exists()
 
 
 def test_validation_stops_a_typo_before_anything_starts(tmp_path):

@@ -32,6 +32,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.max_parallel:
         launcher = dataclasses.replace(launcher, max_parallel=args.max_parallel)
     study.launcher = launcher
+    if args.eval_limit is not None:
+        if study.eval is None or study.eval.by_validation:
+            print(f"error: --eval-limit: study {study.name} scores no protocol", file=sys.stderr)
+            return 2
+        # Folded into the study like a file's own, so the resolved study.yaml re-runs the same.
+        study.eval = dataclasses.replace(study.eval, limit=args.eval_limit)
     try:
         result = run_sweep(
             study,
@@ -93,6 +99,9 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--dry-run", action="store_true", help="print each run's command and check its config")
     p.add_argument("--launcher", default=None, help="override the study's launcher: local, serial or submitit")
     p.add_argument("--max-parallel", type=int, default=None, help="override the study's launcher.max_parallel")
+    p.add_argument(
+        "--eval-limit", type=int, default=None, help="score each run on the first N pairs (the study's eval.limit)"
+    )
     p.add_argument("--no-validate", action="store_true", help="do not build each run's config before launching")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--status-every", type=float, default=30.0, help="seconds between progress lines (0 = only events)")
