@@ -20,6 +20,8 @@ started from ``liae-cpu`` pretrained on LFW training people without the pair, fo
 run as a second session: the first stops at 80 % of the budget (step S), the second resumes with
 ``trainer.steps = S / 0.8`` so that the last fifth of the steps is the stretch.
 
+``swaps-side-by-side.png`` shows every recipe's swap of the same held-out photos in one picture.
+
 ``--smoke``: ``baseline-df64`` and ``liae-cpu-pretrained`` only (4 pretraining people), 8 photos
 each (2 held out), a few seconds of training each, no ``swaplab eval``, in a temporary folder
 (``--work`` is ignored): checks the script end to end (the numbers mean nothing).
@@ -35,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -224,6 +228,38 @@ def score(name: str, work: Path, faces: dict[str, Path], evaluate_too: bool) -> 
     return result
 
 
+def side_by_side(work: Path, names: list[str], faces: dict[str, Path], rows: int = 6, size: int = 128) -> Path:
+    """One picture of every recipe's swap of the same held-out dst photos (to the src person),
+    each shown at ``size`` px, between the targets and held-out photos of the src person."""
+    import cv2
+    import torch
+
+    from swaplab.models.card import load_model
+    from swaplab.provenance import Provenance, write_marked_image
+    from swaplab.train.data import load_faces, to_float
+    from swaplab.train.preview import compose_grid, to_hwc
+
+    def shown(images: torch.Tensor) -> np.ndarray:
+        return np.stack([cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC) for face in to_hwc(images)])
+
+    def held(side: str, resolution: int) -> torch.Tensor:
+        return to_float({"f": load_faces(faces[f"{side}_heldout"], resolution).images[:rows]})["f"]
+
+    columns, labels = [shown(held("dst", size))], ["target"]
+    for name in names:
+        net = load_model(work / f"model-{name}")
+        with torch.inference_mode():
+            swapped, _ = net.swap(held("dst", net.resolution))
+        columns.append(shown(swapped))
+        labels.append(name)
+    columns.append(shown(held("src", size)))
+    labels.append("src person")
+    grid = compose_grid(columns, tuple(labels), title="held-out swaps dst -> src")
+    out = work / "swaps-side-by-side.png"
+    write_marked_image(out, grid, Provenance.create("bench-learning"))
+    return out
+
+
 EVAL_COLUMNS = (
     ("identity_retrieval/lfw-arcface top1", "id top1 (arcface)"),
     ("pose_error", "pose err"),
@@ -306,6 +342,7 @@ def run(args, photos: int = 0, holdout: int = PROTOCOL_HELDOUT, pretrain_people:
                 print(f"pretraining (counted apart): {pretrain_info}")
         print(f"trained in {(time.time() - started) / 60:.1f} min wall")
     results = [score(name, args.work, faces, not args.no_eval) for name in args.models]
+    picture = side_by_side(args.work, args.models, faces, rows=min(6, holdout))
     print(f"load after: {load_average()}")
     print(f"\nheld-out reconstruction inside the face mask ({holdout} faces per person never trained on)")
     columns = ("params", "steps", "src SSIM", "src PSNR", "dst SSIM", "dst PSNR")
@@ -331,7 +368,8 @@ def run(args, photos: int = 0, holdout: int = PROTOCOL_HELDOUT, pretrain_people:
         "results": results,
     }
     (args.work / "learning.json").write_text(json.dumps(out, indent=1))
-    print(f"\nwrote {args.work / 'learning.json'} and held-out preview grids {args.work}/heldout-*.png")
+    print(f"\nwrote {args.work / 'learning.json'}, held-out preview grids {args.work}/heldout-*.png")
+    print(f"and every recipe's held-out swaps side by side: {picture}")
 
 
 if __name__ == "__main__":

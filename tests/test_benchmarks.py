@@ -76,6 +76,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "machine: ",
         "training baseline-df64, liae-cpu-pretrained",
         "pretraining (counted apart)",
+        "held-out swaps side by side",
         "held-out reconstruction inside the face mask (2 faces per person",
         "src SSIM",
         "liae-cpu",
