@@ -16,9 +16,11 @@ the whole face, no warp tricks, no GAN, no pretraining), ``liae-cpu`` (DeepFaceL
 ``liae-cpu-sharp`` (eye-aware weights, edge loss, the final 20 % without random warp at a tenth of
 the LR), ``liae-cpu-gan`` (that plus GAN power 0.1), ``liae-cpu-pretrained`` (``liae-cpu-sharp``
 started from ``liae-cpu`` pretrained on LFW training people without the pair, for
-``--pretrain-minutes``, counted separately), ``faceswap-gan-64``. The final stretch of a budget is
-run as a second session: the first stops at 80 % of the budget (step S), the second resumes with
-``trainer.steps = S / 0.8`` so that the last fifth of the steps is the stretch.
+``--pretrain-minutes``, counted separately), ``liae-cpu-128-sharp`` (``liae-cpu-sharp`` at 128 px:
+a 64 px output caps the sharpness ratio, see ``bench_sharpness_ceiling.py``), ``faceswap-gan-64``.
+The final stretch of a budget is run as a second session: the first stops at 80 % of the budget
+(step S), the second resumes with ``trainer.steps = S / 0.8`` so that the last fifth of the steps
+is the stretch.
 
 ``swaps-side-by-side.png`` shows every recipe's swap of the same held-out photos in one picture.
 
@@ -58,6 +60,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "liae-cpu-sharp": (["model=liae-cpu", *SHARP], False),
     "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1"], False),
     "liae-cpu-pretrained": (["model=liae-cpu", *SHARP], True),
+    "liae-cpu-128-sharp": (["model=liae-cpu", "model.resolution=128", *SHARP], False),
     "faceswap-gan-64": (["model=faceswap-gan-64", "loss=faceswap-gan", "gan.power=0.1"], False),
 }
 PRETRAIN_MODEL = ["model=liae-cpu", "loss=dfl-sharp"]

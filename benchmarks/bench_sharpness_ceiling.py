@@ -1,0 +1,133 @@
+"""The sharpness ratio a perfect model could reach at each output size, on ``per_pair_v1``.
+
+A perfect per-pair model would give the aligned target back unchanged. This benchmark swaps the
+protocol's target photos with exactly that: the pipeline aligns each face at R px, the "model"
+returns the crop it was given, and the usual hull mask, colour transfer, feather and paste put it
+back; ``swaplab eval`` then scores those swaps like any model's. The sharpness ratio (swap over
+target inside the face, in the evaluator's 128 px crop) that such a swap reaches is the ceiling
+for every model with an R px output: whatever it lacks below 1 is detail that R px cannot carry,
+not a model's fault. With ``--restore`` the same swaps also go through the face restorer
+(``restore=on``, ``swaplab nets build face-restorer``).
+
+    .venv/bin/python benchmarks/bench_sharpness_ceiling.py --model models/ab --sizes 64 96 128 256
+
+``--model``: an exported per-pair model whose alignment template to use (its weights never run);
+without it, a one-step ``df-cpu`` is trained and exported for its card (the ``whole_face``
+template). ``--smoke``: 2 pairs at 64 px, no restoration (the numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import data_root, load_average, machine, use_threads  # noqa: E402
+
+
+def stand_in_model(work: Path) -> Path:
+    """A one-step ``df-cpu`` on two LFW photos per person, exported: only its card is used."""
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.train.entry import build_config
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+
+    lfw = data_root() / "lfw" / "lfw-deepfunneled"
+    cfg = ExtractConfig(size=128)
+    cfg.faces.max_faces = 1
+    for person in ("George_W_Bush", "Colin_Powell"):
+        extract(sorted((lfw / person).glob("*.jpg"))[:2], work / person, cfg, progress=False)
+    sides = [f"data.src={work / 'George_W_Bush'}", f"data.dst={work / 'Colin_Powell'}"]
+    train(
+        build_config(
+            ["model=df-cpu", *sides, "trainer=test", "trainer.steps=1", "data.holdout=0", f"run_dir={work / 'run'}"]
+        )
+    )
+    export_model(work / "run", work / "model")
+    return work / "model"
+
+
+def pass_through_swapper(model: Path, size: int, restore: bool):
+    """A ``FaceSwapper`` whose model returns the aligned target untouched, aligned at ``size`` px."""
+    from swaplab.faces.analyze import FaceAnalyzer
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    class PassThrough(FaceSwapper):
+        def render(self, faces, batch_size: int = 16):
+            crops = np.stack([face.crop for face in faces])
+            return crops, np.ones(crops.shape[:3], np.float32)
+
+    swapper = PassThrough(model, SwapConfig(mask="hull", restore="on" if restore else "off"))
+    swapper.resolution = size
+    swapper.analyzer = FaceAnalyzer(swapper.config.faces, template=swapper.template, size=size)
+    return swapper
+
+
+def swap_targets(swapper, jobs, folder: Path) -> int:
+    """Each job's target photo through ``swapper``, written as ``<pair id>.png``; returns how many had a face."""
+    from swaplab.io.images import read_image
+    from swaplab.provenance import write_marked_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    swapped = 0
+    for job in jobs:
+        frame, _ = read_image(job.target)
+        image, count = swapper.swap_frame(frame, swapper.analyzer.analyze(frame))
+        swapped += count > 0
+        write_marked_image(folder / f"{job.pair.id}.png", image, swapper.provenance(job.pair.id))
+    return swapped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="an exported per-pair model (its template)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--restore", action="store_true", help="also each size with restore=on")
+    parser.add_argument("--limit", type=int, default=0, help="first N pairs of the protocol (0 = all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="keep swaps and reports here (default: temporary)")
+    parser.add_argument("--smoke", action="store_true", help="2 pairs at 64 px: checks the script runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.restore, args.limit, args.out = [64], False, 2, None
+    use_threads(args.threads)
+    print(f"machine: {machine()}")
+    print(f"load before: {load_average()}")
+    with tempfile.TemporaryDirectory(prefix="swaplab-ceiling-") as scratch:
+        model = args.model or stand_in_model(Path(scratch) / "stand-in")
+        rows = measure(model, args.sizes, args.restore, args.limit, args.out or Path(scratch))
+    print(f"load after: {load_average()}")
+    print(json.dumps(rows, indent=1))
+
+
+def measure(model: Path, sizes: list[int], restore_too: bool, limit: int, out: Path) -> list[dict]:
+    """The pass-through swaps at each size (and restored), scored on ``per_pair_v1``; one row each."""
+    from swaplab.evaluate.evaluator import evaluate
+    from swaplab.evaluate.protocol import load_protocol
+    from swaplab.evaluate.targets import jobs_from_protocol
+
+    jobs = jobs_from_protocol(load_protocol("per_pair_v1"), data_root(), limit)
+    print(f"\nsharpness ratio of a perfect model (the aligned target given back) on per_pair_v1, {len(jobs)} targets")
+    print(f"{'output':>14}  {'mean':>6}  {'median':>6}  {'pose err':>8}  faces")
+    rows = []
+    for size in sizes:
+        for restore in (False, True) if restore_too else (False,):
+            name = f"{size}px" + (" restored" if restore else "")
+            folder = out / name.replace(" ", "-")
+            swapped = swap_targets(pass_through_swapper(model, size, restore), jobs, folder / "swaps")
+            result = evaluate(None, out_dir=folder / "eval", swaps=folder / "swaps", detector_pairs=-1, report=False)
+            sharpness = result.metrics["metrics"]["sharpness_ratio"]
+            pose = result.metrics["metrics"].get("pose_error", {}).get("mean", float("nan"))
+            rows.append({"size": size, "restore": restore, "faces": swapped, "pose_error": pose, **sharpness})
+            print(f"{name:>14}  {sharpness['mean']:6.3f}  {sharpness['median']:6.3f}  {pose:8.2f}  {swapped}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
