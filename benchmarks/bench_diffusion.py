@@ -7,7 +7,9 @@ fp32 NCHW against bf16 autocast + channels_last, side by side in one run.
    Annealed Langevin costs steps x (langevin_steps + 1) network calls, the others one per step.
 2. Training: ``ddpm`` training steps (``swaplab.models.diffusion`` forward and backward, Adam) of
    ``ddpm-tiny`` (32 px) at batch 32 on random images of that shape (the cost does not depend on the
-   pixels), alternating the two settings step by step.
+   pixels), alternating the two settings step by step; with the step's FLOPs (torch's counting
+   formulas), the GFLOP/s reached and its share of the matmul peak of the same dtype, measured in
+   the same run.
 3. Pixel against latent diffusion: ``ddpm-tiny`` against ``ldm-tiny`` (32 px faces diffused as 4 x 8 x 8
    codes), seconds per face of a 25-step DDIM draw, decoder included (untrained: same cost as trained).
 4. Pruning: ``ddpm-64`` against itself with ``model.unet_keep=0.5`` (swaplab.models.diffusion_pruning).
@@ -27,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_average, machine, use_threads  # noqa: E402
+from common import count_flops, load_average, machine, matmul_peak_gflops, use_threads  # noqa: E402
 
 from swaplab.config import config_group  # noqa: E402
 from swaplab.models.diffusion import DDPM, DDPMConfig, LatentAutoencoderConfig  # noqa: E402
@@ -76,11 +78,34 @@ def training_table(config: DDPMConfig, batch: int, steps: int) -> None:
             if step:  # the first step warms up
                 spent[label] += time.perf_counter() - start
     rates = {label: batch * steps / s for label, s in spent.items()}
+    flops_per_face = training_flops(config, batch) / batch
+    # Peaks measured now, under the same load as the steps: each setting against its own dtype's.
+    peaks = {label: matmul_peak_gflops(dtype or torch.float32) for label, (dtype, _) in SETTINGS.items()}
     print(f"\n2. training, {config.name} ({config.resolution} px, batch {batch}, {steps} timed steps): faces/s")
+    print(f"   {flops_per_face / 1e9:.3f} GFLOP per face (forward + backward, counted by torch's formulas)")
     for label, rate in rates.items():
-        print(f"   {label:<22}{rate:8.1f}")
+        achieved = rate * flops_per_face / 1e9
+        print(
+            f"   {label:<22}{rate:8.1f}   {achieved:6.1f} GFLOP/s = {achieved / peaks[label]:.1%} "
+            f"of this run's {'bf16' if SETTINGS[label][0] else 'fp32'} matmul peak ({peaks[label]:.0f} GFLOP/s)"
+        )
     values = list(rates.values())
     print(f"   bf16 + channels_last / fp32 NCHW: {values[1] / values[0]:.2f}x")
+
+
+def training_flops(config: DDPMConfig, batch: int) -> int:
+    """FLOPs of one fp32 training step's forward and backward (convolutions, matmuls, attention)."""
+    torch.manual_seed(0)
+    model = DDPM(config)
+    x0 = torch.rand(batch, config.channels, config.resolution, config.resolution).mul(2).sub(1)
+    t = torch.randint(0, 1000, (batch,))
+
+    def step() -> None:
+        eps = torch.randn_like(x0)
+        torch.nn.functional.mse_loss(model(model.schedule.q_sample(x0, t, eps), t), eps).backward()
+
+    _, counts = count_flops(step)
+    return sum(counts.values())
 
 
 def latent_table(pixel: DDPMConfig, latent: DDPMConfig, batch: int, steps: int) -> None:

@@ -130,6 +130,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "1. sampling, smoke",
         "dpm-solver++",
         "2. training, smoke",
+        "GFLOP per face (forward + backward",
+        "matmul peak (",
         "latent / pixel time per face",
         "pruned / full time per face",
         "load average at end",
