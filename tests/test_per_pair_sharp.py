@@ -266,3 +266,47 @@ def test_faceswap_gan_learns_a_real_pair_exports_and_swaps(pair_facesets, lfw, t
     report = swap(tmp_path / "model", photo, out, SwapConfig(), progress=False)
     assert report.faces_swapped == 1, report
     assert verify(out).synthetic
+
+
+def test_faceswap_gan_without_attention_has_no_attention_block_and_the_same_shapes():
+    from swaplab.models.per_pair import DeepFakesModel
+
+    def attention_blocks(model: torch.nn.Module) -> int:
+        return sum(isinstance(m, SelfAttention) for m in model.modules())
+
+    with_attention = build_config(FACESWAP_GAN + ["data.src=x", "data.dst=y"]).model
+    without = build_config(
+        FACESWAP_GAN
+        + [
+            "model.parts.encoder=faceswap-gan-no-attention",
+            "model.parts.decoder=faceswap-gan-no-attention",
+            "data.src=x",
+            "data.dst=y",
+        ]
+    ).model
+    full, plain = DeepFakesModel(with_attention), DeepFakesModel(without)
+    assert attention_blocks(full) == 2 + 2 * 1  # /4 and /8 in the encoder; at 16 px in each decoder
+    assert attention_blocks(plain) == 0
+    faces = torch.rand(2, 3, 64, 64)
+    assert [t.shape for t in full.swap(faces)] == [t.shape for t in plain.swap(faces)]
+
+
+def test_the_shipped_per_pair_study_switches_each_part_and_every_run_builds():
+    from swaplab.study import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "per-pair.yaml")
+    runs = {run.name: build_config([*study.base, *run.own, "data.src=x", "data.dst=y"]) for run in study.expand()}
+    base = runs["baseline"]
+    assert (base.model.name, base.loss.name, base.trainer.name) == ("liae-cpu", "dfl-sharp", "cpu-30min")
+    assert runs["no-eye-priority"].loss.masked.eyes_mouth_priority == 0 < base.loss.masked.eyes_mouth_priority
+    assert runs["no-edge"].loss.edge.weight == 0 < base.loss.edge.weight
+    assert runs["no-stretch"].trainer.final_stretch == 0 < base.trainer.final_stretch
+    assert runs["gan-0.1"].gan.power == 0.1 and base.gan.power == 0
+    fsg = runs["faceswap-gan"]
+    assert fsg.model.parts.decoder == "faceswap-gan" and fsg.gan.power == 0.1
+    assert runs["faceswap-gan-no-attention"].model.parts.encoder == "faceswap-gan-no-attention"
+    assert runs["faceswap-gan-no-gan"].gan.power == 0
+    for name, term in (("no-perceptual", "perceptual"), ("no-edge", "edge"), ("no-mask-loss", "mask")):
+        assert getattr(runs[f"faceswap-gan-{name}"].loss, term).weight == 0 < getattr(fsg.loss, term).weight
+    assert runs["faceswap-gan-no-eye-priority"].loss.masked.eyes_mouth_priority == 0
+    assert study.eval.protocol == "per_pair_v1"

@@ -30,7 +30,15 @@ from torch import nn
 from swaplab.models.card import CardError, build_model, load_weights, read_card
 from swaplab.registry import Registry
 
-__all__ = ["SWAPPERS", "IdentitySwapper", "PerPairSwapper", "SwapOutput", "Swapper", "card_takes_a_source", "load_swapper"]
+__all__ = [
+    "SWAPPERS",
+    "IdentitySwapper",
+    "PerPairSwapper",
+    "SwapOutput",
+    "Swapper",
+    "card_takes_a_source",
+    "load_swapper",
+]
 
 Tensor = torch.Tensor
 

@@ -70,6 +70,7 @@ class FaceswapGANEncoder(nn.Module):
     """
 
     flat = True
+    self_attention = True  # False in ``faceswap-gan-no-attention``: the ablation's switch
 
     def __init__(self, *, in_channels: int = 3, resolution: int, dims: int, variant: str = "") -> None:
         super().__init__()
@@ -81,7 +82,7 @@ class FaceswapGANEncoder(nn.Module):
         for index, width in enumerate((dims * 2, dims * 4, dims * 8, dims * 16)):
             layers.append(Downscale(channels, width, kernel_size=3))
             channels = width
-            if index in (1, 2):  # after the /4 and /8 stages, as faceswap-GAN attends
+            if self.self_attention and index in (1, 2):  # after the /4 and /8 stages, as faceswap-GAN attends
                 layers.append(SelfAttention(channels))
         self.body = nn.Sequential(*layers)
         self.out_channels, self.out_size = channels, resolution // 16
@@ -102,6 +103,8 @@ class FaceswapGANDecoder(nn.Module):
     and (N, 1, R, R) in [0, 1]. ``mask_dims`` is accepted for the decoder contract and unused: the
     alpha shares the RGB path, which is what makes it faceswap-GAN's attention mask.
     """
+
+    self_attention = True  # False in ``faceswap-gan-no-attention``: the ablation's switch
 
     def __init__(
         self,
@@ -125,7 +128,7 @@ class FaceswapGANDecoder(nn.Module):
         for width in widths:
             size *= 2
             layers += [Upscale(channels, width), ResidualBlock(width)]
-            if size <= MAX_ATTENTION_SIDE:
+            if self.self_attention and size <= MAX_ATTENTION_SIDE:
                 layers.append(SelfAttention(width))
             channels = width
         self.body = nn.Sequential(*layers)
@@ -139,3 +142,19 @@ class FaceswapGANDecoder(nn.Module):
 
 
 __all__ = ["MAX_ATTENTION_SIDE", "FaceswapGANDecoder", "FaceswapGANEncoder", "SelfAttention"]
+
+
+# The same parts without self-attention, registered under their own name so that a study switches
+# them off by name (``model.parts.encoder=faceswap-gan-no-attention`` and the same for the decoder).
+@ENCODERS.register("faceswap-gan-no-attention")
+class FaceswapGANEncoderNoAttention(FaceswapGANEncoder):
+    """``FaceswapGANEncoder`` without its self-attention blocks (the ablation of them)."""
+
+    self_attention = False
+
+
+@DECODERS.register("faceswap-gan-no-attention")
+class FaceswapGANDecoderNoAttention(FaceswapGANDecoder):
+    """``FaceswapGANDecoder`` without its self-attention blocks (the ablation of them)."""
+
+    self_attention = False
