@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import data_root, machine  # noqa: E402
+from common import data_root, machine, pair_model  # noqa: E402
 
 from swaplab.evaluate.evaluator import evaluate, prepare_cache  # noqa: E402
 from swaplab.evaluate.faces import FaceCache  # noqa: E402
@@ -40,25 +40,6 @@ from swaplab.evaluate.results import EvalOptions  # noqa: E402
 
 #: Families that are not per-pair work: excluded from the swaps/s figure and extrapolated separately.
 NOT_PER_PAIR = ("reconstruction", "report", "identity networks (load)")
-
-
-def make_model(work: Path, steps: int, photos: int = 48) -> Path:
-    from swaplab.facesets.extract import ExtractConfig, extract
-    from swaplab.train.entry import build_config
-    from swaplab.train.export import export_model
-    from swaplab.train.loop import train
-
-    lfw = data_root() / "lfw" / "lfw-deepfunneled"
-    cfg = ExtractConfig(size=128)
-    cfg.faces.max_faces = 1
-    facesets = []
-    for person in ("George_W_Bush", "Colin_Powell"):
-        extract(sorted((lfw / person).glob("*.jpg"))[:photos], work / person, cfg, progress=False)
-        facesets.append(work / person)
-    overrides = ["model=df-cpu", f"data.src={facesets[0]}", f"data.dst={facesets[1]}", "trainer=test"]
-    train(build_config([*overrides, f"trainer.steps={steps}", "trainer.precision=auto", f"run_dir={work / 'run'}"]))
-    export_model(work / "run", work / "model")
-    return work / "model"
 
 
 def main() -> None:
@@ -89,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
-        model = make_model(work, args.steps, photos)
+        model = pair_model(work, args.steps, photos)
         print(f"timing model: df-cpu, {args.steps} steps ({time.perf_counter() - started:.0f} s to extract and train)")
 
         cache = FaceCache()

@@ -28,29 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import data_root, load_average, machine, use_threads  # noqa: E402
-
-
-def stand_in_model(work: Path) -> Path:
-    """A one-step ``df-cpu`` on two LFW photos per person, exported: only its card is used."""
-    from swaplab.facesets.extract import ExtractConfig, extract
-    from swaplab.train.entry import build_config
-    from swaplab.train.export import export_model
-    from swaplab.train.loop import train
-
-    lfw = data_root() / "lfw" / "lfw-deepfunneled"
-    cfg = ExtractConfig(size=128)
-    cfg.faces.max_faces = 1
-    for person in ("George_W_Bush", "Colin_Powell"):
-        extract(sorted((lfw / person).glob("*.jpg"))[:2], work / person, cfg, progress=False)
-    sides = [f"data.src={work / 'George_W_Bush'}", f"data.dst={work / 'Colin_Powell'}"]
-    train(
-        build_config(
-            ["model=df-cpu", *sides, "trainer=test", "trainer.steps=1", "data.holdout=0", f"run_dir={work / 'run'}"]
-        )
-    )
-    export_model(work / "run", work / "model")
-    return work / "model"
+from common import data_root, load_average, machine, pair_model, use_threads  # noqa: E402
 
 
 def pass_through_swapper(model: Path, size: int, restore: bool):
@@ -100,7 +78,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"load before: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="swaplab-ceiling-") as scratch:
-        model = args.model or stand_in_model(Path(scratch) / "stand-in")
+        model = args.model or pair_model(Path(scratch) / "stand-in", steps=1, photos=8)
         rows = measure(model, args.sizes, args.restore, args.limit, args.out or Path(scratch))
     print(f"load after: {load_average()}")
     print(json.dumps(rows, indent=1))

@@ -130,3 +130,24 @@ def seam_band(mask, width: int = 3):
     hard = (np.asarray(mask) >= 0.5).astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
     return cv2.dilate(hard, kernel).astype(bool) & ~cv2.erode(hard, kernel).astype(bool)
+
+
+def pair_model(work: Path, steps: int, photos: int = 48) -> Path:
+    """A ``df-cpu`` trained ``steps`` steps on the first ``photos`` LFW photos of George_W_Bush and
+    Colin_Powell (extracted into ``work``), exported to ``work/model``."""
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.train.entry import build_config
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+
+    lfw = data_root() / "lfw" / "lfw-deepfunneled"
+    cfg = ExtractConfig(size=128)
+    cfg.faces.max_faces = 1
+    facesets = []
+    for person in ("George_W_Bush", "Colin_Powell"):
+        extract(sorted((lfw / person).glob("*.jpg"))[:photos], work / person, cfg, progress=False)
+        facesets.append(work / person)
+    overrides = ["model=df-cpu", f"data.src={facesets[0]}", f"data.dst={facesets[1]}", "trainer=test"]
+    train(build_config([*overrides, f"trainer.steps={steps}", "trainer.precision=auto", f"run_dir={work / 'run'}"]))
+    export_model(work / "run", work / "model")
+    return work / "model"
