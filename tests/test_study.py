@@ -312,6 +312,24 @@ def test_a_rerun_skips_finished_scored_runs_and_redoes_what_changed(tmp_path):
     assert len(json.loads((tmp_path / "sweep" / "b" / "manifest.json").read_text())["sessions"]) == 2
 
 
+def test_a_rerun_through_another_spelling_of_the_folder_skips_finished_runs(tmp_path, monkeypatch):
+    sweep(fake_study(), tmp_path, FakeLauncher())
+    monkeypatch.chdir(tmp_path)
+    again = FakeLauncher()
+    result = run_sweep(
+        parse_study(fake_study()),
+        Path("sweep"),
+        [],
+        launcher=again,
+        poll_s=0.0,
+        validate=False,
+        report=False,
+        printer=None,
+    )
+    assert again.started == [] and [r.status for r in result.runs] == ["done"] * 3
+    assert result.runs[0].run_dir == str(Path("sweep") / "baseline")  # the spelling of this call
+
+
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path):
     launcher = FakeLauncher(fail=("b",))
     lines: list[str] = []

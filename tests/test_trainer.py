@@ -98,6 +98,13 @@ def test_resume_refuses_a_changed_config_but_accepts_a_new_budget(pair_facesets,
     assert [row["step"] for row in read_metrics(run_dir)] == [1, 2, 3]
 
 
+def test_a_run_resumes_through_another_spelling_of_its_folder(pair_facesets, tmp_path, monkeypatch):
+    train(build_config(train_overrides(pair_facesets, tmp_path / "run", "trainer.steps=2")))
+    monkeypatch.chdir(tmp_path)
+    result = train(build_config(train_overrides(pair_facesets, Path("run"), "trainer.steps=3")))
+    assert (result.start_step, result.step) == (2, 3)
+
+
 def test_preview_grid_layout(pair_facesets):
     from swaplab.models import create_model
     from swaplab.train.data import PairData, to_float

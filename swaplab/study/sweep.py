@@ -386,6 +386,10 @@ def _resolve_references(overrides: Sequence[str], sweep_dir: Path, run: str, nam
     return [RUN_REFERENCE.sub(lambda m: str(sweep_dir / m.group(1)), o) for o in overrides]
 
 
+def _without_run_dir(overrides: Sequence[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith("run_dir=")]
+
+
 def _plan(
     study: Study,
     sweep_dir: Path,
@@ -402,12 +406,13 @@ def _plan(
         trained = (
             old is not None
             and old.status == "done"
-            and old.overrides == overrides
+            and _without_run_dir(old.overrides) == _without_run_dir(overrides)
             and (run_dir / "config.yaml").is_file()
         )
         if trained:
             record = old
-            record.own_overrides = list(run.own)
+            # The folder may be spelt differently this time (relative, absolute, moved sweep).
+            record.own_overrides, record.overrides, record.run_dir = list(run.own), overrides, str(run_dir)
         else:
             record = RunRecord(run.name, list(run.own), overrides, str(run_dir), log=f"logs/{run.name}.log")
             if old is not None:  # keep the history a re-run extends

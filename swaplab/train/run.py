@@ -132,7 +132,9 @@ class RunFolder:
         if saved_recipe is not recipe:
             diffs = {"recipe": (saved_recipe.name, recipe.name)}
         else:
-            diffs = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE_CHANGES}
+            # run_dir is this folder, however it is spelt now (relative, absolute, moved).
+            ignored = (*RESUMABLE_CHANGES, "run_dir")
+            diffs = {k: v for k, v in config_differences(saved, cfg).items() if k not in ignored}
         if not diffs:
             return
         if not any(self.checkpoints.glob("step-*")):
