@@ -11,9 +11,12 @@
    swapped face to the source clip's mean face by ``lfw-arcface``, the identity network that
    trained nothing here; then the swap's ms per face for each.
 
-    .venv/bin/python benchmarks/bench_restore.py [--faces 200] [--model demo-output/model] [--frames 20]
+    .venv/bin/python benchmarks/bench_restore.py [--faces 200] [--model demo-output/model] [--frames 20] \
+        [--weights l1=PATH gan=PATH ...]
 
-Uses the installed ``face-restorer`` (``swaplab nets build face-restorer``) unless ``--weights``.
+Uses the installed ``face-restorer`` (``swaplab nets build face-restorer``) unless ``--weights``:
+one or more weights files (``LABEL=PATH``, or a path labelled by its folder), each scored in the
+same run on the same faces and frames, side by side (e.g. the ``cpu`` and ``cpu-gan`` builds).
 ``--smoke``: the ``test`` restorer built in a temporary user cache, 6 faces, and a 2-step model on
 3 frames, scored by the test build of lfw-arcface (the numbers mean nothing; it checks the script end to end).
 """
@@ -47,7 +50,7 @@ def nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0).contiguous()
 
 
-def held_out(args: argparse.Namespace, net) -> None:
+def held_out(args: argparse.Namespace, nets: dict[str, object]) -> None:
     from swaplab.facesets.format import Faceset
     from swaplab.train.data import scale_points
 
@@ -66,20 +69,21 @@ def held_out(args: argparse.Namespace, net) -> None:
     print(
         f"\n1. held-out degraded faces: {len(clean)} (LFW peopleDevTest, first {args.faces} people), seed {args.seed}"
     )
-    print(f"  {'input':<22} {'PSNR dB':>8} {'SSIM':>7} {'sharpness vs clean':>19}")
+    print(f"  {'input':<30} {'PSNR dB':>8} {'SSIM':>7} {'sharpness vs clean':>19}")
     rows = [("degraded (bicubic)", degraded)]
-    for strength in (0.5, 1.0):
-        rows.append((f"restored, strength {strength:g}", restore_faces(degraded, strength, net)))
-    rows.append(("clean, restored (1)", restore_faces(clean, 1.0, net)))
+    for label, net in nets.items():
+        for strength in (0.5, 1.0):
+            rows.append((f"{label}: restored, strength {strength:g}", restore_faces(degraded, strength, net)))
+        rows.append((f"{label}: clean, restored (1)", restore_faces(clean, 1.0, net)))
     truth = nchw(clean)
     for name, images in rows:
         x = nchw(images)
         psnr, ssim = masked_psnr(x, truth, mask).mean, masked_ssim(x, truth, mask).mean
         sharp = sharpness_ratio(x, truth, mask).mean
-        print(f"  {name:<22} {psnr:8.2f} {ssim:7.4f} {sharp:19.3f}")
+        print(f"  {name:<30} {psnr:8.2f} {ssim:7.4f} {sharp:19.3f}")
 
 
-def real_swaps(args: argparse.Namespace, model: Path) -> None:
+def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -> None:
     import dataclasses
 
     from swaplab.faces.align import warp_face
@@ -102,12 +106,14 @@ def real_swaps(args: argparse.Namespace, model: Path) -> None:
         f"\n2. real swaps: {model}, {len(frames)} frames of {TARGET_CLIP.name} (every 10th), source {SOURCE_CLIP.name}"
     )
     print("  identity: lfw-arcface (trained nothing here); sharpness inside the target's face hull at 256 px")
-    print(f"  {'restore':<16} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
-    for label, options in (
-        ("off", {}),
-        ("on (strength 1)", {"restore": "on"}),
-        ("on (strength .5)", {"restore": "on", "restore_strength": 0.5}),
-    ):
+    print(f"  {'restore':<24} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
+    settings: list[tuple[str, str | None, dict]] = [("off", None, {})]
+    for name, path in weights.items():
+        settings.append((f"{name}: on (strength 1)", path, {"restore": "on"}))
+        settings.append((f"{name}: on (strength .5)", path, {"restore": "on", "restore_strength": 0.5}))
+    for label, path, options in settings:
+        if path is not None:
+            os.environ["SWAPLAB_FACE_RESTORER"] = path  # the swap stage loads the restorer from here
         swapper = FaceSwapper(model, SwapConfig(which="largest", smoothing="none", **options))
         swaps, targets, masks, distances, seconds = [], [], [], [], 0.0
         for frame in frames:
@@ -128,7 +134,7 @@ def real_swaps(args: argparse.Namespace, model: Path) -> None:
         mask = landmark_masks_torch(np.stack(masks).astype(np.float32), 256)
         sharp = sharpness_ratio(nchw(np.stack(swaps)), nchw(np.stack(targets)), mask).mean
         ms = 1000 * seconds / max(1, len(swaps))
-        print(f"  {label:<16} {sharp:22.3f} {np.mean(distances):18.3f} {ms:12.1f}")
+        print(f"  {label:<24} {sharp:22.3f} {np.mean(distances):18.3f} {ms:12.1f}")
     target_emb = embed_faces([frames[0]], [analyzer.analyze(frames[0], embed=False)[0].landmarks5_source], network)[0]
     distance = 1 - float(target_emb @ source / np.linalg.norm(target_emb))
     print(f"  (the target itself: identity distance to the source {distance:.3f})")
@@ -141,7 +147,9 @@ def main() -> None:
     parser.add_argument("--model", help="an exported swap model (e.g. the demo's demo-output/model)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--weights", help="a face-restorer weights file (default: the installed one)")
+    parser.add_argument(
+        "--weights", nargs="+", default=[], help="face-restorer weights files, LABEL=PATH or PATH (default: installed)"
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     data_root()
@@ -151,25 +159,40 @@ def main() -> None:
 
         os.environ["SWAPLAB_CACHE"] = tempfile.mkdtemp(prefix="bench-restore-")
         args.faces, args.frames = 6, 3
-        args.weights = str(build_network("face-restorer", "test", progress=False))
-        os.environ["SWAPLAB_FACE_RESTORER"] = args.weights
+        args.weights = [f"test={build_network('face-restorer', 'test', progress=False)}"]
         args.model = str(_smoke_model(Path(os.environ["SWAPLAB_CACHE"])))
         from swaplab.train.recipes.identity_net import build_identity_network
 
         os.environ.pop("SWAPLAB_LFW_ARCFACE", None)
         build_identity_network("lfw-arcface", "test", progress=False)
-    elif args.weights:
-        os.environ["SWAPLAB_FACE_RESTORER"] = args.weights
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()} (other jobs share this machine: times are upper bounds)")
-    net = load_face_restorer(args.weights)
-    print(f"restorer: widths {net.config.widths}, {sum(p.numel() for p in net.parameters()):,} parameters")
-    held_out(args, net)
+    weights = labelled_weights(args.weights)
+    nets = {label: load_face_restorer(path) for label, path in weights.items()}
+    for label, net in nets.items():
+        print(f"restorer {label}: widths {net.config.widths}, {sum(p.numel() for p in net.parameters()):,} parameters")
+    held_out(args, nets)
     if args.model:
-        real_swaps(args, Path(args.model))
+        real_swaps(args, Path(args.model), weights)
     else:
         print("\n2. real swaps: skipped (give --model, e.g. the demo's demo-output/model)")
     print(f"\nthreads: {threads}; load average at end: {load_average()}")
+
+
+def labelled_weights(given: list[str]) -> dict[str, str]:
+    """``LABEL=PATH`` or ``PATH`` words -> {label: path}; none: the installed restorer."""
+    from swaplab.models.installed import find_weights
+
+    if not given:
+        installed = find_weights("face-restorer")
+        if installed is None:
+            load_face_restorer()  # raises NetworkMissing, naming the build command
+        return {"installed": str(installed)}
+    weights = {}
+    for word in given:
+        label, _, path = word.partition("=") if "=" in word else ("", "", word)
+        weights[label or Path(path).parent.name] = path
+    return weights
 
 
 def _smoke_model(root: Path) -> Path:

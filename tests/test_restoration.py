@@ -183,3 +183,36 @@ def test_bad_restore_values_are_refused() -> None:
         apply_overrides(SwapConfig(), ["restore_strength=2"])
     with pytest.raises(ConfigError, match="one_euro"):
         apply_overrides(SwapConfig(), ["restore_smoothing=ema"])
+
+
+def test_the_gan_restorer_trains_beside_a_discriminator_and_exports_the_restorer_alone(
+    pair_facesets, tmp_path: Path
+) -> None:
+    from swaplab.models.installed import read_built
+    from swaplab.models.restoration import FaceRestorer
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+    from swaplab.train.run import RunFolder
+    from swaplab.train.recipes.restorer import RestorerTrainConfig
+
+    cfg = apply_overrides(
+        RestorerTrainConfig(),
+        ["model=face-restorer-test", "trainer=restorer-test", "trainer.steps=3", "loss.edge=1",
+         "loss.perceptual=0.5", "gan.power=0.05", f"data.facesets=[{pair_facesets[0]}]", "data.size=64",
+         "data.patch=32", "data.val_faces=4", f"run_dir={tmp_path / 'run'}"],
+    )  # fmt: skip
+    train(cfg)
+    rows = [row for row in RunFolder(tmp_path / "run").read_metrics() if "loss" in row]
+    assert {"loss/l1", "loss/edge", "loss/perceptual", "loss/gan/generator", "d_loss"} <= set(rows[-1])
+    export_model(tmp_path / "run", tmp_path / "model")
+    _, net = read_built(tmp_path / "model" / "model.safetensors")
+    assert isinstance(net, FaceRestorer)  # the discriminator is not shipped
+
+
+def test_restorer_loss_weights_are_checked() -> None:
+    from swaplab.train.recipes.restorer import RestorerTrainConfig
+
+    with pytest.raises(ConfigError, match="not all 0"):
+        apply_overrides(RestorerTrainConfig(), ["loss.l1=0"])
+    with pytest.raises(ConfigError, match=">= 0"):
+        apply_overrides(RestorerTrainConfig(), ["loss.edge=-1"])

@@ -69,7 +69,7 @@ def _install_glgan(name: str) -> Callable[[Any, Path], None]:
 #: network name -> (its presets, ``fn(preset, overrides) -> run config``).
 BUILD_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[str, list[str]], Any]]] = {
     "face-segmenter": (("cpu", "test"), _segmenter),
-    "face-restorer": (("cpu", "test"), _restorer),
+    "face-restorer": (("cpu", "cpu-gan", "test"), _restorer),
     "learned-blender": (("cpu", "test"), _blender),
     "glgan-blender": (("cpu", "test"), _glgan("GLGANBlendTrainConfig", "glgan-blend-tiny")),
     # The smoother learns a small correction from scratch: a larger batch and step size than the GAN's.

@@ -18,12 +18,15 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from swaplab.config import config_group
+from swaplab.config import ConfigError, choice_field, config_group
+from swaplab.losses import LOSSES
+from swaplab.losses.adversarial import CRITERIA
+from swaplab.models.parts import DISCRIMINATORS
 from swaplab.registry import Registry
 from swaplab.system import autocast
 from swaplab.train.checkpoint import write_tensors
@@ -168,6 +171,44 @@ class Recipe:
         logged metrics are under ``metrics``). The default ships every tensor as ``model.safetensors``."""
         write_tensors(tensors, out_dir / "model.safetensors", {"format": "swaplab-model"})
         return {}
+
+
+@dataclass
+class GanTermConfig:
+    """An adversarial term beside a recipe's own losses (DeepFaceLab's "GAN power").
+
+    ``power`` 0 (the default) builds no discriminator and changes nothing. Otherwise the
+    generator's loss gains ``power`` x the generator side of ``criterion`` on a ``discriminator``
+    (any registered one) that sees real and generated images (the per-pair recipe: targets and
+    reconstructions inside the softened face mask; the restorer: clean and restored patches), and
+    that discriminator trains at ``lr_scale`` x the LR.
+    """
+
+    power: float = 0.0
+    discriminator: str = choice_field("multiscale", DISCRIMINATORS)
+    criterion: str = choice_field("lsgan", LOSSES)
+    dims: int = 32
+    n_layers: int = 3
+    scales: int = 1
+    norm: Literal["instance", "batch", "none"] = "none"
+    lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.power < 0:
+            raise ConfigError(f"gan.power must be >= 0, got {self.power}")
+        if self.criterion not in CRITERIA:
+            raise ConfigError(f"gan.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
+
+    def build_discriminator(self, resolution: int) -> nn.Module:
+        return DISCRIMINATORS.create(
+            self.discriminator,
+            in_channels=3,
+            resolution=resolution,
+            dims=self.dims,
+            n_layers=self.n_layers,
+            scales=self.scales,
+            norm=self.norm,
+        )
 
 
 class GanPair(nn.Module):

@@ -20,22 +20,20 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from swaplab.config import ConfigError, choice_field, group_field, to_dict
+from swaplab.config import ConfigError, group_field, to_dict
 from swaplab.losses import LOSSES, LossConfig, LossTerms, ReconstructionObjective
-from swaplab.losses.adversarial import CRITERIA
 from swaplab.losses.functional import soften_mask
 from swaplab.models import ModelConfig, create_model
-from swaplab.models.parts import DISCRIMINATORS
 from swaplab.train.augment import AugmentConfig, Augmenter
 from swaplab.train.config import TrainerConfig
 from swaplab.train.data import TRAINING_MASKS, PairData, stream_seed, to_float
 from swaplab.train.preview import preview_grid, save_preview
-from swaplab.train.recipe import RECIPES, GanPair, Recipe, StepResult
+from swaplab.train.recipe import RECIPES, GanPair, GanTermConfig, Recipe, StepResult
 
 Tensor = torch.Tensor
 
@@ -57,32 +55,6 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.mask not in TRAINING_MASKS:
             raise ConfigError(f"data.mask={self.mask!r}: choose from {', '.join(TRAINING_MASKS)}")
-
-
-@dataclass
-class GanTermConfig:
-    """DeepFaceLab's "GAN power": an adversarial term on the reconstructed face region.
-
-    ``power`` 0 (the default) builds no discriminator and changes nothing. Otherwise the model's
-    loss gains ``power`` x the generator side of ``criterion`` on a ``discriminator`` (any
-    registered one; a patch discriminator by default) that sees targets and reconstructions
-    inside the softened face mask, and that discriminator trains at ``lr_scale`` x the LR.
-    """
-
-    power: float = 0.0
-    discriminator: str = choice_field("multiscale", DISCRIMINATORS)
-    criterion: str = choice_field("lsgan", LOSSES)
-    dims: int = 32
-    n_layers: int = 3
-    scales: int = 1
-    norm: Literal["instance", "batch", "none"] = "none"
-    lr_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.power < 0:
-            raise ConfigError(f"gan.power must be >= 0, got {self.power}")
-        if self.criterion not in CRITERIA:
-            raise ConfigError(f"gan.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
 
 
 @dataclass
@@ -143,17 +115,7 @@ class PerPairRecipe(Recipe):
             load_pretrained(model, self.cfg.init)
         if not self.cfg.gan.power:
             return model
-        gan = self.cfg.gan
-        discriminator = DISCRIMINATORS.create(
-            gan.discriminator,
-            in_channels=3,
-            resolution=self.cfg.model.resolution,
-            dims=gan.dims,
-            n_layers=gan.n_layers,
-            scales=gan.scales,
-            norm=gan.norm,
-        )
-        return GanPair(model, discriminator)
+        return GanPair(model, self.cfg.gan.build_discriminator(self.cfg.model.resolution))
 
     def param_groups(self, module: nn.Module) -> dict[str, list[dict[str, Any]]]:
         if not isinstance(module, GanPair):
