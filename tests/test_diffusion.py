@@ -269,6 +269,17 @@ def test_masking_keeps_the_target_outside_the_face(trained: dict, swapper) -> No
 
 
 @pytest.mark.slow
+def test_a_swap_without_a_generator_repeats_and_swap_seed_changes_it(trained: dict, swapper) -> None:
+    faces = held_out_faces(trained, 2)
+    swapper.configure(sampler="ddpm", **{"sampler.steps": "5", "swap.strength": "0.6", "swap.seed": "0"})
+    first, again = swapper.swap(faces).rgb, swapper.swap(faces).rgb
+    torch.manual_seed(123)  # the global stream does not enter
+    assert torch.equal(first, again) and torch.equal(first, swapper.swap(faces).rgb)
+    swapper.configure(**{"swap.seed": "1"})
+    assert (swapper.swap(faces).rgb - first).abs().max() > 1e-3
+
+
+@pytest.mark.slow
 def test_identity_guidance_lowers_the_distance_to_the_source(trained: dict, swapper, lfw: Path) -> None:
     from swaplab.models.simswap import TemplateChipIdentity
 

@@ -192,8 +192,8 @@ def test_the_gan_restorer_trains_beside_a_discriminator_and_exports_the_restorer
     from swaplab.models.restoration import FaceRestorer
     from swaplab.train.export import export_model
     from swaplab.train.loop import train
-    from swaplab.train.run import RunFolder
     from swaplab.train.recipes.restorer import RestorerTrainConfig
+    from swaplab.train.run import RunFolder
 
     cfg = apply_overrides(
         RestorerTrainConfig(),
