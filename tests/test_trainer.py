@@ -186,6 +186,11 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(pair_facesets, tmp_path):
     )
     assert (result.step, result.stop_reason) == (1, "time_budget")
     assert result.checkpoint == tmp_path / "run" / "checkpoints" / "step-0000001"
+    # The budget counts the whole run: the same command again finds it spent; a larger one continues.
+    again = train(build_config([f"run_dir={tmp_path / 'run'}", "trainer.time_budget_s=1e-6"]))
+    assert (again.step, again.stop_reason) == (1, "nothing to do")
+    more = train(build_config([f"run_dir={tmp_path / 'run'}", "trainer.time_budget_s=1e6", "trainer.steps=3"]))
+    assert (more.start_step, more.step, more.stop_reason) == (1, 3, "steps")
 
 
 def test_export_and_reload_reproduce_the_trained_model(pair_facesets, tmp_path):

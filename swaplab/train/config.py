@@ -50,7 +50,7 @@ class TrainerConfig:
     checkpoint_every: int = 1000  # 0 = only at the end
     keep_last: int = 3  # checkpoints kept (0 = all) ...
     keep_every: int = 0  # ... plus every checkpoint at a multiple of this step (0 = none)
-    time_budget_s: float = 0.0  # stop cleanly after this many seconds of this session (0 = none)
+    time_budget_s: float = 0.0  # stop cleanly after this many seconds of training, all sessions (0 = none)
     nan_patience: int = 3  # consecutive non-finite steps before restoring the last checkpoint
     nan_lr_factor: float = 0.5  # LR multiplier applied at each such restore
     seed: int = 0  # model initialisation and augmentation

@@ -87,6 +87,10 @@ class TrainingLoop:
         self.cpu_seconds = 0.0  # CPU time of this session's steps
         self.last_metrics: dict[str, Any] = {}
         self.resumed_from: Path | None = None
+        # A time budget counts the whole run: the seconds trained up to the checkpoint resumed from
+        # (kept in each checkpoint), plus this session's, so a killed run does not get a fresh budget.
+        self.prior_seconds = 0.0
+        self.session_started: float | None = None
         # One process trains a run at a time: rank 0 holds the run folder's lock for the session.
         self.lock = contextlib.ExitStack()
         if dist.is_main and self.run_folder.root.is_dir():
@@ -181,6 +185,7 @@ class TrainingLoop:
         else:
             self._load_checkpoint(ckpt)
             self.resumed_from = ckpt.path
+            self.prior_seconds = float(ckpt.state.get("trainer", {}).get("train_seconds", 0.0))
             log.info("resuming %s from %s (step %d)", self.run_folder.root, ckpt.path.name, ckpt.step)
         if self.dist.is_main:
             self.run_folder.truncate_metrics(self.step)
@@ -233,6 +238,7 @@ class TrainingLoop:
                         "skipped_steps": self.skipped_steps,
                         "rollbacks": self.rollbacks,
                         "world_size": self.dist.world_size,
+                        "train_seconds": self._trained_seconds(),
                     },
                     "metrics": self.last_metrics,
                 },
@@ -241,6 +247,11 @@ class TrainingLoop:
             )
         self.dist.barrier()
         return path
+
+    def _trained_seconds(self) -> float:
+        """Seconds of training so far over every session (what a time budget counts)."""
+        session = 0.0 if self.session_started is None else time.perf_counter() - self.session_started
+        return round(self.prior_seconds + session, 3)
 
     def _rollback(self) -> None:
         """Go back to the last good checkpoint (or the initial weights) with a lower LR."""
@@ -363,12 +374,15 @@ class TrainingLoop:
             recipe=self.recipe_cls.name,
         )
         result.resumed_from = self.resumed_from
-        if self.step >= tcfg.steps:
+        budget_spent = tcfg.time_budget_s > 0 and self.prior_seconds >= tcfg.time_budget_s
+        if self.step >= tcfg.steps or budget_spent:
             log.info(
-                "%s is already at step %d (trainer.steps=%d): nothing to do",
+                "%s is already at step %d (trainer.steps=%d, %.0f of trainer.time_budget_s=%g s): nothing to do",
                 self.run_folder.root,
                 self.step,
                 tcfg.steps,
+                self.prior_seconds,
+                tcfg.time_budget_s,
             )
             result.stop_reason = "nothing to do"
             self._finish(result)
@@ -384,7 +398,7 @@ class TrainingLoop:
         flags: dict[str, Any] = {}
         bad_in_a_row = 0
         last_checkpoint_step = self.step if self.resumed_from else -1
-        started = window_start = time.perf_counter()
+        started = window_start = self.session_started = time.perf_counter()
         cpu_started = time.process_time()
         window_steps = 0
         rate_label = self.recipe.rate_key.removesuffix("_per_s") + "_s"
@@ -399,8 +413,9 @@ class TrainingLoop:
                 window_steps += 1
                 bar.update(1)
                 elapsed = time.perf_counter() - started
-                out_of_time = tcfg.time_budget_s > 0 and elapsed >= tcfg.time_budget_s
-                stretch_due = self._timed_stretch_due(elapsed)
+                trained = self.prior_seconds + elapsed  # what the budget counts
+                out_of_time = tcfg.time_budget_s > 0 and trained >= tcfg.time_budget_s
+                stretch_due = self._timed_stretch_due(trained)
                 flagged = [not outcome.applied, bool(flags.get("signal")), out_of_time, stretch_due]
                 bad, signalled, timed_out, stretch_now = self.dist.reduce_max([float(f) for f in flagged])
                 if stretch_now and not timed_out:
@@ -422,7 +437,7 @@ class TrainingLoop:
                         # With a time budget the step cap is usually far away: show the steps the
                         # budget will reach, so the bar's ETA is the budget's end, not hours away.
                         steps_per_s = (self.step - self.start_step) / max(elapsed, 1e-9)
-                        reachable = self.step + int(steps_per_s * max(tcfg.time_budget_s - elapsed, 0.0))
+                        reachable = self.step + int(steps_per_s * max(tcfg.time_budget_s - trained, 0.0))
                         bar.total = max(self.step, min(tcfg.steps, reachable))
                     bar.set_postfix(**self._postfix(row), **{rate_label: f"{rate:.1f}"})
                 if bad and bad_in_a_row >= tcfg.nan_patience:
