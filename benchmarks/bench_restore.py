@@ -69,7 +69,7 @@ def held_out(args: argparse.Namespace, nets: dict[str, object]) -> None:
     print(
         f"\n1. held-out degraded faces: {len(clean)} (LFW peopleDevTest, first {args.faces} people), seed {args.seed}"
     )
-    print(f"  {'input':<30} {'PSNR dB':>8} {'SSIM':>7} {'sharpness vs clean':>19}")
+    print(f"  {'input':<38} {'PSNR dB':>8} {'SSIM':>7} {'sharpness vs clean':>19}")
     rows = [("degraded (bicubic)", degraded)]
     for label, net in nets.items():
         for strength in (0.5, 1.0):
@@ -80,7 +80,7 @@ def held_out(args: argparse.Namespace, nets: dict[str, object]) -> None:
         x = nchw(images)
         psnr, ssim = masked_psnr(x, truth, mask).mean, masked_ssim(x, truth, mask).mean
         sharp = sharpness_ratio(x, truth, mask).mean
-        print(f"  {name:<30} {psnr:8.2f} {ssim:7.4f} {sharp:19.3f}")
+        print(f"  {name:<38} {psnr:8.2f} {ssim:7.4f} {sharp:19.3f}")
 
 
 def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -> None:
@@ -106,7 +106,7 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
         f"\n2. real swaps: {model}, {len(frames)} frames of {TARGET_CLIP.name} (every 10th), source {SOURCE_CLIP.name}"
     )
     print("  identity: lfw-arcface (trained nothing here); sharpness inside the target's face hull at 256 px")
-    print(f"  {'restore':<24} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
+    print(f"  {'restore':<32} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
     settings: list[tuple[str, str | None, dict]] = [("off", None, {})]
     for name, path in weights.items():
         settings.append((f"{name}: on (strength 1)", path, {"restore": "on"}))
@@ -134,7 +134,7 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
         mask = landmark_masks_torch(np.stack(masks).astype(np.float32), 256)
         sharp = sharpness_ratio(nchw(np.stack(swaps)), nchw(np.stack(targets)), mask).mean
         ms = 1000 * seconds / max(1, len(swaps))
-        print(f"  {label:<24} {sharp:22.3f} {np.mean(distances):18.3f} {ms:12.1f}")
+        print(f"  {label:<32} {sharp:22.3f} {np.mean(distances):18.3f} {ms:12.1f}")
     target_emb = embed_faces([frames[0]], [analyzer.analyze(frames[0], embed=False)[0].landmarks5_source], network)[0]
     distance = 1 - float(target_emb @ source / np.linalg.norm(target_emb))
     print(f"  (the target itself: identity distance to the source {distance:.3f})")

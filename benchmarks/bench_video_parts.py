@@ -44,6 +44,7 @@ SETTINGS = (
     ("blend=learned", ["blend=learned"], "learned-blender"),
     ("blend=poisson", ["blend=poisson"], ""),
     ("face_smoothing=glgan", ["face_smoothing=glgan"], "glgan-smoother"),
+    ("keep_mouth=true", ["keep_mouth=true"], ""),
 )
 
 

@@ -705,8 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*", help="key=value overrides of the training run")
     q.add_argument(
         "--preset",
-        default="cpu",
-        help="cpu (minutes), cpu-gan (face-restorer: adversarial, edge and perceptual terms), or test (seconds)",
+        default=None,
+        help="cpu (minutes; the default, but for face-restorer its plain L1 build), cpu-gan (face-restorer's "
+        "default: adversarial, edge and perceptual terms), or test (seconds, for tests)",
     )
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_nets, overrides_field="overrides")

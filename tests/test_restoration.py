@@ -216,3 +216,17 @@ def test_restorer_loss_weights_are_checked() -> None:
         apply_overrides(RestorerTrainConfig(), ["loss.l1=0"])
     with pytest.raises(ConfigError, match=">= 0"):
         apply_overrides(RestorerTrainConfig(), ["loss.edge=-1"])
+
+
+def test_the_sharper_build_is_the_restorers_default_and_each_preset_has_its_own_run(tmp_path, monkeypatch) -> None:
+    from swaplab.train.built_networks import build_config, build_run_dir, default_preset
+
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path))
+    assert default_preset("face-restorer") == "cpu-gan" and default_preset("face-segmenter") == "cpu"
+    sharp, plain = build_config("face-restorer"), build_config("face-restorer", "cpu")
+    assert (sharp.gan.power, sharp.loss.edge, sharp.degrade.downscale) == (0.05, 1.0, (2.0, 6.0))
+    assert (plain.gan.power, plain.loss.edge, plain.loss.l1) == (0.0, 0.0, 1.0)
+    runs = {build_run_dir("face-restorer", p) for p in ("cpu", "cpu-gan", "test")}
+    assert {r.name for r in runs} == {"run", "run-cpu-gan", "run-test"} and len({r.parent for r in runs}) == 1
+    with pytest.raises(KeyError, match="face-restorer \\(cpu-gan, cpu, test\\)"):
+        build_config("face-restorer", "gpu")

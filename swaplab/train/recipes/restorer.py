@@ -12,7 +12,8 @@ itself soft: it restores what is still there and invents no texture. ``loss`` ad
 (edge) and perceptual terms (the early stages of the frozen dlib ResNet port, never lfw-arcface,
 which scores identity) and ``gan`` an adversarial term from a patch discriminator on clean against
 restored patches, which pushes towards one plausible sharp face (GFPGAN's and ESRGAN's idea); the
-``cpu-gan`` build preset turns them on.
+``cpu-gan`` build preset, ``swaplab nets build face-restorer``'s default, turns them on (``cpu`` is
+the plain L1 build).
 """
 
 from __future__ import annotations
@@ -312,8 +313,16 @@ def restorer_config(preset: str = "cpu", overrides: list[str] | None = None) -> 
 
     presets = {
         "cpu": [],
-        # Sharper: edge and perceptual terms and a patch discriminator (docs/masks.md measures both).
-        "cpu-gan": ["loss.edge=1", "loss.perceptual=0.5", "gan.power=0.05", "trainer.steps=2000"],
+        # Sharper (docs/masks.md measures both): edge and perceptual terms, a patch discriminator, and
+        # degradations as strong as a 64 px swap's blur on a face twice that size or more.
+        "cpu-gan": [
+            "loss.edge=1",
+            "loss.perceptual=0.5",
+            "gan.power=0.05",
+            "degrade.downscale=[2,6]",
+            "degrade.blur_sigma=[0,3]",
+            "trainer.steps=4000",
+        ],
         "test": ["model=face-restorer-test", "trainer=restorer-test", "data.lfw_people=16", "data.val_faces=4"],
     }
     if preset not in presets:
