@@ -176,13 +176,21 @@ class DDPMRecipe(GenerativeRecipe):
     def model(self) -> DDPM:
         return self.module  # type: ignore[return-value]
 
+    def _rank_rows(self, count: int) -> slice:
+        """This rank's rows of a step's draws made for the whole global batch (``count`` per rank):
+        every rank draws the global batch from one stream and keeps its share, so N processes draw
+        exactly what one process with an N times larger batch would (tests/test_ddp.py)."""
+        rank = self.session.dist.rank
+        return slice(rank * count, (rank + 1) * count)
+
     def _draws(self, name: str, count: int, step: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(t, eps, null-condition flags) of ``step`` on this rank, from their own stream."""
+        """(t, eps, null-condition flags) of ``step`` for this rank's ``count`` images."""
         session, cfg = self.session, self.cfg.model
-        generator = torch.Generator().manual_seed(stream_seed(name, session.trainer.seed, step, session.dist.rank))
-        t = torch.randint(0, cfg.schedule.train_timesteps, (count,), generator=generator)
-        eps = torch.randn((count, *self.model.diffusion_shape), generator=generator)
-        null = torch.rand(count, generator=generator) < cfg.condition_dropout
+        total, rows = count * session.dist.world_size, self._rank_rows(count)
+        generator = torch.Generator().manual_seed(stream_seed(name, session.trainer.seed, step))
+        t = torch.randint(0, cfg.schedule.train_timesteps, (total,), generator=generator)[rows]
+        eps = torch.randn((total, *self.model.diffusion_shape), generator=generator)[rows]
+        null = (torch.rand(total, generator=generator) < cfg.condition_dropout)[rows]
         device = session.device
         return t.to(device), eps.to(device).contiguous(memory_format=session.memory_format), null.to(device)
 
@@ -203,12 +211,13 @@ class DDPMRecipe(GenerativeRecipe):
         """One step of the latent model's autoencoder: squared error of a decoded posterior draw plus KL."""
         autoencoder = self.model.autoencoder
         session = self.session
-        generator = torch.Generator().manual_seed(stream_seed("ldm-autoencoder", session.trainer.seed, step,
-                                                              session.dist.rank))  # fmt: skip
+        generator = torch.Generator().manual_seed(stream_seed("ldm-autoencoder", session.trainer.seed, step))
         with session.autocast():
             posterior = autoencoder.encode(images.mul(2).sub(1)).latent_dist
             mean, log_var = posterior.mean.float(), posterior.logvar.float()
-            draw = mean + torch.exp(0.5 * log_var) * torch.randn(mean.shape, generator=generator).to(mean.device)
+            shape = (len(mean) * session.dist.world_size, *mean.shape[1:])
+            unit = torch.randn(shape, generator=generator)[self._rank_rows(len(mean))].to(mean.device)
+            draw = mean + torch.exp(0.5 * log_var) * unit
             recon = autoencoder.decode(draw).sample.float().add(1).div(2)
         squared = nn.functional.mse_loss(recon, images)
         kl = 0.5 * (mean.square() + log_var.exp() - log_var - 1).sum(dim=(1, 2, 3)).mean()
