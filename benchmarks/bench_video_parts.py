@@ -45,6 +45,7 @@ SETTINGS = (
     ("blend=poisson", ["blend=poisson"], ""),
     ("face_smoothing=glgan", ["face_smoothing=glgan"], "glgan-smoother"),
     ("keep_mouth=true", ["keep_mouth=true"], ""),
+    ("keep_mouth=true, smoothed", ["keep_mouth=true", "mask_smoothing=one_euro"], ""),
 )
 
 

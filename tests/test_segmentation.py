@@ -199,6 +199,35 @@ def test_mask_smoothing_filters_each_track_and_resets(tmp_path: Path, pair_faces
         apply_overrides(SwapConfig(), ["mask_smoothing=ema"])
 
 
+def test_the_mouth_cut_is_smoothed_over_a_track_with_the_mask(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
+    from swaplab.faces.analyze import AlignedFace
+    from swaplab.facesets.format import Faceset
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    model = _per_pair_model(pair_facesets, tmp_path)
+    faceset = Faceset(pair_facesets[0])
+    shut_points = faceset.landmarks(0).copy()
+    shut_points[[65, 66, 67]] = shut_points[[63, 62, 61]]  # the lower inner lip on the upper: no interior
+    opened = shut_points.copy()
+    opened[65:68, 1] += 8  # an open mouth: a real interior to cut
+    face = AlignedFace.__new__(AlignedFace)
+    for smoothing in ("none", "kalman"):
+        swapper = FaceSwapper(model, SwapConfig(mask="learned", mask_blur=0, mask_smoothing=smoothing, keep_mouth=True))
+        size = swapper.resolution
+        scale = size / faceset.size
+        on = np.ones((size, size), np.float32)
+        face.track_id, face.crop = 0, np.zeros((size, size, 3), np.uint8)
+        face.landmarks = (opened * scale).astype(np.float32)
+        first = swapper._mask(face, on)
+        assert first.min() < 0.1  # the cut is there on the first frame either way
+        face.landmarks = (shut_points * scale).astype(np.float32)  # the mouth shuts for one frame
+        shut = swapper._mask(face, on)
+        if smoothing == "none":
+            assert shut.min() == 1.0  # followed at once (and a shut mouth cuts nothing)
+        else:
+            assert shut.min() < 0.98  # damped: a one-frame change is not followed fully
+
+
 @pytest.mark.slow
 def test_training_masks_from_the_segmenter_and_user_polygons(
     trained_segmenter, pair_facesets: tuple[Path, Path], tmp_path: Path, monkeypatch

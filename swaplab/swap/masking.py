@@ -17,7 +17,7 @@ from swaplab.faces.landmarks import LANDMARKS_68
 from swaplab.faces.masks import MASKS
 from swaplab.registry import Registry
 
-__all__ = ["MASK_MODES", "finish_mask", "without_mouth_interior"]
+__all__ = ["MASK_MODES", "finish_mask", "mouth_interior", "without_mouth_interior"]
 
 #: Mode name -> ``fn(learned (R, R), landmarks (68, 2) in crop pixels, size R, crop=None) -> mask (R, R)``.
 MASK_MODES: Registry = Registry("swap mask mode")
@@ -93,14 +93,25 @@ def finish_mask(mask: np.ndarray, erode: int, blur: int) -> np.ndarray:
     return np.clip(mask, 0.0, 1.0)
 
 
-def without_mouth_interior(mask: np.ndarray, landmarks: np.ndarray, feather: int = 1) -> np.ndarray:
-    """``mask`` with the inside of the inner lips (teeth, tongue, the dark of an open mouth) cut out,
-    so the target's own mouth interior shows through; ``feather`` softens the cut's edge in pixels.
-    A closed mouth has an empty interior and leaves the mask as it was."""
-    size = mask.shape[0]
+def mouth_interior(landmarks: np.ndarray, size: int, feather: int = 1) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: the inside of the inner lips (teeth, tongue, the dark of an
+    open mouth), its edge softened by ``feather`` pixels; all 0 for a closed mouth."""
     interior = np.zeros((size, size), np.float32)
     polygon = np.asarray(landmarks, np.float64)[LANDMARKS_68["inner_lips"]]
+    if cv2.contourArea(polygon.astype(np.float32)) < 1.0:
+        return interior  # shut: drawn, its anti-aliased outline alone would cut a line through the lips
     cv2.fillPoly(interior, [np.round(polygon * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
     if feather > 0:
         interior = cv2.GaussianBlur(interior, (2 * feather + 1, 2 * feather + 1), feather / 2.0)
-    return (mask * (1.0 - np.clip(interior, 0.0, 1.0))).astype(np.float32)
+    return np.clip(interior, 0.0, 1.0)
+
+
+def without_mouth_interior(
+    mask: np.ndarray, landmarks: np.ndarray, feather: int = 1, interior: np.ndarray | None = None
+) -> np.ndarray:
+    """``mask`` with the inside of the inner lips cut out (``mouth_interior``, or ``interior`` when
+    given, e.g. smoothed over a track), so the target's own teeth and tongue show through. A closed
+    mouth has an empty interior and leaves the mask as it was."""
+    if interior is None:
+        interior = mouth_interior(landmarks, mask.shape[0], feather)
+    return (mask * (1.0 - interior)).astype(np.float32)

@@ -44,7 +44,7 @@ from swaplab.provenance import Provenance, mark_image, video_metadata_tags, writ
 from swaplab.provenance.content_credentials import sign_in_place
 from swaplab.swap.blend import BLENDERS, sharpen
 from swaplab.swap.colour import COLOUR_TRANSFERS
-from swaplab.swap.masking import MASK_MODES, finish_mask, without_mouth_interior
+from swaplab.swap.masking import MASK_MODES, finish_mask, mouth_interior, without_mouth_interior
 from swaplab.swap.overlap import Drain, Prefetch
 from swaplab.swap.smoothing import SMOOTHERS
 from swaplab.system import autocast, autocast_dtype
@@ -191,6 +191,7 @@ class FaceSwapper:
         self._card_text = card_text
         self.timer = StageTimer()
         self._mask_tracks: dict[int, tuple[Any, int]] = {}  # track id -> (mask smoother, frames seen)
+        self._mouth_tracks: dict[int, tuple[Any, int]] = {}  # the same for keep_mouth's cut
         # track id -> (restoration side, detail smoother, frames seen)
         self._restore_tracks: dict[int, tuple[int, Any, int]] = {}
         self._face_tracks: dict[int, np.ndarray] = {}  # track id -> the previous frame's smoothed face
@@ -336,6 +337,7 @@ class FaceSwapper:
     def reset_tracks(self) -> None:
         """Forget the per-track state (mask and restoration smoothers): call at the start of each video or photo."""
         self._mask_tracks.clear()
+        self._mouth_tracks.clear()
         self._restore_tracks.clear()
         self._face_tracks.clear()
 
@@ -344,15 +346,27 @@ class FaceSwapper:
         cfg, size = self.config, self.resolution
         mask = MASK_MODES.get(cfg.mask)(learned, face.landmarks, size, crop=face.crop)
         if cfg.mask_smoothing != "none":
-            smoother, seen = self._mask_tracks.get(face.track_id) or (
-                SMOOTHERS.create(cfg.mask_smoothing, strength=cfg.mask_smoothing_strength),
-                0,
-            )
             # The crop follows the face, so the mask is filtered in crop space, one frame per step.
-            mask = np.clip(smoother.update(mask.astype(np.float32), seen / 25.0), 0.0, 1.0)
-            self._mask_tracks[face.track_id] = (smoother, seen + 1)
+            mask = self._smoothed_over_track(self._mask_tracks, face.track_id, mask.astype(np.float32))
         mask = finish_mask(mask, cfg.mask_erode, cfg.mask_blur if cfg.mask_blur >= 0 else max(1, size // 16))
-        return without_mouth_interior(mask, face.landmarks, max(1, size // 64)) if cfg.keep_mouth else mask
+        if not cfg.keep_mouth:
+            return mask
+        interior = mouth_interior(face.landmarks, size, max(1, size // 64))
+        if cfg.mask_smoothing != "none":
+            # The cut is smoothed too (after the mask's blur, so it stays a sharp cut): per-frame
+            # landmarks would make the edge between swapped lips and the target's teeth flicker.
+            interior = self._smoothed_over_track(self._mouth_tracks, face.track_id, interior)
+        return without_mouth_interior(mask, face.landmarks, interior=interior)
+
+    def _smoothed_over_track(self, tracks: dict[int, tuple[Any, int]], track_id: int, value: np.ndarray) -> np.ndarray:
+        """``value`` (in [0, 1]) through the ``mask_smoothing`` filter of its face track, at 25 steps a second."""
+        cfg = self.config
+        smoother, seen = tracks.get(track_id) or (
+            SMOOTHERS.create(cfg.mask_smoothing, strength=cfg.mask_smoothing_strength),
+            0,
+        )
+        tracks[track_id] = (smoother, seen + 1)
+        return np.clip(smoother.update(value, seen / 25.0), 0.0, 1.0)
 
     def _match_colour(self, face_rgb: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.config.colour == "none":
