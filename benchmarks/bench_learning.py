@@ -56,7 +56,7 @@ SHARP = ["loss=dfl-sharp", f"trainer.final_stretch={FINAL_STRETCH}"]
 #: name -> (train overrides, uses the pretrained run). Each is one command a user can type.
 VARIANTS: dict[str, tuple[list[str], bool]] = {
     "baseline-df64": (["model=df-64-plain", "loss=deepfakes"], False),
-    "liae-cpu": (["model=liae-cpu"], False),
+    "liae-cpu": (["model=liae-cpu", "loss=dfl"], False),
     "liae-cpu-sharp": (["model=liae-cpu", *SHARP], False),
     "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1"], False),
     "liae-cpu-pretrained": (["model=liae-cpu", *SHARP], True),
