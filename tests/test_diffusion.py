@@ -481,6 +481,7 @@ def test_per_identity_fine_tuning_starts_from_the_model_and_swaps_without_a_sour
 
 @pytest.mark.slow
 def test_pruning_keeps_the_strongest_channels_fine_tunes_and_reloads(trained: dict, pair_facesets, tmp_path: Path):
+    from swaplab.models.card import read_card
     from swaplab.models.diffusion_pruning import prune_unet
     from swaplab.models.swapper import load_swapper
     from swaplab.train.entry import build_config
@@ -512,6 +513,8 @@ def test_pruning_keeps_the_strongest_channels_fine_tunes_and_reloads(trained: di
     export_model(tmp_path / "run", tmp_path / "model")
     swapper = load_swapper(tmp_path / "model")
     assert swapper.ddpm.config.unet_keep == 0.5
+    # A pruned many-people model still swaps in anyone (init_from alone is not per-identity tuning).
+    assert read_card(tmp_path / "model")[0]["identity"]["conditions_on"] == "dlib-resnet"
     assert swapper.swap(torch.rand(1, 3, 16, 16), swapper.identity_network()(torch.rand(1, 3, 16, 16)).detach(),
                         torch.Generator().manual_seed(0)).rgb.shape == (1, 3, 16, 16)  # fmt: skip
 

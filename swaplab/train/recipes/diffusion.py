@@ -21,7 +21,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -72,6 +72,11 @@ class DDPMTrainConfig:
     init_from: str = ""
     prior: list[str] = field(default_factory=list)
     prior_weight: float = 1.0
+    # Whom the exported unconditioned model swaps in: "any" person (source photos, through identity
+    # guidance) or the "one" person data.train holds (per-identity fine-tuning, no source). "auto":
+    # one when a prior is given (that mode's mark), any otherwise: init_from alone also starts
+    # pruning and longer trainings of a many-people model, which still swap in anyone.
+    swaps_in: Literal["auto", "any", "one"] = "auto"
     # Validation scores samples against the held-out faces also in this identity network's feature
     # space (the evaluator's Frechet/kernel distances use dlib-resnet's), so quality over training is
     # read on the evaluator's scale ("" = pixels only; needs aligned faces from facesets).
@@ -363,7 +368,8 @@ class DDPMRecipe(GenerativeRecipe):
         data = cfg.data.resolved(cfg.model)
         network = cfg.model.identity_network
         # A model fine-tuned on one person (unconditioned) swaps that person in: it takes no source.
-        per_identity = bool(cfg.init_from or cfg.prior) and cfg.model.condition == "none"
+        one = cfg.swaps_in == "one" or (cfg.swaps_in == "auto" and bool(cfg.prior))
+        per_identity = one and cfg.model.condition == "none"
         fields.update(
             {
                 "swapper": "diffusion",
