@@ -326,5 +326,5 @@ def test_nets_build_installs_the_glgan_blender_for_the_swap_stage(lfw, tmp_path,
     weights = build_network("glgan-blender", "test", words, progress=False)
     net = load_glgan_blender()
     assert isinstance(net, GLGANBlender) and weights.is_file() and net.resolution == 64
-    run = json.loads((weights.parent / "run" / "manifest.json").read_text())
+    run = json.loads((weights.parent / "run-test" / "manifest.json").read_text())
     assert run["final_step"] == 3

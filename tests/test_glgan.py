@@ -438,7 +438,7 @@ def test_the_smoother_learns_to_remove_flicker_and_smooths_a_video_swap(
 
     words = [f"data.train=[{facesets['train']}]", f"data.lists_dir={facesets['lists']}", "trainer.steps=150"]
     weights = build_network("glgan-smoother", "test", words, progress=False)
-    metrics = [json.loads(line) for line in (weights.parent / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (weights.parent / "run-test" / "metrics.jsonl").read_text().splitlines()]
     last = [m for m in metrics if "loss/face_l1" in m][-5:]
     # Inside the face, the smoothed frame is nearer the real face than the flickered input it was given.
     learned = np.mean([m["loss/face_l1"] / 10.0 for m in last])
