@@ -33,6 +33,20 @@ EXACT = (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def train_in_two_processes(args: list[str]) -> None:
+    """``swaplab.train ARGS`` under torchrun: 2 processes on this machine (gloo), one thread each."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*command, "-m", "swaplab.train", *args],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def assert_same_run(run_a: Path, run_b: Path, tolerance: float) -> None:
     losses_a = [r["loss"] for r in read_metrics(run_a)]
     losses_b = [r["loss"] for r in read_metrics(run_b)]
@@ -50,18 +64,7 @@ def test_two_processes_equal_one_with_the_doubled_batch(pair_facesets, tmp_path)
     train(build_config(train_overrides(pair_facesets, single, *EXACT, "trainer.batch_size=4")))
 
     ddp = tmp_path / "ddp"
-    args = train_overrides(pair_facesets, ddp, *EXACT, "trainer.batch_size=2")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [*command, "-m", "swaplab.train", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_in_two_processes(train_overrides(pair_facesets, ddp, *EXACT, "trainer.batch_size=2"))
     manifest = (ddp / "manifest.json").read_text()
     assert '"world_size": 2' in manifest
     # Only rank 0 wrote: one metrics row per step, one checkpoint.
@@ -103,16 +106,7 @@ def test_ddpm_two_processes_equal_one_with_the_doubled_batch(pair_facesets, tmp_
 
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     train(build_config(words(single, 8)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        [*command, "-m", "swaplab.train", *words(ddp, 4)],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_in_two_processes(words(ddp, 4))
     assert '"world_size": 2' in (ddp / "manifest.json").read_text()
     weights_a = load_file(single / "checkpoints" / "step-0000003" / "model.safetensors")
     weights_b = load_file(ddp / "checkpoints" / "step-0000003" / "model.safetensors")

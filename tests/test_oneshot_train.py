@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_ddp import train_in_two_processes
 
 from swaplab.config import ConfigError
 from swaplab.io.images import read_image
@@ -288,9 +289,6 @@ def test_two_processes_equal_one_with_the_doubled_batch(lfw_facesets: dict[str, 
     rounding noise of ~1e-5 that batch 2 and batch 4 kernels round differently.
     """
     import json
-    import os
-    import subprocess
-    import sys
 
     exact = (
         "model.norm=instance",
@@ -304,18 +302,7 @@ def test_two_processes_equal_one_with_the_doubled_batch(lfw_facesets: dict[str, 
     single = tmp_path / "single"
     train(build_config(overrides(lfw_facesets, single, *exact, "trainer.batch_size=4")))
     ddp = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args = overrides(lfw_facesets, ddp, *exact, "trainer.batch_size=2")
-    repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [*command, "-m", "swaplab.train", *args],
-        cwd=repo,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_in_two_processes(overrides(lfw_facesets, ddp, *exact, "trainer.batch_size=2"))
     assert '"world_size": 2' in (ddp / "manifest.json").read_text()
     rows = [[json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] for run in (single, ddp)]
     # Step 1 is computed before any update: the same pairs, split across ranks, give the same losses.

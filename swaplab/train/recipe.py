@@ -220,6 +220,11 @@ class GanPair(nn.Module):
         self.generator = generator
         self.discriminator = discriminator
 
+    @staticmethod
+    def generator_weights(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The generator's tensors of a ``GanPair`` state dict, named as the generator alone names them."""
+        return {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+
 
 def model_type(recipe: type[Recipe]) -> type:
     """The type of the ``model`` field of a recipe's run config."""

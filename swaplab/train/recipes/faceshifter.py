@@ -243,7 +243,7 @@ def load_aei(path: str | Path) -> tuple[FaceShifterConfig, dict[str, Tensor]]:
         ckpt, _ = load_latest_good(path / "checkpoints", with_optimizer=False)
         if ckpt is None:
             raise ConfigError(f"aei={path} has no usable checkpoint: train it first")
-        weights = {k.removeprefix("generator."): v for k, v in ckpt.model.items() if k.startswith("generator.")}
+        weights = GanPair.generator_weights(ckpt.model)
         return run_cfg.model, weights
     try:
         card, weights_path = read_card(path)

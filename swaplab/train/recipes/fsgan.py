@@ -376,7 +376,7 @@ class FSGANRecipe(Recipe):
     def export(
         cls, cfg: FSGANTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
-        generator = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        generator = GanPair.generator_weights(tensors)
         super().export(cfg, generator, out_dir, state)
         return {
             "swapper": "fsgan",

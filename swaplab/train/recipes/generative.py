@@ -246,7 +246,7 @@ class TwoPlayerRecipe(GenerativeRecipe):
 
     @classmethod
     def export(cls, cfg: Any, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
-        generator = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        generator = GanPair.generator_weights(tensors)
         return super().export(cfg, generator, out_dir, state)
 
 

@@ -334,7 +334,7 @@ class GLGANBlendRecipe(Recipe):
     def export(
         cls, cfg: GLGANBlendTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
-        generator = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        generator = GanPair.generator_weights(tensors)
         super().export(cfg, generator, out_dir, state)
         return dict(cls.card_fields)
 

@@ -250,7 +250,7 @@ class OneShotRecipe(Recipe):
         cls, cfg: OneShotTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
         # The generator alone swaps; the discriminator stays in the run.
-        generator = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        generator = GanPair.generator_weights(tensors)
         super().export(cfg, generator, out_dir, state)
         loss_network = cfg.gan.identity_network if cfg.loss.identity.weight else None
         loss_config = to_dict(cfg.loss)

@@ -285,7 +285,7 @@ class PerPairRecipe(Recipe):
     ) -> dict[str, Any]:
         # A GAN term's discriminator stays in the run: the exported model is the per-pair network.
         if any(key.startswith("generator.") for key in tensors):
-            tensors = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+            tensors = GanPair.generator_weights(tensors)
         super().export(cfg, tensors, out_dir, state)
         return {
             "swapper": "per-pair",
@@ -326,7 +326,7 @@ def pretrained_weights(source: str | Path) -> dict[str, Tensor]:
             raise ConfigError(f"init={source}: not a run folder nor an exported model ({err})") from None
         tensors = load_weights(card, weights)
     if any(key.startswith("generator.") for key in tensors):
-        tensors = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+        tensors = GanPair.generator_weights(tensors)
     return tensors
 
 

@@ -297,7 +297,7 @@ class RestorerRecipe(Recipe):
         cls, cfg: RestorerTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
         if any(key.startswith("generator.") for key in tensors):  # trained beside a discriminator
-            tensors = {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
+            tensors = GanPair.generator_weights(tensors)
         write_tensors(tensors, out_dir / "model.safetensors", weights_header("face-restorer", cfg.model))
         return {
             "swapper": None,
