@@ -79,6 +79,23 @@ def pair_facesets(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> tuple[
     return out[0], out[1]
 
 
+@pytest.fixture(scope="session")
+def pair_model(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tuple[Path, Path]) -> Path:
+    """A real liae-cpu model trained for 2 steps on the reference pair, exported for swapping. One per
+    session: each copy is about 430 MB on disk with its checkpoint, so tests share it and never write into it."""
+    from swaplab.config import apply_overrides
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.per_pair import TrainConfig
+
+    root = tmp_path_factory.mktemp("pair-model")
+    src, dst = pair_facesets
+    words = ["model=liae-cpu", f"data.src={src}", f"data.dst={dst}", "trainer=test", "trainer.steps=2"]
+    train(apply_overrides(TrainConfig(), [*words, f"run_dir={root / 'run'}"]))
+    export_model(root / "run", root / "model")
+    return root / "model"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def temporary_user_cache(tmp_path_factory: pytest.TempPathFactory):
     """Every test writes swaplab's user cache (identity networks, chips) into a temporary folder."""

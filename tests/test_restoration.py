@@ -91,7 +91,7 @@ def test_restorer_keeps_clean_faces_and_improves_degraded_ones(restorer, pair_fa
 
 @pytest.mark.slow
 def test_swap_restore_reaches_the_frame_resolution(
-    restorer, pair_facesets, lfw: Path, tmp_path: Path, monkeypatch
+    restorer, pair_model: Path, lfw: Path, tmp_path: Path, monkeypatch
 ) -> None:
     from swaplab.io.images import read_image
     from swaplab.metrics.reconstruction import laplacian_variance
@@ -99,7 +99,7 @@ def test_swap_restore_reaches_the_frame_resolution(
     from swaplab.swap.pipeline import SwapConfig, swap
 
     weights, _ = restorer
-    model = _per_pair_model(pair_facesets, tmp_path)
+    model = pair_model
     photo = lfw / "George_W_Bush" / "George_W_Bush_0040.jpg"
     with pytest.raises(NetworkMissing, match="swaplab nets build face-restorer"):
         swap(model, photo, tmp_path / "missing.png", SwapConfig(restore="on"), progress=False)
@@ -128,12 +128,12 @@ def test_swap_restore_reaches_the_frame_resolution(
 
 
 @pytest.mark.slow
-def test_restored_detail_is_smoothed_over_a_track(restorer, pair_facesets, tmp_path: Path, monkeypatch) -> None:
+def test_restored_detail_is_smoothed_over_a_track(restorer, pair_facesets, pair_model: Path, monkeypatch) -> None:
     from swaplab.swap.pipeline import FaceSwapper, SwapConfig
 
     weights, _ = restorer
     monkeypatch.setenv("SWAPLAB_FACE_RESTORER", str(weights))
-    model = _per_pair_model(pair_facesets, tmp_path)
+    model = pair_model
     face = _held_out_faces(pair_facesets)[0]
     crop = cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA)
     mask = np.ones((64, 64), np.float32)
@@ -156,22 +156,6 @@ def test_restored_detail_is_smoothed_over_a_track(restorer, pair_facesets, tmp_p
     detail_smoothed = smoothed - np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_CUBIC) for f in frames])
     assert np.abs(np.diff(detail_smoothed[4:], axis=0)).mean() < 0.5 * np.abs(np.diff(detail_plain[4:], axis=0)).mean()
     assert flicker["one_euro"] <= flicker["none"], flicker
-
-
-def _per_pair_model(pair_facesets: tuple[Path, Path], root: Path) -> Path:
-    from swaplab.train.export import export_model
-    from swaplab.train.loop import train
-    from swaplab.train.recipes.per_pair import TrainConfig
-
-    src, dst = pair_facesets
-    cfg = apply_overrides(
-        TrainConfig(),
-        ["model=liae-cpu", f"data.src={src}", f"data.dst={dst}", "trainer=test", "trainer.steps=2",
-         f"run_dir={root / 'model-run'}"],
-    )  # fmt: skip
-    train(cfg)
-    export_model(root / "model-run", root / "model")
-    return root / "model"
 
 
 def test_bad_restore_values_are_refused() -> None:

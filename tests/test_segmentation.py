@@ -88,7 +88,7 @@ def test_segmenter_learns_past_the_hull(trained_segmenter) -> None:
 
 @pytest.mark.slow
 def test_mask_segment_keeps_a_hand_in_front_of_the_face(
-    trained_segmenter, pair_facesets: tuple[Path, Path], lfw: Path, tmp_path: Path, monkeypatch
+    trained_segmenter, pair_model: Path, lfw: Path, tmp_path: Path, monkeypatch
 ) -> None:
     from swaplab.faces.occlusion import hand_occluder
     from swaplab.io.images import read_image, write_image
@@ -98,7 +98,7 @@ def test_mask_segment_keeps_a_hand_in_front_of_the_face(
 
     run_dir, _ = trained_segmenter
     export_model(run_dir, tmp_path / "segmenter")
-    model = _per_pair_model(pair_facesets, tmp_path)
+    model = pair_model
     photo = read_image(lfw / "George_W_Bush" / "George_W_Bush_0040.jpg")[0]
     # A hand (skin from another photo) over the mouth and a cheek, from below; 86% of it lies
     # inside the face's landmark hull, and the face is still found.
@@ -129,22 +129,6 @@ def test_mask_segment_keeps_a_hand_in_front_of_the_face(
     for mask in ("segment", "segment+hull"):
         kept = hand_change(mask)  # ... the segmenter keeps it (a soft mask still lets a little through)
         assert kept[0] < 0.6 * hull[0] and kept[1] < 0.25 * hull[1], (mask, kept, hull)
-
-
-def _per_pair_model(pair_facesets: tuple[Path, Path], root: Path) -> Path:
-    from swaplab.train.export import export_model
-    from swaplab.train.loop import train
-    from swaplab.train.recipes.per_pair import TrainConfig
-
-    src, dst = pair_facesets
-    cfg = apply_overrides(
-        TrainConfig(),
-        ["model=liae-cpu", f"data.src={src}", f"data.dst={dst}", "trainer=test", "trainer.steps=2",
-         f"run_dir={root / 'model-run'}"],
-    )  # fmt: skip
-    train(cfg)
-    export_model(root / "model-run", root / "model")
-    return root / "model"
 
 
 def test_bad_mask_names_list_the_valid_ones() -> None:
@@ -180,11 +164,11 @@ def test_keep_mouth_cuts_the_inner_lips_out_of_the_mask(pair_facesets: tuple[Pat
     assert 20 < (kept < 0.5).sum() < 0.05 * mask.size
 
 
-def test_mask_smoothing_filters_each_track_and_resets(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
+def test_mask_smoothing_filters_each_track_and_resets(pair_model: Path) -> None:
     from swaplab.faces.analyze import AlignedFace
     from swaplab.swap.pipeline import FaceSwapper, SwapConfig
 
-    model = _per_pair_model(pair_facesets, tmp_path)
+    model = pair_model
     swapper = FaceSwapper(model, SwapConfig(mask="learned", mask_blur=0, mask_smoothing="kalman"))
     size = swapper.resolution
     face = AlignedFace.__new__(AlignedFace)
@@ -199,12 +183,14 @@ def test_mask_smoothing_filters_each_track_and_resets(tmp_path: Path, pair_faces
         apply_overrides(SwapConfig(), ["mask_smoothing=ema"])
 
 
-def test_the_mouth_cut_is_smoothed_over_a_track_with_the_mask(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
+def test_the_mouth_cut_is_smoothed_over_a_track_with_the_mask(
+    pair_facesets: tuple[Path, Path], pair_model: Path
+) -> None:
     from swaplab.faces.analyze import AlignedFace
     from swaplab.facesets.format import Faceset
     from swaplab.swap.pipeline import FaceSwapper, SwapConfig
 
-    model = _per_pair_model(pair_facesets, tmp_path)
+    model = pair_model
     faceset = Faceset(pair_facesets[0])
     shut_points = faceset.landmarks(0).copy()
     shut_points[[65, 66, 67]] = shut_points[[63, 62, 61]]  # the lower inner lip on the upper: no interior

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from swaplab.cli import main
-from swaplab.config import apply_overrides
 from swaplab.io.atomic import DiskFullError
 from swaplab.io.images import MediaError, read_image
 from swaplab.io.video import VideoReader, VideoWriter, probe_video
@@ -21,31 +20,6 @@ from swaplab.provenance import verify
 from swaplab.swap.pipeline import FaceSwapper, SwapConfig, swap
 
 CLIP = Path("videos") / "hdtf_sadtalker" / "WDA_KatieHill_000.mp4"
-
-
-@pytest.fixture(scope="module")
-def exported_model(tmp_path_factory: pytest.TempPathFactory, pair_facesets: tuple[Path, Path]) -> Path:
-    """A real liae-cpu model trained for a few steps on the reference pair, exported for swapping."""
-    from swaplab.train.export import export_model
-    from swaplab.train.loop import train
-    from swaplab.train.recipes.per_pair import TrainConfig
-
-    root = tmp_path_factory.mktemp("model")
-    src, dst = pair_facesets
-    cfg = apply_overrides(
-        TrainConfig(),
-        [
-            "model=liae-cpu",
-            f"data.src={src}",
-            f"data.dst={dst}",
-            "trainer=test",
-            "trainer.steps=2",
-            f"run_dir={root / 'run'}",
-        ],
-    )
-    train(cfg)
-    export_model(root / "run", root / "model")
-    return root / "model"
 
 
 class ReturnsItsInput(Swapper):
@@ -75,9 +49,9 @@ def _short_clip(shared_data: Path, tmp_path: Path, frames: int, with_audio: bool
     return out
 
 
-def test_identity_model_reproduces_the_frame(exported_model: Path, shared_data: Path) -> None:
+def test_identity_model_reproduces_the_frame(pair_model: Path, shared_data: Path) -> None:
     cfg = SwapConfig(colour="none", mask="hull", blend="alpha", mask_blur=0, smoothing="none")
-    swapper = FaceSwapper(exported_model, cfg)
+    swapper = FaceSwapper(pair_model, cfg)
     swapper.model = ReturnsItsInput(swapper.card)
     frame = next(iter(VideoReader(shared_data / CLIP, stop=1))).image
     faces = swapper.analyzer.analyze(frame)
@@ -101,10 +75,10 @@ def test_identity_model_reproduces_the_frame(exported_model: Path, shared_data: 
     )
 
 
-def test_video_swap_keeps_frames_audio_and_is_marked(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_video_swap_keeps_frames_audio_and_is_marked(pair_model: Path, shared_data: Path, tmp_path: Path) -> None:
     clip = _short_clip(shared_data, tmp_path, 30)
     out = tmp_path / "swapped.mp4"
-    report = swap(exported_model, clip, out, SwapConfig(), progress=False)
+    report = swap(pair_model, clip, out, SwapConfig(), progress=False)
     assert report.frames == 30 and report.frames_swapped == 30
     source_info, out_info = probe_video(clip), probe_video(out)
     assert (out_info.width, out_info.height) == (source_info.width, source_info.height)
@@ -119,31 +93,31 @@ def test_video_swap_keeps_frames_audio_and_is_marked(exported_model: Path, share
     assert (tmp_path / "swapped.mp4.swaplab.json").is_file()
 
 
-def test_frames_without_a_face_pass_through(exported_model: Path, tmp_path: Path) -> None:
+def test_frames_without_a_face_pass_through(pair_model: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     clip = tmp_path / "noface.mp4"
     frames = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(5)]
     with VideoWriter(clip, 10, (128, 96), crf=0) as writer:
         for f in frames:
             writer.write(f)
-    report = swap(exported_model, clip, tmp_path / "out.mp4", SwapConfig(mark=False), progress=False)
+    report = swap(pair_model, clip, tmp_path / "out.mp4", SwapConfig(mark=False), progress=False)
     assert report.frames == 5 and report.frames_without_face == 5 and report.faces_swapped == 0
     assert not probe_video(tmp_path / "out.mp4").has_audio
     assert "not marked" in "\n".join(report.lines())
 
 
-def test_photo_swap_and_existing_output(exported_model: Path, lfw: Path, tmp_path: Path, capsys) -> None:
+def test_photo_swap_and_existing_output(pair_model: Path, lfw: Path, tmp_path: Path, capsys) -> None:
     photo = sorted((lfw / "Colin_Powell").glob("*.jpg"))[30]
     out = tmp_path / "swap.png"
-    report = swap(exported_model, photo, out, SwapConfig(), progress=False)
+    report = swap(pair_model, photo, out, SwapConfig(), progress=False)
     assert report.faces_swapped == 1
     image, _ = read_image(out)
     assert image.shape == read_image(photo)[0].shape
     assert verify(out).synthetic
     with pytest.raises(FileExistsError, match="overwrite"):
-        swap(exported_model, photo, out, SwapConfig(), progress=False)
-    assert main(["swap", str(exported_model), str(photo), "-o", str(out), "-q", "--overwrite", "colour=lct"]) == 0
-    assert main(["swap", str(exported_model), str(photo), "-o", str(out), "-q", "blend=smudge"]) == 2
+        swap(pair_model, photo, out, SwapConfig(), progress=False)
+    assert main(["swap", str(pair_model), str(photo), "-o", str(out), "-q", "--overwrite", "colour=lct"]) == 0
+    assert main(["swap", str(pair_model), str(photo), "-o", str(out), "-q", "blend=smudge"]) == 2
     assert "unknown blender 'smudge'" in capsys.readouterr().err
     assert main(["verify", str(out)]) == 0
     assert "SYNTHETIC" in capsys.readouterr().out
@@ -151,7 +125,7 @@ def test_photo_swap_and_existing_output(exported_model: Path, lfw: Path, tmp_pat
     # a photo without a face is written as it was, and not marked: marking it would be false provenance
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(noise)
-    report = swap(exported_model, noise, tmp_path / "noise-out.png", SwapConfig(), progress=False)
+    report = swap(pair_model, noise, tmp_path / "noise-out.png", SwapConfig(), progress=False)
     assert report.faces_swapped == 0 and report.unchanged == [str(tmp_path / "noise-out.png")]
     assert np.array_equal(read_image(tmp_path / "noise-out.png")[0], read_image(noise)[0])
     assert not verify(tmp_path / "noise-out.png").synthetic and "no face: unchanged" in "\n".join(report.lines())
@@ -160,18 +134,18 @@ def test_photo_swap_and_existing_output(exported_model: Path, lfw: Path, tmp_pat
         swap(tmp_path / "no-model-here", photo, tmp_path / "swap.mp4", SwapConfig(), progress=False)
 
 
-def test_folder_swap_reports_bad_files(exported_model: Path, lfw: Path, tmp_path: Path) -> None:
+def test_folder_swap_reports_bad_files(pair_model: Path, lfw: Path, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     for src in sorted((lfw / "Colin_Powell").glob("*.jpg"))[40:42]:
         (folder / src.name).write_bytes(src.read_bytes())
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    report = swap(exported_model, folder, tmp_path / "out", SwapConfig(which="largest"), progress=False)
+    report = swap(pair_model, folder, tmp_path / "out", SwapConfig(which="largest"), progress=False)
     assert len(report.outputs) == 2 and report.faces_swapped == 2
     assert any("broken.jpg" in p for p in report.problems)
 
 
-def test_truncated_video_swaps_what_decodes(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_truncated_video_swaps_what_decodes(pair_model: Path, shared_data: Path, tmp_path: Path) -> None:
     clip = _short_clip(shared_data, tmp_path, 40)
     # Matroska keeps its header at the front, so a file cut short still opens: a download or a
     # copy that stopped half-way.
@@ -185,28 +159,28 @@ def test_truncated_video_swaps_what_decodes(exported_model: Path, shared_data: P
             dst.mux(packet)
     cut = broken.read_bytes()
     broken.write_bytes(cut[: int(len(cut) * 0.6)])
-    report = swap(exported_model, broken, tmp_path / "out.mp4", SwapConfig(), progress=False)
+    report = swap(pair_model, broken, tmp_path / "out.mp4", SwapConfig(), progress=False)
     assert 0 < report.frames < 40 and report.frames_swapped == report.frames
     assert len(list(VideoReader(tmp_path / "out.mp4"))) == report.frames
 
 
-def test_swap_reuses_a_facesets_landmarks(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_swap_reuses_a_facesets_landmarks(pair_model: Path, shared_data: Path, tmp_path: Path) -> None:
     from swaplab.facesets.extract import ExtractConfig, extract
 
     clip = _short_clip(shared_data, tmp_path, 12)
     extract(clip, tmp_path / "faces", ExtractConfig(size=64, every=2), progress=False)
     cfg = SwapConfig(faceset=str(tmp_path / "faces"))
-    report = swap(exported_model, clip, tmp_path / "out.mp4", cfg, progress=False)
+    report = swap(pair_model, clip, tmp_path / "out.mp4", cfg, progress=False)
     # Only the frames the faceset holds are swapped; the others pass through unchanged.
     assert report.frames == 12 and report.frames_swapped == 6 and report.frames_without_face == 6
     other = _short_clip(shared_data, tmp_path / "x", 3) if (tmp_path / "x").mkdir() is None else None
     with pytest.raises(ValueError, match="no faces extracted from"):
-        swap(exported_model, other, tmp_path / "o2.mp4", cfg, progress=False)
+        swap(pair_model, other, tmp_path / "o2.mp4", cfg, progress=False)
 
 
-def test_preview_strip(exported_model: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_preview_strip(pair_model: Path, shared_data: Path, tmp_path: Path) -> None:
     cfg = SwapConfig(preview=3, preview_every=2)
-    report = swap(exported_model, shared_data / CLIP, tmp_path / "clip.mp4", cfg, progress=False)
+    report = swap(pair_model, shared_data / CLIP, tmp_path / "clip.mp4", cfg, progress=False)
     strip = Path(report.output)
     assert strip.name == "clip.preview.png"
     with Image.open(strip) as img:
@@ -214,7 +188,7 @@ def test_preview_strip(exported_model: Path, shared_data: Path, tmp_path: Path) 
     assert verify(strip).synthetic
 
 
-def test_full_disk_leaves_no_output(exported_model: Path, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+def test_full_disk_leaves_no_output(pair_model: Path, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
     clip = _short_clip(shared_data, tmp_path, 10)
     real_write = VideoWriter.write
     calls = {"n": 0}
@@ -228,18 +202,18 @@ def test_full_disk_leaves_no_output(exported_model: Path, shared_data: Path, tmp
     monkeypatch.setattr(VideoWriter, "write", fills_up)
     out = tmp_path / "full.mp4"
     with pytest.raises(DiskFullError, match="disk full"):
-        swap(exported_model, clip, out, SwapConfig(), progress=False)
+        swap(pair_model, clip, out, SwapConfig(), progress=False)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".full")]
 
 
-def test_model_that_does_not_fit(tmp_path: Path, exported_model: Path, lfw: Path) -> None:
+def test_model_that_does_not_fit(tmp_path: Path, pair_model: Path, lfw: Path) -> None:
     (tmp_path / "model.json").write_text('{"format": "something-else"}')
     photo = sorted((lfw / "Colin_Powell").glob("*.jpg"))[0]
     with pytest.raises(ValueError, match="not a swaplab model card"):
         swap(tmp_path, photo, tmp_path / "o.png", SwapConfig(), progress=False)
     with pytest.raises(MediaError, match="no such file"):
-        swap(exported_model, tmp_path / "missing.mp4", tmp_path / "o.mp4", SwapConfig(), progress=False)
+        swap(pair_model, tmp_path / "missing.mp4", tmp_path / "o.mp4", SwapConfig(), progress=False)
 
 
 @pytest.mark.slow
@@ -261,15 +235,13 @@ def _decoded(path: Path) -> list[np.ndarray]:
     return [frame.image for frame in VideoReader(path)]
 
 
-def test_overlapped_pipeline_gives_the_sequential_frames(
-    exported_model: Path, shared_data: Path, tmp_path: Path
-) -> None:
+def test_overlapped_pipeline_gives_the_sequential_frames(pair_model: Path, shared_data: Path, tmp_path: Path) -> None:
     clip = _short_clip(shared_data, tmp_path, 20)
     # Unmarked, so both files' pixels depend only on the swap (the mark's payload holds the time).
     options = {"mark": False, "batch_frames": 3}
     sequential, overlapped = tmp_path / "seq.mp4", tmp_path / "ovl.mp4"
-    swap(exported_model, clip, sequential, SwapConfig(overlap=False, **options), progress=False)
-    report = swap(exported_model, clip, overlapped, SwapConfig(overlap=True, **options), progress=False)
+    swap(pair_model, clip, sequential, SwapConfig(overlap=False, **options), progress=False)
+    report = swap(pair_model, clip, overlapped, SwapConfig(overlap=True, **options), progress=False)
     assert report.frames == 20 and report.frames_swapped == 20
     a, b = _decoded(sequential), _decoded(overlapped)
     assert len(a) == len(b) == 20
@@ -282,7 +254,7 @@ def test_overlapped_pipeline_gives_the_sequential_frames(
 
 
 def test_overlapped_pipeline_stops_cleanly_when_the_model_raises(
-    exported_model: Path, shared_data: Path, tmp_path: Path, monkeypatch
+    pair_model: Path, shared_data: Path, tmp_path: Path, monkeypatch
 ) -> None:
     import threading
 
@@ -299,7 +271,7 @@ def test_overlapped_pipeline_stops_cleanly_when_the_model_raises(
     monkeypatch.setattr(FaceSwapper, "render", fails_on_the_third_batch)
     out = tmp_path / "broken.mp4"
     with pytest.raises(RuntimeError, match="model failed mid-video"):
-        swap(exported_model, clip, out, SwapConfig(batch_frames=4), progress=False)
+        swap(pair_model, clip, out, SwapConfig(batch_frames=4), progress=False)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".broken")]  # no temporary, no lock
     assert not [t for t in threading.enumerate() if t.name.startswith("swaplab-")]
