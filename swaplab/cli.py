@@ -736,7 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="model, run or sweep folders, then key=value swap options (mask=segment restore=on ...)",
     )
     p.add_argument("-o", "--out", required=True, help="output folder for metrics and the report")
-    p.add_argument("--protocol", default="per_pair_v1", help="per_pair_v1, oneshot_v1, video_v1 or a .json file")
+    pinned = sorted(path.stem for path in (Path(__file__).parent / "protocol").glob("*.json"))
+    p.add_argument("--protocol", default="per_pair_v1", help=f"{', '.join(pinned)} or a .json file")
     p.add_argument("--data", default=None, help="data root (default: $SWAPLAB_DATA or ../shared/data)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0 = all)")
     p.add_argument(

@@ -343,6 +343,24 @@ def test_video_protocol_scores_stability_of_a_swapped_clip(tiny_model, tmp_path,
     assert verify(tmp_path / "video" / "videos" / "WDA_AlexandriaOcasioCortez_000.mp4").synthetic
 
 
+def test_a_per_pair_model_on_occluded_targets_scores_the_occluder_its_swap_paints_over(
+    tiny_model, tmp_path, shared_data
+):
+    from swaplab.swap.pipeline import SwapConfig
+
+    swap_config = SwapConfig(precision="fp32", mask="hull", colour="none")
+    options = EvalOptions(limit=2, reference_limit=2, gallery_limit=2, gallery_images=1, detector_pairs=-1,
+                          report=False, swap_config=swap_config)  # fmt: skip
+    result = evaluate(tiny_model, protocol="per_pair_occluded_v1", out_dir=tmp_path / "occ", data_root=shared_data,
+                      options=options)  # fmt: skip
+    error = result.metrics["metrics"]["occluder_error"]
+    # A 2-step model's face pasted through the landmark hull covers whatever lies on the face: far
+    # from the occluder it was given (0 would be the occluder kept exactly).
+    assert error["n"] >= 1 and error["mean"] > 0.3, error
+    scored = [item for item in result.items if item.get("occluder_error") is not None]
+    assert scored and all(Path(item["original"]).name.startswith("Colin_Powell") for item in scored)
+
+
 def test_cli_evaluates_swap_stage_options(tiny_model, tmp_path, shared_data, capsys):
     protocol = small_protocol(tmp_path / "tiny.json")
     out = tmp_path / "opts"

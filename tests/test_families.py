@@ -164,6 +164,17 @@ def test_occluded_protocol_pairs_are_test_people_with_their_own_draw_and_seeds(s
     assert all(p.source_identity in everyone and p.target_identity in everyone for p in spec.pairs)
 
 
+def test_the_per_pair_occluded_protocol_is_per_pair_v1_with_an_occluder_on_each_target():
+    spec, plain = load_protocol("per_pair_occluded_v1"), load_protocol("per_pair_v1")
+    assert spec.kind == "per_pair" and spec.occlusion == load_protocol("oneshot_occluded_v1").occlusion
+    strip = [(p.id, p.source_identity, p.source_images, p.target) for p in spec.pairs]
+    assert strip == [(p.id, p.source_identity, p.source_images, p.target) for p in plain.pairs]
+    assert (spec.gallery, spec.reference, spec.heldout) == (plain.gallery, plain.reference, plain.heldout)
+    seeds = [p.occluder_seed for p in spec.pairs]
+    assert None not in seeds and len(set(seeds)) == len(seeds)
+    assert not set(seeds) & {p.occluder_seed for p in load_protocol("oneshot_occluded_v1").pairs}
+
+
 @pytest.fixture(scope="module")
 def occluded_scores(tmp_path_factory, shared_data):
     """Two 'tools' scored on the first 3 occluded pairs: one returns the occluded targets untouched

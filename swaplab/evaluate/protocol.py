@@ -42,7 +42,7 @@ __all__ = [
 
 #: Where the committed protocol files live (package data of swaplab).
 PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "protocol"
-PROTOCOL_NAMES = ("per_pair_v1", "oneshot_v1", "video_v1", "oneshot_occluded_v1")
+PROTOCOL_NAMES = ("per_pair_v1", "oneshot_v1", "video_v1", "oneshot_occluded_v1", "per_pair_occluded_v1")
 
 LFW_IMAGES = "lfw/lfw-deepfunneled"
 # Relative to the data root; the split's rules are swaplab.data.lfw's.
@@ -331,6 +331,29 @@ def _oneshot_occluded(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _per_pair_occluded(data_root: Path, people: Sequence[str]) -> dict[str, Any]:
+    out = _per_pair(data_root, people)
+    rng = np.random.default_rng(SEED + 3)  # its own stream: the one-shot occluders do not move
+    for pair, seed in zip(out["pairs"], rng.integers(0, 2**31 - 1, size=len(out["pairs"])).tolist(), strict=True):
+        pair["occluder_seed"] = int(seed)
+    out.update(
+        _header(
+            "per_pair_occluded_v1",
+            "per_pair",
+            f"per_pair_v1's {HELDOUT_PER_SIDE} swaps ({PER_PAIR['src']} onto the held-out photos of "
+            f"{PER_PAIR['dst']}; the same held-out photos, gallery and reference faces) with each target "
+            f"occluded before the swap as in oneshot_occluded_v1: paste_occluders with the pair's "
+            f"occluder_seed on the photo's central square of {OCCLUSION['region_share']} of its shorter "
+            f"side. It asks of a per-pair model's swap (its mask= and blend=) what oneshot_occluded_v1 asks "
+            f"of a one-shot model: does the occluder survive? occluder_error as there. Swap files of "
+            f"another tool: <pair id>.png of the occluded targets that "
+            f"swaplab.evaluate.occluded.occlude_targets writes.",
+        )
+    )
+    out["occlusion"] = {**OCCLUSION, "probability": 1.0}
+    return out
+
+
 def _detector_train(data_root: Path) -> dict[str, Any]:
     """Different-person pairs of training-split people for the detectability classifier."""
     from swaplab.data.lfw import read_people_list
@@ -390,6 +413,7 @@ def build_protocol(data_root: str | Path) -> dict[str, dict[str, Any]]:
         "oneshot_v1": _oneshot(root, people),
         "video_v1": _video(root),
         "oneshot_occluded_v1": _oneshot_occluded(root, people),
+        "per_pair_occluded_v1": _per_pair_occluded(root, people),
     }
 
 
