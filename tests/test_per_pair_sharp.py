@@ -302,6 +302,7 @@ def test_the_shipped_per_pair_study_switches_each_part_and_every_run_builds():
     assert runs["no-edge"].loss.edge.weight == 0 < base.loss.edge.weight
     assert runs["no-stretch"].trainer.final_stretch == 0 < base.trainer.final_stretch
     assert runs["gan-0.1"].gan.power == 0.1 and base.gan.power == 0
+    assert (runs["segment-masked-loss"].data.mask, base.data.mask) == ("segment+hull", "hull")
     fsg = runs["faceswap-gan"]
     assert fsg.model.parts.decoder == "faceswap-gan" and fsg.gan.power == 0.1
     assert runs["faceswap-gan-no-attention"].model.parts.encoder == "faceswap-gan-no-attention"
