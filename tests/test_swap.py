@@ -106,6 +106,30 @@ def test_frames_without_a_face_pass_through(pair_model: Path, tmp_path: Path) ->
     assert "not marked" in "\n".join(report.lines())
 
 
+def test_the_same_weights_under_another_card_mark_and_swap_identically(pair_model: Path, lfw: Path, tmp_path: Path):
+    """The mark's model hash is the weights': the evaluator exports a run afresh each time, and a
+    card's paths or a field a newer swaplab adds must not change the swapped pixels."""
+    import json
+    import shutil
+
+    copy = tmp_path / "moved"
+    shutil.copytree(pair_model, copy)
+    card = json.loads((copy / "model.json").read_text())
+    card["trained_from"]["run_dir"] = "/elsewhere/run"
+    (copy / "model.json").write_text(json.dumps(card))
+    photo = sorted((lfw / "Colin_Powell").glob("*.jpg"))[0]
+    swapped = []
+    for model in (pair_model, copy):
+        swapper = FaceSwapper(model, SwapConfig())
+        assert (
+            swapper.provenance("job").model_sha256
+            == FaceSwapper(pair_model, SwapConfig()).provenance("job").model_sha256
+        )
+        swap(model, photo, tmp_path / f"{model.name}.png", SwapConfig(), progress=False)
+        swapped.append(read_image(tmp_path / f"{model.name}.png")[0])
+    assert np.array_equal(*swapped)
+
+
 def test_photo_swap_and_existing_output(pair_model: Path, lfw: Path, tmp_path: Path, capsys) -> None:
     photo = sorted((lfw / "Colin_Powell").glob("*.jpg"))[30]
     out = tmp_path / "swap.png"

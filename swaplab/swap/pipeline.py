@@ -183,12 +183,12 @@ class FaceSwapper:
         face_cfg = dataclasses.replace(cfg.faces, embed=cfg.which == "reference")
         self.analyzer = FaceAnalyzer(face_cfg, template=self.template, size=self.resolution)
         self.references = self._reference_identities()
-        card_text = json.dumps(self.card, sort_keys=True)
-        # The model is its weights: the same weights exported from another folder mark (and so
-        # evaluate) identically; the card's text, with its paths, goes into the metadata only.
-        weights_hash = self.card.get("weights", {}).get("sha256") or hashlib.sha256(card_text.encode()).hexdigest()
-        self.model_id = f"{self.card.get('arch', 'model')}-{weights_hash[:12]}"
-        self._card_text = card_text
+        # The model is its weights: the same weights exported from another folder (the evaluator
+        # exports a run into a new temporary one each time) mark, and so evaluate, identically. The
+        # card's text, with its paths and times, is hashed only for a card that names no weights.
+        card_text = json.dumps(self.card, sort_keys=True).encode()
+        self._weights_hash = self.card.get("weights", {}).get("sha256") or hashlib.sha256(card_text).hexdigest()
+        self.model_id = f"{self.card.get('arch', 'model')}-{self._weights_hash[:12]}"
         self.timer = StageTimer()
         self._mask_tracks: dict[int, tuple[Any, int]] = {}  # track id -> (mask smoother, frames seen)
         self._mouth_tracks: dict[int, tuple[Any, int]] = {}  # the same for keep_mouth's cut
@@ -210,7 +210,7 @@ class FaceSwapper:
         return self.model.conditions_on is not None or getattr(self.model, "takes_source_face", False)
 
     def provenance(self, content: bytes | str) -> Provenance:
-        return Provenance.create(self.model_id, model_card=self._card_text, content=content)
+        return Provenance.create(self.model_id, model_card=self._weights_hash, content=content)
 
     def set_source_identity(self, identity: np.ndarray | torch.Tensor) -> None:
         """Swap in the person of this embedding (by ``model.conditions_on``, shape (D,)) from now on."""
