@@ -303,6 +303,7 @@ def test_the_shipped_per_pair_study_switches_each_part_and_every_run_builds():
     assert runs["no-stretch"].trainer.final_stretch == 0 < base.trainer.final_stretch
     assert runs["gan-0.1"].gan.power == 0.1 and base.gan.power == 0
     assert (runs["segment-masked-loss"].data.mask, base.data.mask) == ("segment+hull", "hull")
+    assert runs["occlusion-augment"].data.occlude == 0.5 and base.data.occlude == 0
     fsg = runs["faceswap-gan"]
     assert fsg.model.parts.decoder == "faceswap-gan" and fsg.gan.power == 0.1
     assert runs["faceswap-gan-no-attention"].model.parts.encoder == "faceswap-gan-no-attention"
@@ -311,3 +312,30 @@ def test_the_shipped_per_pair_study_switches_each_part_and_every_run_builds():
         assert getattr(runs[f"faceswap-gan-{name}"].loss, term).weight == 0 < getattr(fsg.loss, term).weight
     assert runs["faceswap-gan-no-eye-priority"].loss.masked.eyes_mouth_priority == 0
     assert study.eval.protocol == "per_pair_v1"
+
+
+def test_occluded_training_faces_lose_their_masks_exactly_where_the_occluder_lies(pair_facesets):
+    from swaplab.train.data import PairData
+    from swaplab.train.recipes.per_pair import occluded_batch
+
+    batch = PairData(*pair_facesets, 64, holdout=4).batch(0, batch_size=6)
+    same = occluded_batch(batch, 1.0, np.random.default_rng(3))
+    again = occluded_batch(batch, 1.0, np.random.default_rng(3))
+    for side in ("src", "dst"):
+        assert torch.equal(same[side], again[side])  # seeded
+        changed = (same[side] != batch[side]).any(dim=1, keepdim=True)
+        lost = (same[f"{side}_mask"] == 0) & (batch[f"{side}_mask"] > 0)
+        assert changed.flatten(1).any(dim=1).all()  # every face got an occluder
+        # the face mask is cut wherever the picture changed inside it, and nowhere else
+        assert not (changed & (batch[f"{side}_mask"] > 0) & ~lost).any()
+        assert (lost.flatten(1).sum(1) > 0).all() and (same[f"{side}_mask"] <= batch[f"{side}_mask"]).all()
+        assert (same[f"{side}_features"] <= batch[f"{side}_features"]).all()
+    untouched = occluded_batch(batch, 0.0, np.random.default_rng(3))
+    assert all(torch.equal(untouched[key], batch[key]) for key in batch)
+
+
+def test_a_run_trains_on_occluded_faces_and_refuses_a_share_outside_0_1(pair_facesets, tmp_path):
+    with pytest.raises(ConfigError, match=r"data.occlude=1.5 .*\[0, 1\]"):
+        build_config(overrides(pair_facesets, tmp_path / "bad", "data.occlude=1.5"))
+    result = train(build_config(overrides(pair_facesets, tmp_path / "run", "trainer.steps=2", "data.occlude=0.5")))
+    assert result.step == 2

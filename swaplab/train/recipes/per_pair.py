@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,10 +52,17 @@ class DataConfig:
     # The masked losses' face mask: hull (landmarks), segment or segment+hull (the built face
     # segmenter: occluders and hair are not learned as face; user polygons win; see train/data.py).
     mask: str = "hull"
+    # Share of training faces with a synthetic occluder pasted over them (swaplab.faces.occlusion's
+    # training kinds: objects, hands, bars, microphones, hair strands; textures from the batch's
+    # other faces). The face mask loses what the occluder covers, so the model's own mask learns to
+    # leave occluders out and the swap keeps them (DeepFaceLab trains on occluded, XSeg-masked faces).
+    occlude: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mask not in TRAINING_MASKS:
             raise ConfigError(f"data.mask={self.mask!r}: choose from {', '.join(TRAINING_MASKS)}")
+        if not 0.0 <= self.occlude <= 1.0:
+            raise ConfigError(f"data.occlude={self.occlude} must be a share of faces in [0, 1]")
 
 
 @dataclass
@@ -178,6 +186,9 @@ class PerPairRecipe(Recipe):
             rank=session.dist.rank,
             world_size=session.dist.world_size,
         )
+        if self.cfg.data.occlude:
+            rng = np.random.default_rng(stream_seed("occlude", tcfg.seed, step, micro, session.dist.rank))
+            raw = occluded_batch(raw, self.cfg.data.occlude, rng)
         sides = self._augment(to_float(raw, session.device, tcfg.channels_last), step, micro)
         src_in = sides["src"]["warped"].contiguous(memory_format=session.memory_format)
         dst_in = sides["dst"]["warped"].contiguous(memory_format=session.memory_format)
@@ -294,6 +305,32 @@ class PerPairRecipe(Recipe):
             "loss_config": to_dict(cfg.loss),
             "conventions": "input/output: float32 RGB (N, 3, R, R) in [0, 1]; swap(dst) -> (rgb, mask)",
         }
+
+
+def occluded_batch(batch: dict[str, Tensor], share: float, rng: np.random.Generator) -> dict[str, Tensor]:
+    """A per-pair batch (``PairData.batch``'s uint8 tensors) with one occluder pasted on about
+    ``share`` of each side's faces, its texture from another face of the batch; the face and
+    eyes-and-mouth masks are zero wherever it lies. Other faces and pixels are unchanged."""
+    from swaplab.faces.occlusion import occlude
+
+    out = dict(batch)
+    for side in ("src", "dst"):
+        chosen = np.flatnonzero(rng.random(len(batch[side])) < share)
+        if not len(chosen):
+            continue
+        faces = np.ascontiguousarray(batch[side].permute(0, 2, 3, 1).numpy())
+        occluded = faces.copy()
+        masks, features = batch[f"{side}_mask"].clone(), batch[f"{side}_features"].clone()
+        for index in chosen.tolist():
+            donors = [faces[other] for other in range(len(faces)) if other != index]
+            labels = np.zeros(faces.shape[1:3], np.int64)
+            occluded[index], _, covered = occlude(faces[index], labels, donors, rng)
+            uncovered = torch.from_numpy(~covered).to(masks.dtype)
+            masks[index, 0] *= uncovered
+            features[index, 0] *= uncovered
+        out[side] = torch.from_numpy(occluded).permute(0, 3, 1, 2).contiguous()
+        out[f"{side}_mask"], out[f"{side}_features"] = masks, features
+    return out
 
 
 def alignment_of(faceset: str) -> dict[str, Any]:
