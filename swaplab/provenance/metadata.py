@@ -121,7 +121,8 @@ def _utc_now() -> str:
 class Provenance:
     """The metadata record of one output; ``to_dict`` is the JSON written into files.
 
-    ``model_sha256`` hashes the model card when one is given (``create``), else the model id; the
+    ``model_sha256`` hashes ``create``'s ``model_card`` when one is given (the swap stage gives the
+    weights' sha256, so a model marks alike wherever it was exported), else the model id; the
     watermark payload's model hash is its first 3 bytes, so the two can be checked against each other.
     """
 
