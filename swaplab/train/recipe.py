@@ -222,7 +222,10 @@ class GanPair(nn.Module):
 
     @staticmethod
     def generator_weights(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The generator's tensors of a ``GanPair`` state dict, named as the generator alone names them."""
+        """The generator's tensors of a ``GanPair`` state dict, named as the generator alone names
+        them; the state dict of a model trained without a discriminator, unchanged."""
+        if not any(key.startswith("generator.") for key in tensors):
+            return tensors
         return {k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")}
 
 

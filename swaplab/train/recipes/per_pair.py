@@ -295,8 +295,7 @@ class PerPairRecipe(Recipe):
         cls, cfg: TrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
         # A GAN term's discriminator stays in the run: the exported model is the per-pair network.
-        if any(key.startswith("generator.") for key in tensors):
-            tensors = GanPair.generator_weights(tensors)
+        tensors = GanPair.generator_weights(tensors)
         super().export(cfg, tensors, out_dir, state)
         return {
             "swapper": "per-pair",
@@ -362,9 +361,7 @@ def pretrained_weights(source: str | Path) -> dict[str, Tensor]:
         except CardError as err:
             raise ConfigError(f"init={source}: not a run folder nor an exported model ({err})") from None
         tensors = load_weights(card, weights)
-    if any(key.startswith("generator.") for key in tensors):
-        tensors = GanPair.generator_weights(tensors)
-    return tensors
+    return GanPair.generator_weights(tensors)
 
 
 def load_pretrained(model: nn.Module, source: str | Path) -> None:

@@ -296,8 +296,7 @@ class RestorerRecipe(Recipe):
     def export(
         cls, cfg: RestorerTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]
     ) -> dict[str, Any]:
-        if any(key.startswith("generator.") for key in tensors):  # trained beside a discriminator
-            tensors = GanPair.generator_weights(tensors)
+        tensors = GanPair.generator_weights(tensors)  # trained beside a discriminator or not
         write_tensors(tensors, out_dir / "model.safetensors", weights_header("face-restorer", cfg.model))
         return {
             "swapper": None,
