@@ -258,9 +258,11 @@ def test_masking_keeps_the_target_outside_the_face(trained: dict, swapper) -> No
     faces = held_out_faces(trained)
     swapper.configure(sampler="ddim", **{"sampler.steps": "10", "swap.strength": "0.8", "swap.masking": "true"})
     out = swapper.swap(faces, None, torch.Generator().manual_seed(0))
+    # The target comes back wherever the feathered mask is 0, and on the feather it moves at most by
+    # the mask's share (pixels are in [0, 1]): nearly nowhere outside the face.
     outside = out.mask.expand_as(faces) < 0.01
     assert outside.float().mean() > 0.2
-    assert (out.rgb - faces).abs()[outside].max() < 1e-4
+    assert ((out.rgb - faces).abs() <= out.mask + 1e-5).all()
     swapper.configure(**{"swap.masking": "false"})
     free = swapper.swap(faces, None, torch.Generator().manual_seed(0))
     assert (free.rgb - faces).abs()[outside].max() > 0.05  # without masking the background is redrawn
@@ -412,6 +414,14 @@ def test_a_resumed_bf16_run_continues_exactly(pair_facesets, tmp_path: Path) -> 
     ends = [load_file(run / "checkpoints" / "step-0000006" / "model.safetensors") for run in (straight, split)]
     assert ends[0].keys() == ends[1].keys() and all(torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
     assert "bf16" in (straight / "config.yaml").read_text()
+    # The weights' moving average is part of that exact state, and it is what the export ships.
+    assert int(ends[0]["average.updates"]) == 6
+    assert cli(["export", str(straight), "-o", str(tmp_path / "model")]) == 0
+    exported = load_file(tmp_path / "model" / "model.safetensors")
+    assert not any(k.startswith("average.") for k in exported)
+    averaged = [k for k in exported if f"average.{k.replace('.', '__')}" in ends[0]]
+    assert averaged and all(torch.equal(exported[k], ends[0][f"average.{k.replace('.', '__')}"]) for k in averaged)
+    assert any(not torch.equal(exported[k], ends[0][k]) for k in averaged)
 
 
 def test_latent_diffusion_trains_its_autoencoder_then_the_unet_resumes_and_swaps(pair_facesets, tmp_path: Path) -> None:
@@ -432,7 +442,9 @@ def test_latent_diffusion_trains_its_autoencoder_then_the_unet_resumes_and_swaps
     assert float(ends[0]["latent_scale"]) > 0  # set when the diffusion phase began
     phase = load_file(straight / "checkpoints" / "step-0000003" / "model.safetensors")
     changed = {k.split(".")[0] for k in phase if not torch.equal(phase[k], ends[0][k])}
-    assert changed == {"unet", "latent_scale"}  # the autoencoder stays frozen in the diffusion phase
+    # The autoencoder stays frozen in the diffusion phase, and its weights are not averaged.
+    assert changed == {"unet", "latent_scale", "average"}
+    assert not any(k.startswith("average.autoencoder") for k in ends[0]) and int(ends[0]["average.updates"]) == 3
     assert cli(["export", str(straight), "-o", str(tmp_path / "model")]) == 0
     swapper = load_swapper(tmp_path / "model")
     assert swapper.ddpm.diffusion_shape == (4, 8, 8)

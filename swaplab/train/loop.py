@@ -191,7 +191,7 @@ class TrainingLoop:
             self.run_folder.truncate_metrics(self.step)
 
     def _load_checkpoint(self, ckpt: Checkpoint) -> None:
-        missing, unexpected = self.module.load_state_dict(ckpt.model, strict=False)
+        missing, unexpected = self.module.load_state_dict(self.recipe.complete_checkpoint(ckpt.model), strict=False)
         if missing or unexpected:
             raise ConfigError(
                 f"{ckpt.path}: the checkpoint does not fit this model "

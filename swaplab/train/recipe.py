@@ -128,6 +128,11 @@ class Recipe:
     def start(self) -> None:
         """Called once the module and optimisers hold their resumed state (wrap for DDP here)."""
 
+    def complete_checkpoint(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint's model tensors before the module loads them: a recipe that has added state
+        since older runs were written (an average of the weights) fills it in here."""
+        return tensors
+
     # ------------------------------------------------------------ one step
     @property
     def samples_per_step(self) -> int:

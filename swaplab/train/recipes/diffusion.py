@@ -13,10 +13,16 @@ Latent models first train their autoencoder alone (``autoencoder_steps``; square
 posterior draw plus a small KL term, as latent diffusion's KL-regularised autoencoder), then freeze
 it, fix the code scale (1 / std of the training codes, kept in the weights) and train the U-Net on
 the codes exactly as above.
+
+Previews, validation and the export use an exponential moving average of the denoiser's weights
+(``ema``, decay 0.999 by default; ``swaplab.train.weight_average``), the DDPM convention: samples
+from the averaged weights are smoother than from the last step's. The average rides in the run's
+checkpoints as the module's ``average.*`` buffers, so a resumed run continues it exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from swaplab.train.data import stream_seed
 from swaplab.train.image_data import ImageData, ImageDataConfig
 from swaplab.train.recipe import RECIPES, StepResult
 from swaplab.train.recipes.generative import PREVIEW_ROWS, PREVIEW_SEED, VALIDATION_SEED, GenerativeRecipe
+from swaplab.train.weight_average import WeightAverage, averaged_tensors, fill_missing_average
 
 Tensor = torch.Tensor
 
@@ -81,6 +88,10 @@ class DDPMTrainConfig:
     # space (the evaluator's Frechet/kernel distances use dlib-resnet's), so quality over training is
     # read on the evaluator's scale ("" = pixels only; needs aligned faces from facesets).
     validation_network: str = "dlib-resnet"
+    # Decay of the moving average of the denoiser's weights that previews, validation and the export
+    # use (0 = off: the last step's weights). The autoencoder of latent models is not averaged: it is
+    # frozen before the denoiser trains, and the denoiser learned the codes of its last weights.
+    ema: float = 0.999
     trainer: TrainerConfig = group_field(lambda: config_group("trainer").create("ddpm"), "trainer")
     run_dir: str = "runs/ddpm"
 
@@ -158,6 +169,8 @@ class DDPMRecipe(GenerativeRecipe):
             self.heldout_identities = every[self.data.heldout_index]
         if cfg.prior_weight < 0:
             raise ConfigError(f"prior_weight must be >= 0, got {cfg.prior_weight}")
+        if not 0 <= cfg.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1) (0 = no average of the weights), got {cfg.ema}")
         self.prior = self._load_prior()
 
     def _load_prior(self) -> tuple[ImageData, Tensor | None] | None:
@@ -175,7 +188,23 @@ class DDPMRecipe(GenerativeRecipe):
         model = DDPM(self.cfg.model)
         if self.cfg.init_from:
             model.load_state_dict(initial_weights(self.cfg.init_from, self.cfg.model))
+        if self.cfg.ema:
+            # Attached after any init_from weights, so a fine-tuning's average starts from them.
+            model.average = WeightAverage(model, self.cfg.ema, include=lambda name: not name.startswith("autoencoder."))
         return model
+
+    @property
+    def average(self) -> WeightAverage | None:
+        return getattr(self.model, "average", None)
+
+    def complete_checkpoint(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        # Runs written before the average existed resume with one that starts from their weights.
+        return fill_missing_average(tensors, self.average, "average") if self.average is not None else tensors
+
+    def _averaged(self):
+        """The block runs on the averaged weights (the last ones when ``ema`` is 0)."""
+        average = self.average
+        return average.swapped_into(self.model) if average is not None else contextlib.nullcontext()
 
     @property
     def model(self) -> DDPM:
@@ -263,6 +292,8 @@ class DDPMRecipe(GenerativeRecipe):
             loss = loss + self.cfg.prior_weight * self.denoising_loss(prior_x0, t, eps, prior_identity, null)
         loss.backward()
         applied, norm = self.apply_gradients("model", loss)
+        if applied and self.average is not None:
+            self.average.update(self.model)
         return StepResult(applied, {"loss": float(loss.detach()), "grad_norm": norm})
 
     # ------------------------------------------------------------ pictures and numbers
@@ -275,6 +306,10 @@ class DDPMRecipe(GenerativeRecipe):
 
     @torch.no_grad()
     def pictures(self) -> dict[str, Tensor]:
+        with self._averaged():
+            return self._pictures()
+
+    def _pictures(self) -> dict[str, Tensor]:
         model, device = self.model, self.session.device
         held, _ = self.data.heldout(PREVIEW_ROWS)
         x0 = self.diffusion_inputs(held.to(device))
@@ -300,6 +335,10 @@ class DDPMRecipe(GenerativeRecipe):
 
     @torch.no_grad()
     def validate(self, step: int) -> dict[str, float]:
+        with self._averaged():
+            return self._validate(step)
+
+    def _validate(self, step: int) -> dict[str, float]:
         previous = self._with_preview_sampler()
         try:
             with self.session.autocast():
@@ -364,7 +403,8 @@ class DDPMRecipe(GenerativeRecipe):
     def export(cls, cfg: DDPMTrainConfig, tensors: dict[str, Tensor], out_dir: Path, state: dict[str, Any]) -> dict:
         from swaplab.train.recipes.per_pair import alignment_of
 
-        fields = super().export(cfg, tensors, out_dir, state)
+        # The exported model is the averaged one: its weights in place of the last step's.
+        fields = super().export(cfg, averaged_tensors(tensors, "average"), out_dir, state)
         data = cfg.data.resolved(cfg.model)
         network = cfg.model.identity_network
         # A model fine-tuned on one person (unconditioned) swaps that person in: it takes no source.
