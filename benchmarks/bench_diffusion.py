@@ -13,9 +13,13 @@ fp32 NCHW against bf16 autocast + channels_last, side by side in one run.
 3. Pixel against latent diffusion: ``ddpm-tiny`` against ``ldm-tiny`` (32 px faces diffused as 4 x 8 x 8
    codes), seconds per face of a 25-step DDIM draw, decoder included (untrained: same cost as trained).
 4. Pruning: ``ddpm-64`` against itself with ``model.unet_keep=0.5`` (swaplab.models.diffusion_pruning).
+5. Averaged weights (``--run RUN``, a trained DDPM run): the run's validation (held-out denoising loss,
+   Frechet distances of ``preview_sampler``'s samples) on its latest checkpoint's last weights and on
+   their moving average (the recipe's ``ema``), the same held-out faces, noise and seeds for both.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --threads 1
     OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --threads 1 --tables 3   # one table
+    OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --threads 1 --tables 5 --run runs/ddpm
     python benchmarks/bench_diffusion.py --smoke      # seconds: checks the script only (numbers mean nothing)
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -150,12 +155,62 @@ def pruning_table(config: DDPMConfig, batch: int, steps: int) -> None:
     print(f"   pruned / full time per face: {seconds[0.5] / seconds[1.0]:.2f}")
 
 
+def average_table(run: Path) -> None:
+    """Validation of ``run``'s latest checkpoint on its last weights against their moving average."""
+    from swaplab.system import autocast_dtype
+    from swaplab.train.checkpoint import load_latest_good
+    from swaplab.train.recipe import Session
+    from swaplab.train.run import read_run_config
+    from swaplab.train.session import Distributed, resolve_device
+
+    recipe_cls, cfg = read_run_config(run)
+    device = resolve_device("cpu")
+    session = Session(cfg.trainer, Distributed(), device, autocast_dtype(cfg.trainer.precision, device),
+                      torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format, run)  # fmt: skip
+    recipe = recipe_cls(cfg, session)
+    checkpoint, _ = load_latest_good(run / "checkpoints", with_optimizer=False)
+    if checkpoint is None:
+        raise SystemExit(f"{run}: no usable checkpoint")
+    module = recipe.build().to(memory_format=session.memory_format)
+    module.load_state_dict(recipe.complete_checkpoint(checkpoint.model))
+    recipe.module = module.eval()
+    average = recipe.average
+    updates = int(average.updates) if average is not None else 0
+    print(f"\n5. averaged weights: {run} at step {checkpoint.step} (ema={cfg.ema}, {updates} averaged steps)")
+    rows = {"last weights": recipe._validate(checkpoint.step), "averaged weights": recipe.validate(checkpoint.step)}
+    keys = [
+        k for k in ("val/loss", "val/fd_pixels", "val/fd_features", "val/kid_features") if k in rows["last weights"]
+    ]
+    print(f"{'weights':<18}" + "".join(f"{k:>18}" for k in keys))
+    for name, values in rows.items():
+        print(f"{name:<18}" + "".join(f"{values[k]:>18.4f}" for k in keys))
+    print(
+        "averaged / last"
+        + " " * 3
+        + "".join(f"{rows['averaged weights'][k] / rows['last weights'][k]:>18.3f}" for k in keys)
+    )
+
+
+def smoke_run(root: Path) -> Path:
+    """A 6-step 16 px DDPM run on the built-in digits, to check table 5 end to end."""
+    from swaplab.cli import main as cli
+
+    run = root / "run"
+    words = ["train", "model=ddpm-tiny", "model.resolution=16", "model.widths=[16,32]", "model.attention=[false,true]",
+             "model.channels=1", "data.source=digits", "trainer=ddpm-test", "preview_sampler.steps=2",
+             "validation_network=", "trainer.progress=false", f"run_dir={run}"]  # fmt: skip
+    if cli(words) != 0:
+        raise SystemExit("the smoke run did not train")
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--tables", default="1,2,3,4", help="which tables to measure, e.g. 3")
+    parser.add_argument("--tables", default="1,2,3,4", help="which tables to measure, e.g. 3 (5 needs --run)")
+    parser.add_argument("--run", default="", help="a trained DDPM run folder, for table 5")
     args = parser.parse_args()
     use_threads(args.threads or torch.get_num_threads())
     print(f"machine: {machine()}; load average at start: {load_average()}")
@@ -167,6 +222,8 @@ def main() -> None:
                             autoencoder=LatentAutoencoderConfig(widths=[16, 32]))  # fmt: skip
         latent_table(tiny, latent, 2, 2)
         pruning_table(tiny, 2, 2)
+        with tempfile.TemporaryDirectory() as scratch:
+            average_table(smoke_run(Path(scratch)))
     else:
         tables = set(args.tables.split(","))
         if "1" in tables:
@@ -178,6 +235,10 @@ def main() -> None:
             latent_table(presets.create("ddpm-tiny"), presets.create("ldm-tiny"), args.batch, 25)
         if "4" in tables:
             pruning_table(config_group("model").create("ddpm-64"), args.batch, 25)
+        if "5" in tables:
+            if not args.run:
+                raise SystemExit("table 5 compares a trained run's weights: give --run RUN")
+            average_table(Path(args.run))
     print(f"load average at end: {load_average()} (other jobs share this machine: trust ratios over times)")
 
 

@@ -134,6 +134,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "matmul peak (",
         "latent / pixel time per face",
         "pruned / full time per face",
+        "5. averaged weights: ",
+        "averaged / last",
         "load average at end",
     ),
     "bench_watermark.py": ("machine: ", "cost per frame", "robustness (1080p frames", "unmarked images: vote margin"),

@@ -309,6 +309,7 @@ class DDPMRecipe(GenerativeRecipe):
         with self._averaged():
             return self._pictures()
 
+    @torch.no_grad()
     def _pictures(self) -> dict[str, Tensor]:
         model, device = self.model, self.session.device
         held, _ = self.data.heldout(PREVIEW_ROWS)
@@ -338,6 +339,7 @@ class DDPMRecipe(GenerativeRecipe):
         with self._averaged():
             return self._validate(step)
 
+    @torch.no_grad()
     def _validate(self, step: int) -> dict[str, float]:
         previous = self._with_preview_sampler()
         try:
