@@ -9,7 +9,12 @@ mask (face inside the hull, never an occluder), ``mask=segment`` (the segmenter'
 pooled over all pixels at 128 px. Then ms per face: the hull's rasterisation against the segmenter
 at batch 1 and 16, fp32 and bf16 autocast, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_masks.py [--faces 200] [--threads 1] [--weights FILE]
+    .venv/bin/python benchmarks/bench_masks.py [--faces 200] [--threads 1] [--weights FILE] [--real LABELS]
+
+Then real occlusions (hands, microphones, a medal, sunglasses, another head) outlined by hand on
+LFW peopleDevTest photos (``benchmarks/real_occluders.json``, the user polygon format keyed by
+photo stem, in 128 px ``whole_face`` crops: the face hull, the occluders over it; drawn from
+enlarged views, so edges are good to a few pixels): the same three masks, pooled and per face.
 
 Uses the installed ``face-segmenter`` (``swaplab nets build face-segmenter``) unless ``--weights``.
 ``--smoke``: builds the ``test`` segmenter in a temporary user cache, 8 faces, one timing repeat
@@ -42,6 +47,9 @@ from swaplab.train.recipes.segmenter import lfw_faceset, load_labelled_faces, oc
 
 SIZE = 128
 CLIP = Path("videos/hdtf_sadtalker/WDA_KatieHill_000.mp4")
+#: Real occluders (hands, microphones, a medal, sunglasses, another head) outlined by hand on ten
+#: LFW peopleDevTest photos, in the user polygon format keyed by photo stem.
+REAL_OCCLUDERS = Path(__file__).resolve().parent / "real_occluders.json"
 
 
 def predict(net: FaceSegmenter, images: np.ndarray) -> np.ndarray:
@@ -76,6 +84,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", help="a face-segmenter weights file (default: the installed one)")
     parser.add_argument("--frames", type=int, default=60, help="frames of the clip for the temporal part")
+    parser.add_argument("--real", default=str(REAL_OCCLUDERS), help="outlines of real occluders on LFW photos")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     data_root()
@@ -130,8 +139,72 @@ def main() -> None:
 
             ms = 1000 * timing(run, args.repeats) / batch
             print(f"  segmenter {label:<13} b{batch:<3}  {ms:8.2f}   ({ms / hull_ms:.0f}x the hull)")
+    real_occluders(net, outlined_faceset(Path(args.real)))
     temporal(net, args.frames)
     print(f"\nthreads: {threads}; load average at end: {load_average()}")
+
+
+def real_occluders(net: FaceSegmenter, faceset: Path) -> None:
+    """IoU of the three masks on the faces of ``faceset`` that its ``mask_polygons.json`` outlines."""
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, read_mask_polygons
+    from swaplab.train.recipes.segmenter import hull_labels
+
+    outlined = read_mask_polygons(faceset / POLYGONS_FILE)
+    labelled = load_labelled_faces([faceset], SIZE)  # the outlined faces take their polygons' labels
+    rows = [i for i, face_id in enumerate(labelled.ids) if face_id in outlined]
+    records = Faceset(faceset).records
+    scale = SIZE / Faceset(faceset).size
+    hull = np.stack([hull_labels(records[i].landmarks_array, SIZE, scale) for i in rows])
+    images, truth = labelled.images[rows], labelled.labels[rows]
+    segmented = predict(net, images)
+    both = np.where((segmented == FACE_LABEL) & (hull != FACE_LABEL), 0, segmented)
+    print(f"\n3. real occluders outlined by hand: {len(rows)} faces of {faceset} (IoU at {SIZE} px, pooled)")
+    print(f"  {'mask':<14} {'face IoU':>9} {'occluder IoU':>12}")
+    for name, predicted in (("hull", hull), ("segment", segmented), ("segment+hull", both)):
+        print(scores(name, predicted, truth))
+    print(
+        f"  {'face':<40} {'occluded':>9} {'segment occ. IoU':>17} {'segment+hull face IoU':>22} {'hull face IoU':>14}"
+    )
+    for k, i in enumerate(rows):
+        inside = hull[k] == FACE_LABEL  # the share of the face (hull) that the occluders cover
+        occluded = float((inside & (truth[k] == OCCLUDER_LABEL)).sum()) / max(1, int(inside.sum()))
+        print(
+            f"  {labelled.ids[i][:40]:<40} {occluded:>9.2f} {class_iou(segmented[k], truth[k], OCCLUDER_LABEL):>17.3f}"
+            f" {class_iou(both[k], truth[k], FACE_LABEL):>22.3f} {class_iou(hull[k], truth[k], FACE_LABEL):>14.3f}"
+        )
+
+
+def outlined_faceset(labels: Path) -> Path:
+    """The LFW photos that ``labels`` outlines (keys: photo stems such as ``Name_0001``; coordinates in
+    128 px ``whole_face`` crops), extracted once into the user cache at 128 px, with the outlines
+    written as that faceset's ``mask_polygons.json`` under its own face ids."""
+    import json
+
+    from swaplab.data.fetch import data_root as lfw_root
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, read_mask_polygons
+    from swaplab.system import user_cache_dir
+
+    outlines = read_mask_polygons(labels)
+    photos = [lfw_root() / "lfw" / "lfw-deepfunneled" / stem.rsplit("_", 1)[0] / f"{stem}.jpg" for stem in outlines]
+    out = user_cache_dir() / "nets" / "faces" / "lfw-real-occluders"
+    cfg = ExtractConfig(size=128)
+    cfg.faces.max_faces = 1
+    extract(photos, out, cfg, progress=False)
+    faces = {}
+    for record in Faceset(out).records:
+        stem = record.id.split("-")[0]
+        if stem in outlines:
+            entry = outlines[stem]
+            faces[record.id] = {
+                "face": [p.tolist() for p in entry.face],
+                "occluder": [p.tolist() for p in entry.occluder],
+            }
+    document = {"format": "swaplab-mask-polygons", "version": 1, "faces": faces}
+    (out / POLYGONS_FILE).write_text(json.dumps(document), encoding="utf-8")
+    return out
 
 
 def temporal(net: FaceSegmenter, frames: int) -> None:
@@ -155,7 +228,7 @@ def temporal(net: FaceSegmenter, frames: int) -> None:
         crop = warp_face(frame.image, alignment_matrix(points, analyzer.template, 64), 64)
         with torch.inference_mode():
             raw.append(net.segment(as_batch(crop))[0, FACE].numpy())
-    print(f"\n3. temporal: segment mask on {len(raw)} frames of {CLIP.name} (64 px crops, landmarks one_euro 0.5)")
+    print(f"\n4. temporal: segment mask on {len(raw)} frames of {CLIP.name} (64 px crops, landmarks one_euro 0.5)")
     print(f"  {'mask_smoothing':<18} {'frame-to-frame change':>22} {'difference from raw':>20}")
     for name, strength in (("none", 0.5), ("one_euro", 0.5), ("kalman", 0.5), ("one_euro", 0.9)):
         smoother = SMOOTHERS.create(name, strength=strength)

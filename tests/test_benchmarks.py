@@ -61,6 +61,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "occluders NOT seen in training",
         "segment+hull",
         "segmenter bf16 autocast",
+        "3. real occluders outlined by hand: 10 faces",
         "frame-to-frame change",
     ),
     "bench_sharpness_ceiling.py": ("machine: ", "sharpness ratio of a perfect model", "64px", "load after"),
