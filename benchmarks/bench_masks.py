@@ -15,6 +15,10 @@ Then real occlusions (hands, microphones, a medal, sunglasses, another head) out
 LFW peopleDevTest photos (``benchmarks/real_occluders.json``, the user polygon format keyed by
 photo stem, in 128 px ``whole_face`` crops: the face hull, the occluders over it; drawn from
 enlarged views, so edges are good to a few pixels): the same three masks, pooled and per face.
+``benchmarks/real_occluders_train.json`` outlines twelve other photos, of peopleDevTrain people, for
+a segmenter that learns from real outlines as well (docs/masks.md):
+
+    .venv/bin/python benchmarks/bench_masks.py --prepare benchmarks/real_occluders_train.json   # prints FACESET
 
 Uses the installed ``face-segmenter`` (``swaplab nets build face-segmenter``) unless ``--weights``.
 ``--smoke``: builds the ``test`` segmenter in a temporary user cache, 8 faces, one timing repeat
@@ -85,10 +89,16 @@ def main() -> None:
     parser.add_argument("--weights", help="a face-segmenter weights file (default: the installed one)")
     parser.add_argument("--frames", type=int, default=60, help="frames of the clip for the temporal part")
     parser.add_argument("--real", default=str(REAL_OCCLUDERS), help="outlines of real occluders on LFW photos")
+    parser.add_argument(
+        "--prepare", help="only extract the photos a labels file outlines into a faceset (for training) and print it"
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     data_root()
     threads = use_threads(args.threads)
+    if args.prepare:
+        print(outlined_faceset(Path(args.prepare)))
+        return
     if args.smoke:
         from swaplab.train.built_networks import build_network
 
@@ -189,7 +199,7 @@ def outlined_faceset(labels: Path) -> Path:
 
     outlines = read_mask_polygons(labels)
     photos = [lfw_root() / "lfw" / "lfw-deepfunneled" / stem.rsplit("_", 1)[0] / f"{stem}.jpg" for stem in outlines]
-    out = user_cache_dir() / "nets" / "faces" / "lfw-real-occluders"
+    out = user_cache_dir() / "nets" / "faces" / f"lfw-{labels.stem.replace('_', '-')}"
     cfg = ExtractConfig(size=128)
     cfg.faces.max_faces = 1
     extract(photos, out, cfg, progress=False)
