@@ -45,12 +45,14 @@ def test_occluder_kinds_are_split_and_unknown_ones_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="choose from .*hand"):
         SegmenterDataConfig(occluders=("hand", "umbrella"))
+    with pytest.raises(ConfigError, match=r"outlined_share must be in \[0, 1\]"):
+        SegmenterDataConfig(outlined_share=1.5)
 
 
 def test_user_polygons_override_the_hull(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
     from swaplab.facesets.format import Faceset
     from swaplab.facesets.mask_polygons import read_mask_polygons, write_polygon_template
-    from swaplab.train.recipes.segmenter import load_labelled_faces
+    from swaplab.train.recipes.segmenter import load_labelled_faces, paste_outlined
 
     faceset = Faceset(pair_facesets[0])
     first = faceset.records[0].id
@@ -70,6 +72,17 @@ def test_user_polygons_override_the_hull(tmp_path: Path, pair_facesets: tuple[Pa
     assert corrected.corrected == 1 and plain.corrected == 0
     assert (corrected.labels[0] == OCCLUDER_LABEL).sum() > 100 and not (plain.labels[0] == OCCLUDER_LABEL).any()
     np.testing.assert_array_equal(corrected.labels[1:], plain.labels[1:])
+    # The outlined hand becomes augmentation material: the one cut-out, pasted with its label exact.
+    assert not plain.outlined_occluders()
+    ((crop, hand),) = corrected.outlined_occluders()
+    np.testing.assert_array_equal(hand, corrected.labels[0] == OCCLUDER_LABEL)
+    target, target_labels = corrected.images[1], corrected.labels[1]
+    out, out_labels = paste_outlined(target, target_labels, [(crop, hand)], np.random.default_rng(3))
+    pasted = out_labels == OCCLUDER_LABEL
+    assert 0.5 * hand.sum() < pasted.sum() < 1.5 * hand.sum()  # scaled by 0.8-1.2
+    np.testing.assert_array_equal(out[~pasted], target[~pasted])
+    np.testing.assert_array_equal(out_labels[~pasted], target_labels[~pasted])
+    assert np.abs(out[pasted].astype(int) - target[pasted].astype(int)).mean() > 5  # the hand's pixels, not the face's
     document["faces"][first]["face"] = [[[1, 2]]]
     path.write_text(json.dumps(document))
     with pytest.raises(ValueError, match="at least 3"):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from swaplab.config import ConfigError, config_group, group_field
 from swaplab.faces.masks import landmark_mask
-from swaplab.faces.occlusion import FACE_LABEL, OCCLUDERS, TRAIN_KINDS, occlude
+from swaplab.faces.occlusion import FACE_LABEL, OCCLUDER_LABEL, OCCLUDERS, TRAIN_KINDS, occlude
 from swaplab.metrics.segmentation import class_iou
 from swaplab.models.installed import weights_header
 from swaplab.models.segmentation import OCCLUDER, FaceSegmenter, FaceSegmenterConfig
@@ -55,6 +55,11 @@ class SegmenterDataConfig:
     val_faces: int = 48  # the last faces, held out for validation
     occluders: tuple[str, ...] = TRAIN_KINDS
     occlusion_prob: float = 0.8  # faces that get any occluder
+    # When user polygons outline real occluders (hands, microphones, sunglasses), this share of the
+    # pasted occluders are those cut-outs, moved, scaled and mirrored onto other faces, instead of a
+    # synthetic kind: the default build finds synthetic patches but not real objects (docs/masks.md),
+    # and a few outlines become every face's augmentation this way.
+    outlined_share: float = 0.5
     max_occluders: int = 2
     rotation_deg: float = 10.0
     scale: float = 0.1
@@ -68,6 +73,8 @@ class SegmenterDataConfig:
             raise ConfigError(f"data.occluders {list(self.occluders)}: choose from {', '.join(OCCLUDERS.names())}")
         if not 0 <= self.occlusion_prob <= 1 or self.max_occluders < 1:
             raise ConfigError("data.occlusion_prob must be in [0, 1] and data.max_occluders >= 1")
+        if not 0 <= self.outlined_share <= 1:
+            raise ConfigError(f"data.outlined_share must be in [0, 1], got {self.outlined_share}")
 
 
 config_group("data").register("lfw-faces")(SegmenterDataConfig)
@@ -116,6 +123,15 @@ class LabelledFaces:
 
     def take(self, rows: slice) -> LabelledFaces:
         return LabelledFaces(self.images[rows], self.labels[rows], self.ids[rows])
+
+    def outlined_occluders(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(crop, occluder mask) of every face whose labels mark an occluder: only user polygons do
+        (hull labels never hold one), so these are real objects a person outlined."""
+        return [
+            (self.images[i], self.labels[i] == OCCLUDER_LABEL)
+            for i in range(len(self.images))
+            if (self.labels[i] == OCCLUDER_LABEL).any()
+        ]
 
 
 def hull_labels(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
@@ -175,10 +191,38 @@ def lfw_faceset(people: int, split: str = "train", progress: bool = True) -> Pat
     return out
 
 
-def augment_batch(
-    faces: LabelledFaces, rows: np.ndarray, resolution: int, data: SegmenterDataConfig, rng: np.random.Generator
+def paste_outlined(
+    image: np.ndarray, labels: np.ndarray, cutouts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warped, mirrored, occluded and jittered crops (B, R, R, 3) uint8 with their labels (B, R, R)."""
+    """One outlined real occluder, moved (up to a fifth of the side), turned (up to 20 degrees), scaled
+    (0.8-1.2) and maybe mirrored, pasted over ``image`` (R x R x 3) and marked in ``labels``."""
+    size = image.shape[0]
+    crop, mask = cutouts[int(rng.integers(len(cutouts)))]
+    matrix = cv2.getRotationMatrix2D(
+        (crop.shape[1] / 2, crop.shape[0] / 2), rng.uniform(-20, 20), rng.uniform(0.8, 1.2)
+    )
+    matrix *= size / crop.shape[0]  # to this image's size, then moved
+    matrix[:, 2] += rng.uniform(-0.2, 0.2, 2) * size
+    layer = cv2.warpAffine(crop, matrix, (size, size), flags=cv2.INTER_LINEAR)
+    pasted = cv2.warpAffine(mask.astype(np.uint8), matrix, (size, size), flags=cv2.INTER_NEAREST).astype(bool)
+    if rng.random() < 0.5:
+        layer, pasted = layer[:, ::-1], pasted[:, ::-1]
+    out, out_labels = image.copy(), labels.copy()
+    out[pasted] = layer[pasted]
+    out_labels[pasted] = OCCLUDER_LABEL
+    return out, out_labels
+
+
+def augment_batch(
+    faces: LabelledFaces,
+    rows: np.ndarray,
+    resolution: int,
+    data: SegmenterDataConfig,
+    rng: np.random.Generator,
+    cutouts: list[tuple[np.ndarray, np.ndarray]] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warped, mirrored, occluded and jittered crops (B, R, R, 3) uint8 with their labels (B, R, R);
+    ``cutouts`` (``LabelledFaces.outlined_occluders``) are real occluders to paste as well."""
     size = faces.images.shape[1]
     images, labels = [], []
     for row in rows:
@@ -204,9 +248,13 @@ def augment_batch(
     out_images, out_labels = [], []
     for index, (image, label) in enumerate(zip(images, labels)):
         if rng.random() < data.occlusion_prob:
-            donors = [d for j, d in enumerate(images) if j != index] or [image]
-            count = int(rng.integers(1, data.max_occluders + 1))
-            image, label, _ = occlude(image, label, donors, rng, data.occluders, count)
+            # Drawn only when outlines exist, so a build without them keeps its random stream.
+            if cutouts and rng.random() < data.outlined_share:
+                image, label = paste_outlined(image, label, list(cutouts), rng)
+            else:
+                donors = [d for j, d in enumerate(images) if j != index] or [image]
+                count = int(rng.integers(1, data.max_occluders + 1))
+                image, label, _ = occlude(image, label, donors, rng, data.occluders, count)
         gain = 1.0 + rng.uniform(-data.contrast, data.contrast)
         shift = 255.0 * rng.uniform(-data.brightness, data.brightness)
         mean = image.mean()
@@ -278,6 +326,7 @@ class SegmenterRecipe(Recipe):
         self.train_faces = faces.take(slice(0, len(faces.ids) - val))
         self.val_faces = faces.take(slice(len(faces.ids) - val, None)) if val else None
         self.corrected = faces.corrected
+        self.cutouts = self.train_faces.outlined_occluders()
         self.val_set = None
         if self.val_faces is not None:
             self.val_set = occluded_set(self.val_faces, cfg.model.resolution, tuple(cfg.data.occluders), seed=1234)
@@ -291,6 +340,7 @@ class SegmenterRecipe(Recipe):
                 "train": len(self.train_faces.ids),
                 "validation": len(self.val_faces.ids) if self.val_faces else 0,
                 "user_polygons": self.corrected,
+                "outlined_occluders": len(self.cutouts),
             }
         }
 
@@ -301,7 +351,7 @@ class SegmenterRecipe(Recipe):
         tcfg = session.trainer
         rng = np.random.default_rng(stream_seed("segmenter", tcfg.seed, step))
         rows = rng.integers(0, len(self.train_faces.ids), tcfg.batch_size)
-        images, labels = augment_batch(self.train_faces, rows, cfg.model.resolution, cfg.data, rng)
+        images, labels = augment_batch(self.train_faces, rows, cfg.model.resolution, cfg.data, rng, self.cutouts)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
         x = x.to(session.device).contiguous(memory_format=session.memory_format)
         y = torch.from_numpy(labels).long().to(session.device)
