@@ -12,6 +12,7 @@ user cache, where ``mask=segment`` loads it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,7 @@ def augment_batch(
     resolution: int,
     data: SegmenterDataConfig,
     rng: np.random.Generator,
-    cutouts: list[tuple[np.ndarray, np.ndarray]] = (),
+    cutouts: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warped, mirrored, occluded and jittered crops (B, R, R, 3) uint8 with their labels (B, R, R);
     ``cutouts`` (``LabelledFaces.outlined_occluders``) are real occluders to paste as well."""
@@ -249,8 +250,8 @@ def augment_batch(
     out_images, out_labels = [], []
     for index, (image, label) in enumerate(zip(images, labels)):
         if rng.random() < data.occlusion_prob:
-            # Drawn only when outlines exist, so a build without them keeps its random stream.
-            if cutouts and rng.random() < data.outlined_share:
+            # Drawn only when the option is on and outlines exist: other builds keep their random stream.
+            if cutouts and data.outlined_share and rng.random() < data.outlined_share:
                 image, label = paste_outlined(image, label, list(cutouts), rng)
             else:
                 donors = [d for j, d in enumerate(images) if j != index] or [image]
