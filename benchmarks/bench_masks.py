@@ -189,12 +189,11 @@ def outlined_faceset(labels: Path) -> Path:
     """The LFW photos that ``labels`` outlines (keys: photo stems such as ``Name_0001``; coordinates in
     128 px ``whole_face`` crops), extracted once into the user cache at 128 px, with the outlines
     written as that faceset's ``mask_polygons.json`` under its own face ids."""
-    import json
-
     from swaplab.data.fetch import data_root as lfw_root
     from swaplab.facesets.extract import ExtractConfig, extract
     from swaplab.facesets.format import Faceset
     from swaplab.facesets.mask_polygons import POLYGONS_FILE, read_mask_polygons
+    from swaplab.io.atomic import atomic_write_json
     from swaplab.system import user_cache_dir
 
     outlines = read_mask_polygons(labels)
@@ -213,7 +212,7 @@ def outlined_faceset(labels: Path) -> Path:
                 "occluder": [p.tolist() for p in entry.occluder],
             }
     document = {"format": "swaplab-mask-polygons", "version": 1, "faces": faces}
-    (out / POLYGONS_FILE).write_text(json.dumps(document), encoding="utf-8")
+    atomic_write_json(out / POLYGONS_FILE, document)
     return out
 
 
