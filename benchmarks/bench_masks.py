@@ -15,8 +15,9 @@ Then real occlusions (hands, microphones, a medal, sunglasses, another head) out
 LFW peopleDevTest photos (``benchmarks/real_occluders.json``, the user polygon format keyed by
 photo stem, in 128 px ``whole_face`` crops: the face hull, the occluders over it; drawn from
 enlarged views, so edges are good to a few pixels): the same three masks, pooled and per face.
-``benchmarks/real_occluders_train.json`` outlines twelve other photos, of peopleDevTrain people, for
-a segmenter that learns from real outlines as well (docs/masks.md):
+``benchmarks/real_occluders_train.json`` (twelve) and ``real_occluders_train_more.json`` (seven)
+outline other photos, of peopleDevTrain people, for a segmenter that learns from real outlines as
+well (docs/masks.md):
 
     .venv/bin/python benchmarks/bench_masks.py --prepare benchmarks/real_occluders_train.json   # prints FACESET
 
