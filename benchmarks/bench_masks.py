@@ -164,9 +164,9 @@ def real_occluders(net: FaceSegmenter, faceset: Path) -> None:
     outlined = read_mask_polygons(faceset / POLYGONS_FILE)
     labelled = load_labelled_faces([faceset], SIZE)  # the outlined faces take their polygons' labels
     rows = [i for i, face_id in enumerate(labelled.ids) if face_id in outlined]
-    records = Faceset(faceset).records
-    scale = SIZE / Faceset(faceset).size
-    hull = np.stack([hull_labels(records[i].landmarks_array, SIZE, scale) for i in rows])
+    opened = Faceset(faceset)
+    scale = SIZE / opened.size
+    hull = np.stack([hull_labels(opened.records[i].landmarks_array, SIZE, scale) for i in rows])
     images, truth = labelled.images[rows], labelled.labels[rows]
     segmented = predict(net, images)
     both = np.where((segmented == FACE_LABEL) & (hull != FACE_LABEL), 0, segmented)

@@ -24,6 +24,10 @@ def _buffer_name(parameter: str) -> str:
     return parameter.replace(".", "__")  # buffer names cannot hold dots
 
 
+def _parameter_name(buffer: str) -> str:
+    return buffer.replace("__", ".")
+
+
 class WeightAverage(nn.Module):
     """The average of the parameters of ``module`` whose names ``include`` accepts."""
 
@@ -88,7 +92,7 @@ def averaged_tensors(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tenso
     average = {key[len(start) :]: value for key, value in tensors.items() if key.startswith(start)}
     out = {key: value for key, value in tensors.items() if not key.startswith(start)}
     for buffer, value in average.items():
-        name = buffer.replace("__", ".")
+        name = _parameter_name(buffer)
         if buffer != "updates" and name in out:
             out[name] = value
     return out
