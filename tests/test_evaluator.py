@@ -221,6 +221,25 @@ def test_swaps_that_are_the_targets_score_as_the_targets(tmp_path, lfw, shared_d
     assert retrieval["gallery_identities"] == 6 and retrieval["top1"] == 0.0
 
 
+def test_the_mark_does_not_count_as_detail(tmp_path, lfw, shared_data):
+    """A swap that is its target, marked as swaplab marks every output, is as sharp as its target:
+    the watermark's faint texture alone raised the Laplacian ratio of such swaps to about 1.26."""
+    from swaplab.io.images import read_image
+    from swaplab.provenance import Provenance, write_marked_image
+
+    targets, swaps = tmp_path / "targets", tmp_path / "swaps"
+    targets.mkdir()
+    swaps.mkdir()
+    for name in ("Colin_Powell_0001", "Colin_Powell_0002", "Colin_Powell_0003"):
+        shutil.copy(lfw / "Colin_Powell" / f"{name}.jpg", targets / f"{name}.jpg")
+        write_marked_image(swaps / f"{name}.png", read_image(targets / f"{name}.jpg")[0], Provenance.create("test"))
+    sources = [lfw / "George_W_Bush" / f"George_W_Bush_000{i}.jpg" for i in (1, 2, 3)]
+    result = evaluate(swaps=swaps, sources=sources, targets=targets, out_dir=tmp_path / "out",
+                      data_root=shared_data, options=QUICK)  # fmt: skip
+    ratios = [item["sharpness_ratio"] for item in result.items]
+    assert ratios == pytest.approx([1.0] * 3, abs=0.03), ratios
+
+
 def test_protocol_pairs_from_another_tool_are_found_by_pair_id(tmp_path, shared_data):
     spec = load_protocol("oneshot_v1")
     swaps = tmp_path / "swaps"
