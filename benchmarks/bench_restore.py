@@ -9,7 +9,9 @@
    target clip swapped with ``restore=off`` and ``restore=on``; inside the target's face hull at
    256 px, the sharpness ratio swap over target, and the identity distance (1 - cosine) of the
    swapped face to the source clip's mean face by ``lfw-arcface``, the identity network that
-   trained nothing here; then the swap's ms per face for each.
+   trained nothing here; then the swap's ms per face for each. Then the same frames swapped by a
+   perfect model at each ``--ceiling`` size (the aligned target given back unchanged), without and
+   with the restorer: the sharpness a model of that output size can reach on these frames at all.
 
     .venv/bin/python benchmarks/bench_restore.py [--faces 200] [--model demo-output/model] [--frames 20] \
         [--weights l1=PATH gan=PATH ...]
@@ -28,13 +30,14 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_root, load_average, machine, use_threads  # noqa: E402
+from common import data_root, load_average, machine, pass_through_swapper, use_threads  # noqa: E402
 
 from swaplab.faces.masks import landmark_masks_torch  # noqa: E402
 from swaplab.metrics.reconstruction import masked_psnr, masked_ssim, sharpness_ratio  # noqa: E402
@@ -107,14 +110,25 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
     )
     print("  identity: lfw-arcface (trained nothing here); sharpness inside the target's face hull at 256 px")
     print(f"  {'restore':<32} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
-    settings: list[tuple[str, str | None, dict]] = [("off", None, {})]
+    video = {"which": "largest", "smoothing": "none"}
+    # (label, restorer weights or None, the swapper): the model, then a perfect model at each size.
+    settings: list[tuple[str, str | None, Callable[[], FaceSwapper]]] = [
+        ("off", None, lambda: FaceSwapper(model, SwapConfig(**video)))
+    ]
     for name, path in weights.items():
-        settings.append((f"{name}: on (strength 1)", path, {"restore": "on"}))
-        settings.append((f"{name}: on (strength .5)", path, {"restore": "on", "restore_strength": 0.5}))
-    for label, path, options in settings:
+        for strength in (1.0, 0.5):
+            config = SwapConfig(restore="on", restore_strength=strength, **video)
+            settings.append((f"{name}: on (strength {strength:g})", path, lambda c=config: FaceSwapper(model, c)))
+    first = next(iter(weights.values()), None)
+    for size in args.ceiling:
+        for restore in (False, True) if first is not None else (False,):
+            label = f"perfect {size} px model, {'on' if restore else 'off'}"
+            make = lambda s=size, r=restore: pass_through_swapper(model, s, r, **video)  # noqa: E731
+            settings.append((label, first if restore else None, make))
+    for label, path, make_swapper in settings:
         if path is not None:
             os.environ["SWAPLAB_FACE_RESTORER"] = path  # the swap stage loads the restorer from here
-        swapper = FaceSwapper(model, SwapConfig(which="largest", smoothing="none", **options))
+        swapper = make_swapper()
         swaps, targets, masks, distances, seconds = [], [], [], [], 0.0
         for frame in frames:
             faces = swapper.analyzer.analyze(frame, embed=False)
@@ -150,6 +164,10 @@ def main() -> None:
     parser.add_argument(
         "--weights", nargs="+", default=[], help="face-restorer weights files, LABEL=PATH or PATH (default: installed)"
     )
+    parser.add_argument(
+        "--ceiling", type=int, nargs="*", default=[64, 128, 256],
+        help="output sizes of a perfect model to swap the frames with too (what a model of that size can reach)",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     data_root()
@@ -158,7 +176,7 @@ def main() -> None:
         from swaplab.train.built_networks import build_network
 
         os.environ["SWAPLAB_CACHE"] = tempfile.mkdtemp(prefix="bench-restore-")
-        args.faces, args.frames = 6, 3
+        args.faces, args.frames, args.ceiling = 6, 3, [64]
         args.weights = [f"test={build_network('face-restorer', 'test', progress=False)}"]
         args.model = str(_smoke_model(Path(os.environ["SWAPLAB_CACHE"])))
         from swaplab.train.recipes.identity_net import build_identity_network

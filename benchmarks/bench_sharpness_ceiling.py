@@ -24,27 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import data_root, load_average, machine, pair_model, use_threads  # noqa: E402
-
-
-def pass_through_swapper(model: Path, size: int, restore: bool):
-    """A ``FaceSwapper`` whose model returns the aligned target untouched, aligned at ``size`` px."""
-    from swaplab.faces.analyze import FaceAnalyzer
-    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
-
-    class PassThrough(FaceSwapper):
-        def render(self, faces, batch_size: int = 16):
-            crops = np.stack([face.crop for face in faces])
-            return crops, np.ones(crops.shape[:3], np.float32)
-
-    swapper = PassThrough(model, SwapConfig(mask="hull", restore="on" if restore else "off"))
-    swapper.resolution = size
-    swapper.analyzer = FaceAnalyzer(swapper.config.faces, template=swapper.template, size=size)
-    return swapper
+from common import data_root, load_average, machine, pair_model, pass_through_swapper, use_threads  # noqa: E402
 
 
 def swap_targets(swapper, jobs, folder: Path) -> int:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -151,3 +152,23 @@ def pair_model(work: Path, steps: int, photos: int = 48) -> Path:
     train(build_config([*overrides, f"trainer.steps={steps}", "trainer.precision=auto", f"run_dir={work / 'run'}"]))
     export_model(work / "run", work / "model")
     return work / "model"
+
+
+def pass_through_swapper(model: Path, size: int, restore: bool, **options):
+    """A ``FaceSwapper`` whose model returns the aligned target untouched, aligned at ``size`` px.
+
+    What a perfect model with a ``size`` px output would swap: the sharpness such swaps reach is the
+    ceiling of every model of that size (``model`` only lends its card: template and colour space).
+    ``options``: more ``SwapConfig`` fields."""
+    from swaplab.faces.analyze import FaceAnalyzer
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    class PassThrough(FaceSwapper):
+        def render(self, faces, batch_size: int = 16):
+            crops = np.stack([face.crop for face in faces])
+            return crops, np.ones(crops.shape[:3], np.float32)
+
+    swapper = PassThrough(model, SwapConfig(mask="hull", restore="on" if restore else "off", **options))
+    swapper.resolution = size
+    swapper.analyzer = FaceAnalyzer(swapper.config.faces, template=swapper.template, size=size)
+    return swapper
