@@ -242,6 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         output=Path(args.output),
         train_minutes=args.minutes,
         swap_frames=args.frames,
+        restore=args.restore,
     )
     run_demo(cfg, progress=not args.quiet)
     return 0
@@ -614,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo-output")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget in minutes")
     p.add_argument("--frames", type=int, default=0, help="frames of the clip to swap (0 = all)")
+    p.add_argument(
+        "--restore", action="store_true", help="restore the pasted face (builds the face restorer on first use)"
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 

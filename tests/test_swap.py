@@ -241,18 +241,26 @@ def test_model_that_does_not_fit(tmp_path: Path, pair_model: Path, lfw: Path) ->
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path: Path, shared_data: Path) -> None:
-    """The README's main command, with a 20-second training budget and 25 swapped frames."""
-    from swaplab.demo import DemoConfig, run_demo
+def test_demo_end_to_end(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's main command, with a 20-second training budget and 25 swapped frames, and with
+    ``--restore`` (a test-sized restorer stands in for the built one)."""
+    import json
 
+    from swaplab.demo import DemoConfig, run_demo
+    from swaplab.train.built_networks import build_network
+
+    monkeypatch.setenv("SWAPLAB_FACE_RESTORER", str(build_network("face-restorer", "test", progress=False)))
     paths = run_demo(
-        DemoConfig(data=shared_data, output=tmp_path / "demo", train_minutes=1 / 3, swap_frames=25),
+        DemoConfig(data=shared_data, output=tmp_path / "demo", train_minutes=1 / 3, swap_frames=25, restore=True),
         progress=False,
     )
     assert probe_video(paths["video"]).has_audio
     assert len(list(VideoReader(paths["video"]))) == 25
     assert verify(paths["video"]).synthetic and verify(paths["side_by_side"]).synthetic
     assert "swaplab demo" in Path(paths["summary"]).read_text()
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["facts"]["face restorer"] == "on" and "restorer" in summary["seconds"]
+    assert "final_stretch: 0.2" in (tmp_path / "demo" / "run" / "config.yaml").read_text()
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
