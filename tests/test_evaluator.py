@@ -158,6 +158,11 @@ def test_a_tiny_model_writes_every_metric_and_a_report(scored, shared_data):
     items = json.loads((out / "per_item.json").read_text())
     assert [it["id"] for it in items["items"]] == ["Colin_Powell_0213", "Colin_Powell_0214", "Colin_Powell_0215"]
     assert len(items["reconstruction"]) == 6
+    # Each swap's pose change per angle is the pose error's parts; the pose entry says their sizes.
+    posed = [it for it in items["items"] if it["pose_error"] is not None]
+    assert posed and all(math.isclose(math.hypot(*it["pose_change"]), it["pose_error"], abs_tol=2e-3) for it in posed)
+    pose = document["metrics"]["pose_error"]
+    assert pose["yaw_abs"] == pytest.approx(np.mean([abs(it["pose_change"][0]) for it in posed]), abs=1e-3)
     # The swaps are written marked as synthetic.
     swap = Path(items["items"][0]["swap"])
     assert swap.parent == out / "swaps" and verify(swap).synthetic

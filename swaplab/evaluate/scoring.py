@@ -106,7 +106,7 @@ def score(ctx: ScoringContext) -> EvalResult:
     with timer("identity (chips, embeddings, retrieval)"):
         identity, per_item_identity, identity_warnings = _identity_metrics(scored, encoders, gallery, cache)
     with timer("pose and expression"):
-        attributes, pose, expression = _attribute_metrics(scored)
+        attributes, pose, expression, pose_change = _attribute_metrics(scored)
     with timer("sharpness"):
         sharpness, sharp = _sharpness_metrics(scored)
     with timer("distribution (FD, KID)"):
@@ -145,6 +145,7 @@ def score(ctx: ScoringContext) -> EvalResult:
                     k: float(v["target_similarity"][i]) for k, v in per_item_identity.items()
                 },
                 "pose_error": finite_or_none(pose[i]),
+                "pose_change": None if np.isnan(pose[i]) else [round(float(v), 3) for v in pose_change[i]],
                 "expression_error": finite_or_none(expression[i]),
                 "sharpness_ratio": finite_or_none(sharp[i]),
             }
@@ -222,23 +223,38 @@ def _identity_metrics(
     return metrics, per_item_values, warnings
 
 
-def _attribute_metrics(scored: Sequence[Scored]) -> tuple[dict[str, dict[str, Any]], np.ndarray, np.ndarray]:
-    """Pose and expression error of the swap's landmarks against the target's, in the same frame."""
+def _attribute_metrics(
+    scored: Sequence[Scored],
+) -> tuple[dict[str, dict[str, Any]], np.ndarray, np.ndarray, np.ndarray]:
+    """Pose and expression error of the swap's landmarks against the target's, in the same frame.
+
+    Also each swap's signed pose change (swap minus target: yaw, pitch, roll in degrees) and, in the
+    pose entry, the mean absolute change per angle: which angle the error is in says whether the
+    swap turned the head or the landmarks moved on a soft face (a soft face's nose tip drifts
+    sideways, which PnP reads as yaw).
+    """
+    from swaplab.faces.pose import head_poses
+
     pose = np.full(len(scored), np.nan)
     expression = np.full(len(scored), np.nan)
+    change = np.full((len(scored), 3), np.nan)
     for i, s in enumerate(scored):
         if s.swap_face is None:
             continue
         target68, swap68 = s.target_face.landmarks68, s.swap_face.landmarks68
         size = tuple(s.swap_image.shape[:2])
         pose[i] = compute("pose_error", target_landmarks68=target68, swap_landmarks68=swap68, image_size=size).mean
+        change[i] = (head_poses(swap68[None], size) - head_poses(target68[None], size))[0]
         expression[i] = compute("expression_error", target_landmarks68=target68, swap_landmarks68=swap68).mean
     metrics = {}
     for key, values in (("pose_error", pose), ("expression_error", expression)):
         kept = values[~np.isnan(values)]
         if len(kept):
             metrics[key] = {**summarize(per_item(kept)), "n": len(kept), "better": direction(key)}
-    return metrics, pose, expression
+    if "pose_error" in metrics:
+        mean_abs = np.nanmean(np.abs(change), axis=0)
+        metrics["pose_error"].update({f"{angle}_abs": float(v) for angle, v in zip(("yaw", "pitch", "roll"), mean_abs)})
+    return metrics, pose, expression, change
 
 
 def _sharpness_metrics(scored: Sequence[Scored]) -> tuple[dict[str, dict[str, Any]], np.ndarray]:
