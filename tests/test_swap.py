@@ -249,6 +249,7 @@ def test_demo_end_to_end(tmp_path: Path, shared_data: Path, monkeypatch: pytest.
     from swaplab.demo import DemoConfig, run_demo
     from swaplab.train.built_networks import build_network
 
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))  # the session's cache stays without a restorer
     monkeypatch.setenv("SWAPLAB_FACE_RESTORER", str(build_network("face-restorer", "test", progress=False)))
     paths = run_demo(
         DemoConfig(data=shared_data, output=tmp_path / "demo", train_minutes=1 / 3, swap_frames=25, restore=True),
