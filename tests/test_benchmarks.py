@@ -65,7 +65,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "frame-to-frame change",
     ),
     "bench_sharpness_ceiling.py": ("machine: ", "sharpness ratio of a perfect model", "64px", "load after"),
-    "bench_restore.py": ("machine: ", "held-out degraded faces", "restored, strength 1", "sharpness swap/target"),
+    "bench_restore.py": (
+        "machine: ",
+        "held-out degraded faces",
+        "restored, strength 1",
+        "sharpness swap/target",
+        "perfect 64 px model, on",
+    ),
     "bench_blend_learned.py": ("machine: ", "seam gradient error", "learned", "256 px"),
     "bench_blend_glgan.py": ("machine: ", "seam band (6 px)", "glgan", "load average at end"),
     "bench_landmarks.py": (
