@@ -55,8 +55,8 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, str]:
     timings: dict[str, float] = {}
     say = print if progress else (lambda *a, **k: None)
 
-    steps = 5 if cfg.restore else 4
-    say(f"[1/{steps}] extracting faces from {source.name} and {target.name}")
+    stages = 5 if cfg.restore else 4
+    say(f"[1/{stages}] extracting faces from {source.name} and {target.name}")
     started = time.perf_counter()
     extract_cfg = ExtractConfig(size=128, every=2)
     extract_cfg.faces.max_faces = 1
@@ -68,7 +68,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, str]:
         say("      " + summary.lines()[1])
     timings["extract"] = time.perf_counter() - started
 
-    say(f"[2/{steps}] training {cfg.model} for {cfg.train_minutes:g} CPU-minutes")
+    say(f"[2/{stages}] training {cfg.model} for {cfg.train_minutes:g} CPU-minutes")
     started = time.perf_counter()
     train_cfg = build_config(
         [
@@ -97,13 +97,13 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, str]:
 
         started = time.perf_counter()
         if find_weights("face-restorer") is None:
-            say(f"[3/{steps}] building the face restorer (once, about 8 CPU-minutes; later runs reuse it)")
+            say(f"[3/{stages}] building the face restorer (once, about 8 CPU-minutes; later runs reuse it)")
             build_network("face-restorer", progress=progress)
         else:
-            say(f"[3/{steps}] the face restorer is built")
+            say(f"[3/{stages}] the face restorer is built")
         timings["restorer"] = time.perf_counter() - started
 
-    say(f"[{steps - 1}/{steps}] swapping {target.name} (audio kept, every frame marked as synthetic)")
+    say(f"[{stages - 1}/{stages}] swapping {target.name} (audio kept, every frame marked as synthetic)")
     started = time.perf_counter()
     swap_cfg = SwapConfig(
         overwrite=True, max_frames=cfg.swap_frames, which="largest", restore="on" if cfg.restore else "off"
@@ -112,7 +112,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict[str, str]:
     report = swap(model_dir, target, video, swap_cfg, progress=progress)
     timings["swap"] = time.perf_counter() - started
 
-    say(f"[{steps}/{steps}] verifying the mark and writing the summary")
+    say(f"[{stages}/{stages}] verifying the mark and writing the summary")
     check = verify(video)
     side_by_side = out / "side_by_side.jpg"
     _side_by_side(target, video, side_by_side)

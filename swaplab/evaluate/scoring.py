@@ -229,9 +229,9 @@ def _attribute_metrics(
     """Pose and expression error of the swap's landmarks against the target's, in the same frame.
 
     Also each swap's signed pose change (swap minus target: yaw, pitch, roll in degrees) and, in the
-    pose entry, the mean absolute change per angle: which angle the error is in says whether the
-    swap turned the head or the landmarks moved on a soft face (a soft face's nose tip drifts
-    sideways, which PnP reads as yaw).
+    pose entry, the mean absolute change per angle: which angle the error is in (soft 64 px swaps
+    err mostly in yaw, on faces that look as frontal as their targets: landmarks drift on a blurred
+    nose, and PnP reads a nose tip off the eyes' midline as a turned head).
     """
     from swaplab.faces.pose import head_poses
 
