@@ -26,6 +26,7 @@ same run on the same faces and frames, side by side (e.g. the ``cpu`` and ``cpu-
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -117,13 +118,13 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
     ]
     for name, path in weights.items():
         for strength in (1.0, 0.5):
-            config = SwapConfig(restore="on", restore_strength=strength, **video)
-            settings.append((f"{name}: on (strength {strength:g})", path, lambda c=config: FaceSwapper(model, c)))
+            make = functools.partial(FaceSwapper, model, SwapConfig(restore="on", restore_strength=strength, **video))
+            settings.append((f"{name}: on (strength {strength:g})", path, make))
     first = next(iter(weights.values()), None)
     for size in args.ceiling:
         for restore in (False, True) if first is not None else (False,):
             label = f"perfect {size} px model, {'on' if restore else 'off'}"
-            make = lambda s=size, r=restore: pass_through_swapper(model, s, r, **video)  # noqa: E731
+            make = functools.partial(pass_through_swapper, model, size, restore, **video)
             settings.append((label, first if restore else None, make))
     for label, path, make_swapper in settings:
         if path is not None:
