@@ -26,22 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import data_root, load_average, machine, pair_model, pass_through_swapper, use_threads  # noqa: E402
-
-
-def swap_targets(swapper, jobs, folder: Path) -> int:
-    """Each job's target photo through ``swapper``, written as ``<pair id>.png``; returns how many had a face."""
-    from swaplab.io.images import read_image
-    from swaplab.provenance import write_marked_image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    swapped = 0
-    for job in jobs:
-        frame, _ = read_image(job.target)
-        image, count = swapper.swap_frame(frame, swapper.analyzer.analyze(frame))
-        swapped += count > 0
-        write_marked_image(folder / f"{job.pair.id}.png", image, swapper.provenance(job.pair.id))
-    return swapped
+from common import (  # noqa: E402
+    data_root,
+    load_average,
+    machine,
+    pair_model,
+    pass_through_swapper,
+    swap_targets,
+    use_threads,
+)
 
 
 def main() -> None:

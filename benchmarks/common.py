@@ -172,3 +172,18 @@ def pass_through_swapper(model: Path, size: int, restore: bool, **options):
     swapper.resolution = size
     swapper.analyzer = FaceAnalyzer(swapper.config.faces, template=swapper.template, size=size)
     return swapper
+
+
+def swap_targets(swapper, jobs, folder: Path) -> int:
+    """Each job's target photo through ``swapper``, written as ``<pair id>.png``; returns how many had a face."""
+    from swaplab.io.images import read_image
+    from swaplab.provenance import write_marked_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    swapped = 0
+    for job in jobs:
+        frame, _ = read_image(job.target)
+        image, count = swapper.swap_frame(frame, swapper.analyzer.analyze(frame))
+        swapped += count > 0
+        write_marked_image(folder / f"{job.pair.id}.png", image, swapper.provenance(job.pair.id))
+    return swapped

@@ -40,6 +40,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "bench_extract.py": ("machine: ", "detect every frame", "track every 5, no identity", "tracking (every 5) is"),
     "bench_faceshifter.py": ("machine: ", "faceshifter-tiny", "speed-up of bf16 + channels_last", "+HEAR bf16+cl"),
+    "bench_identity_by_size.py": ("machine: ", "identity of the source's real face pasted", "64px", "load after"),
     "bench_identity.py": (
         "CPU: ",
         "faces per second",
