@@ -32,6 +32,7 @@ from swaplab.train.checkpoint import write_tensors
 from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
 from swaplab.train.data import scale_points, stream_seed
 from swaplab.train.recipe import RECIPES, Recipe, StepResult
+from swaplab.train.recipes.restorer import DegradationConfig, degrade_face
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -62,6 +63,11 @@ class SegmenterDataConfig:
     # default: with twelve outlines it did not beat training on the outlined faces alone
     # (docs/masks.md, "Real occluders").
     outlined_share: float = 0.0
+    # Share of faces whose occluders are pasted less visibly (colours partly matched to the face,
+    # edges feathered) and of faces then blurred, noised and JPEG-compressed as a whole, so that a
+    # pasted occluder's hard edge and foreign sharpness stop being what marks it: real hands and
+    # microphones have neither. The labels stay the occluders' exact masks.
+    realistic_paste: float = 0.0
     max_occluders: int = 2
     rotation_deg: float = 10.0
     scale: float = 0.1
@@ -75,8 +81,9 @@ class SegmenterDataConfig:
             raise ConfigError(f"data.occluders {list(self.occluders)}: choose from {', '.join(OCCLUDERS.names())}")
         if not 0 <= self.occlusion_prob <= 1 or self.max_occluders < 1:
             raise ConfigError("data.occlusion_prob must be in [0, 1] and data.max_occluders >= 1")
-        if not 0 <= self.outlined_share <= 1:
-            raise ConfigError(f"data.outlined_share must be in [0, 1], got {self.outlined_share}")
+        for name in ("outlined_share", "realistic_paste"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 config_group("data").register("lfw-faces")(SegmenterDataConfig)
@@ -215,6 +222,24 @@ def paste_outlined(
     return out, out_labels
 
 
+#: The whole-crop degradation of realistic pasting: milder than the restorer's (no 4x downscale).
+PASTE_DEGRADATION = DegradationConfig(downscale=(1.0, 1.6), blur_sigma=(0.0, 1.2), noise_sigma=(0.0, 4.0))
+
+
+def soften_paste(face: np.ndarray, pasted: np.ndarray, covered: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``pasted`` (``face`` with occluders over ``covered``) with the occluders' colours moved part of
+    the way to the face's mean and spread, and their edges feathered into the face by 0.5-2 px."""
+    if not covered.any() or covered.all():
+        return pasted
+    out = pasted.astype(np.float32)
+    layer, around = out[covered], face[~covered].astype(np.float32)
+    matched = (layer - layer.mean(0)) / (layer.std(0) + 1.0) * around.std(0) + around.mean(0)
+    out[covered] = layer + rng.uniform(0.0, 0.6) * (matched - layer)
+    alpha = cv2.GaussianBlur(covered.astype(np.float32), (0, 0), sigmaX=rng.uniform(0.5, 2.0))[..., None]
+    out = face.astype(np.float32) * (1.0 - alpha) + out * alpha
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def augment_batch(
     faces: LabelledFaces,
     rows: np.ndarray,
@@ -248,7 +273,8 @@ def augment_batch(
         images.append(np.ascontiguousarray(image))
         labels.append(np.ascontiguousarray(label))
     out_images, out_labels = [], []
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (face, face_label) in enumerate(zip(images, labels)):
+        image, label = face, face_label
         if rng.random() < data.occlusion_prob:
             # Drawn only when the option is on and outlines exist: other builds keep their random stream.
             if cutouts and data.outlined_share and rng.random() < data.outlined_share:
@@ -257,6 +283,12 @@ def augment_batch(
                 donors = [d for j, d in enumerate(images) if j != index] or [image]
                 count = int(rng.integers(1, data.max_occluders + 1))
                 image, label, _ = occlude(image, label, donors, rng, data.occluders, count)
+            # Likewise drawn only when realistic pasting is on.
+            if data.realistic_paste and rng.random() < data.realistic_paste:
+                covered = (label == OCCLUDER_LABEL) & (face_label != OCCLUDER_LABEL)
+                image = soften_paste(face, image, covered, rng)
+        if data.realistic_paste and rng.random() < data.realistic_paste:
+            image = degrade_face(image, rng, PASTE_DEGRADATION)  # occluded or not, so it tells nothing
         gain = 1.0 + rng.uniform(-data.contrast, data.contrast)
         shift = 255.0 * rng.uniform(-data.brightness, data.brightness)
         mean = image.mean()
