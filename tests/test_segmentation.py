@@ -47,6 +47,36 @@ def test_occluder_kinds_are_split_and_unknown_ones_are_refused() -> None:
         SegmenterDataConfig(occluders=("hand", "umbrella"))
     with pytest.raises(ConfigError, match=r"outlined_share must be in \[0, 1\]"):
         SegmenterDataConfig(outlined_share=1.5)
+    with pytest.raises(ConfigError, match=r"realistic_paste must be in \[0, 1\]"):
+        SegmenterDataConfig(realistic_paste=-0.1)
+
+
+def test_a_softened_paste_blends_only_near_the_occluder(lfw: Path) -> None:
+    import cv2
+    from PIL import Image
+
+    from swaplab.train.recipes.segmenter import SegmenterDataConfig, augment_batch, soften_paste
+
+    photo = Image.open(sorted((lfw / "Colin_Powell").glob("*.jpg"))[0]).convert("RGB")
+    face = np.asarray(photo.crop((60, 60, 190, 190)).resize((96, 96)))
+    labels = np.ones((96, 96), np.uint8)
+    pasted, _, covered = occlude(face, labels, [face[::-1]], np.random.default_rng(0), ["hand"], count=1)
+    soft = soften_paste(face, pasted, covered, np.random.default_rng(1))
+    kernel = np.ones((13, 13), np.uint8)  # 6 px: three times the widest feather
+    far_outside = ~cv2.dilate(covered.astype(np.uint8), kernel).astype(bool)
+    np.testing.assert_array_equal(soft[far_outside], face[far_outside])
+    edge = covered & ~cv2.erode(covered.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    difference = np.abs(soft.astype(int) - face.astype(int)).sum(-1)
+    assert difference[edge].mean() < np.abs(pasted.astype(int) - face.astype(int)).sum(-1)[edge].mean()
+
+    # Through the training batch: softened, degraded crops with occluder labels.
+    from swaplab.train.recipes.segmenter import LabelledFaces
+
+    faces = LabelledFaces(np.stack([face, face[:, ::-1]]), np.stack([labels, labels]), ["a", "b"])
+    data = SegmenterDataConfig(realistic_paste=1.0, occlusion_prob=1.0, rotation_deg=0, scale=0, translation=0)
+    images, out_labels = augment_batch(faces, np.array([0, 1]), 96, data, np.random.default_rng(2))
+    assert images.shape == (2, 96, 96, 3) and set(np.unique(out_labels)) <= {1, OCCLUDER_LABEL}
+    assert (out_labels == OCCLUDER_LABEL).any()
 
 
 def test_user_polygons_override_the_hull(tmp_path: Path, pair_facesets: tuple[Path, Path]) -> None:
