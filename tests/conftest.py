@@ -135,7 +135,7 @@ def trained_segmenter(tmp_path_factory: pytest.TempPathFactory, pair_facesets: t
         [
             "model=face-segmenter-test",
             "trainer=segmenter-test",
-            "trainer.steps=300",
+            "trainer.steps=450",
             "trainer.batch_size=8",
             "trainer.checkpoint_every=0",
             f"data.facesets=[{pair_facesets[0]},{pair_facesets[1]}]",
