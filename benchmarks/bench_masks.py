@@ -21,6 +21,12 @@ well (docs/masks.md):
 
     .venv/bin/python benchmarks/bench_masks.py --prepare benchmarks/real_occluders_train.json   # prints FACESET
 
+With ``--swap-model MODEL`` the outlined photos are then swapped by that model (any exported model;
+its identity does not matter here) under each mask, and the bench reports how much the swap changed
+the outlined occluders' pixels (they should stay: 0 keeps them) beside the change inside the
+outlined face around them (the swap itself), pooled over the photos; "share of hull" divides by the
+hull mask's occluder change.
+
 Uses the installed ``face-segmenter`` (``swaplab nets build face-segmenter``) unless ``--weights``.
 ``--smoke``: builds the ``test`` segmenter in a temporary user cache, 8 faces, one timing repeat
 (the numbers mean nothing; it checks the script end to end).
@@ -40,7 +46,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_root, load_average, machine, use_threads  # noqa: E402
+from common import data_root, load_average, machine, pair_model, use_threads  # noqa: E402
 
 from swaplab.faces.masks import landmark_mask  # noqa: E402
 from swaplab.faces.occlusion import FACE_LABEL, HELD_OUT_KINDS, OCCLUDER_LABEL, TRAIN_KINDS  # noqa: E402
@@ -93,6 +99,7 @@ def main() -> None:
     parser.add_argument(
         "--prepare", help="only extract the photos a labels file outlines into a faceset (for training) and print it"
     )
+    parser.add_argument("--swap-model", help="an exported model: also swap the outlined photos under each mask")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     data_root()
@@ -106,6 +113,7 @@ def main() -> None:
         os.environ["SWAPLAB_CACHE"] = tempfile.mkdtemp(prefix="bench-masks-")
         args.faces, args.repeats, args.frames = 8, 1, 4
         args.weights = str(build_network("face-segmenter", "test", progress=False))
+        args.swap_model = str(pair_model(Path(os.environ["SWAPLAB_CACHE"]) / "stand-in", steps=1, photos=8))
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()} (other jobs share this machine: times are upper bounds)")
     net = load_face_segmenter(args.weights)
@@ -150,8 +158,11 @@ def main() -> None:
 
             ms = 1000 * timing(run, args.repeats) / batch
             print(f"  segmenter {label:<13} b{batch:<3}  {ms:8.2f}   ({ms / hull_ms:.0f}x the hull)")
-    real_occluders(net, outlined_faceset(Path(args.real)))
+    real_faceset = outlined_faceset(Path(args.real))
+    real_occluders(net, real_faceset)
     temporal(net, args.frames)
+    if args.swap_model:
+        occluders_in_swaps(Path(args.swap_model), args.weights, real_faceset)
     print(f"\nthreads: {threads}; load average at end: {load_average()}")
 
 
@@ -215,6 +226,60 @@ def outlined_faceset(labels: Path) -> Path:
     document = {"format": "swaplab-mask-polygons", "version": 1, "faces": faces}
     atomic_write_json(out / POLYGONS_FILE, document)
     return out
+
+
+def _crop_to_frame(mask: np.ndarray, matrix: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """A boolean mask in crop coordinates mapped into ``frame`` by the inverse of the frame -> crop ``matrix``."""
+    import cv2
+
+    height, width = frame.shape[:2]
+    flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(mask.astype(np.uint8), matrix, (width, height), flags=flags).astype(bool)
+
+
+def occluders_in_swaps(model: Path, weights: str | None, faceset: Path) -> None:
+    """The outlined photos swapped by ``model`` under each mask: how much the swap changed the pixels of
+    the outlined occluders (they should stay) and of the outlined face around them (it should change)."""
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, read_mask_polygons
+    from swaplab.io.images import read_image
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+    from swaplab.train.recipes.segmenter import load_labelled_faces
+
+    if weights:
+        os.environ["SWAPLAB_FACE_SEGMENTER"] = weights  # the swap's segmenter is the one measured above
+    outlined = read_mask_polygons(faceset / POLYGONS_FILE)
+    opened = Faceset(faceset)
+    labelled = load_labelled_faces([faceset], opened.size)
+    cases = []  # (frame, landmarks in the frame, occluder mask, face-without-occluder mask), frame pixels
+    for index, face_id in enumerate(labelled.ids):
+        if face_id not in outlined:
+            continue
+        record = opened.records[index]
+        frame = read_image(record.source)[0]
+        label = labelled.labels[index]
+        occluder, face = (
+            _crop_to_frame(label == value, record.matrix_array, frame) for value in (OCCLUDER_LABEL, FACE_LABEL)
+        )
+        cases.append((frame, record.landmarks_source, occluder, face))
+    print(f"\n5. real occluders through a swap: {len(cases)} photos, model {model} (mean absolute change, 0-255)")
+    print(f"  {'mask':<14} {'occluder change':>16} {'share of hull':>14} {'face change':>12}")
+    hull_change = None
+    for name in ("hull", "segment", "segment+hull"):
+        swapper = FaceSwapper(model, SwapConfig(mask=name))
+        occluder_sum = occluder_count = face_sum = face_count = 0.0
+        for frame, landmarks, occluder, face in cases:
+            aligned = swapper.analyzer.from_landmarks(frame, [np.asarray(landmarks, np.float32)], embed=False)
+            swapped, _ = swapper.swap_frame(frame, aligned)
+            change = np.abs(swapped.astype(np.float32) - frame.astype(np.float32)).mean(-1)
+            occluder_sum, occluder_count = occluder_sum + change[occluder].sum(), occluder_count + occluder.sum()
+            face_sum, face_count = face_sum + change[face].sum(), face_count + face.sum()
+        occluder_change = occluder_sum / max(occluder_count, 1)
+        hull_change = hull_change or occluder_change
+        print(
+            f"  {name:<14} {occluder_change:>16.2f} {occluder_change / hull_change:>14.2f} "
+            f"{face_sum / max(face_count, 1):>12.2f}"
+        )
 
 
 def temporal(net: FaceSegmenter, frames: int) -> None:

@@ -64,6 +64,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "segmenter bf16 autocast",
         "3. real occluders outlined by hand: 10 faces",
         "frame-to-frame change",
+        "5. real occluders through a swap: 10 photos",
+        "share of hull",
     ),
     "bench_sharpness_ceiling.py": ("machine: ", "sharpness ratio of a perfect model", "64px", "load after"),
     "bench_restore.py": (
