@@ -37,17 +37,6 @@ from common import data_root, load_average, machine, pair_model, use_threads  # 
 NETWORKS = ("lfw-arcface", "dlib-resnet")  # lfw-arcface trained nothing here; dlib-resnet guides some losses
 
 
-def donor_photos(protocol, root: Path, count: int) -> list[Path]:
-    """The source person's first photos by name that the protocol does not use anywhere."""
-    person = protocol.identities["src"]
-    used = {*protocol.heldout.get("src", ()), *protocol.reference, *protocol.gallery.get(person, ())}
-    folder = root / Path(protocol.heldout["src"][0]).parent
-    free = [path for path in sorted(folder.glob("*.jpg")) if str(path.relative_to(root)) not in used]
-    if len(free) < count:
-        sys.exit(f"{person} has {len(free)} photos outside the protocol, {count} needed")
-    return free[:count]
-
-
 def donor_swapper(model: Path, size: int):
     """A ``FaceSwapper`` at ``size`` px whose model gives back ``self.donor`` (an aligned crop) for every face."""
     from swaplab.faces.analyze import FaceAnalyzer
@@ -113,12 +102,12 @@ def row(name: str, faces: int, metrics: dict) -> dict:
 def measure(model: Path, sizes: list[int], limit: int, out: Path, with_photos: bool) -> list[dict]:
     from swaplab.evaluate.evaluator import evaluate
     from swaplab.evaluate.protocol import load_protocol
-    from swaplab.evaluate.targets import jobs_from_protocol
+    from swaplab.evaluate.targets import jobs_from_protocol, per_pair_source_photos
 
     protocol = load_protocol("per_pair_v1")
     root = data_root()
     jobs = jobs_from_protocol(protocol, root, limit)
-    donors = donor_photos(protocol, root, len(jobs))
+    donors = per_pair_source_photos(protocol, root, len(jobs))  # what a model taking a source photo is given
     print(f"\nidentity of the source's real face pasted at each size on per_pair_v1, {len(jobs)} targets")
     print(f"donors: {donors[0].name} .. {donors[-1].name}")
     print(

@@ -246,7 +246,7 @@ def test_one_shot_model_swaps_two_unseen_test_split_faces_end_to_end(exported: P
     assert verify(out).synthetic
 
 
-def test_one_shot_protocol_scores_the_model_and_per_pair_refuses_it(exported: Path, tmp_path: Path) -> None:
+def test_one_shot_and_per_pair_protocols_score_the_model(exported: Path, tmp_path: Path) -> None:
     from swaplab.evaluate import evaluate
 
     result = evaluate(
@@ -273,8 +273,17 @@ def test_one_shot_protocol_scores_the_model_and_per_pair_refuses_it(exported: Pa
     assert "identity_similarity/dlib-resnet" in metrics
     assert sorted(p.name for p in (tmp_path / "eval" / "swaps").iterdir()) == ["0000.png", "0001.png"]
     assert any("optimised, not measured" in w for w in result.warnings)
-    with pytest.raises(ValueError, match="one-shot"):
-        evaluate(exported, out_dir=tmp_path / "pp", protocol="per_pair_v1", limit=1)
+
+    # On a per-pair protocol it swaps in the source person's photos that the protocol scores nothing against.
+    from swaplab.evaluate.protocol import load_protocol
+
+    pair = evaluate(exported, out_dir=tmp_path / "pp", protocol="per_pair_v1", limit=1, encoders=("dlib-resnet",))
+    spec = load_protocol("per_pair_v1")
+    given = pair.metrics["target"]["source_photos"]
+    assert len(given) == 24 and all("/George_W_Bush/" in photo for photo in given)
+    assert not set(given) & {*spec.heldout["src"], *spec.reference, *spec.gallery["George_W_Bush"]}
+    assert [p.name for p in (tmp_path / "pp" / "swaps").iterdir()] == ["Colin_Powell_0213.png"]
+    assert pair.metrics["metrics"]["identity_similarity/dlib-resnet"]["n"] == 1
 
 
 @pytest.mark.slow

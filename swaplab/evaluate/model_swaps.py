@@ -28,6 +28,7 @@ from swaplab.evaluate.targets import (
     TargetKind,
     detector_jobs,
     jobs_from_protocol,
+    per_pair_source_photos,
     protocol_gallery,
     reference_photos,
 )
@@ -59,9 +60,14 @@ def evaluate_model(
             "was trained on. Score it on per_pair_v1, or swap the protocol's pairs with another tool and score "
             "them with --swaps DIR (swaps= in Python)."
         )
-    if spec.kind == "per_pair" and swapper.needs_source:
-        raise ValueError(f"{given} swaps in any person: score it on the one-shot protocol (protocol=oneshot_v1)")
     jobs = jobs_from_protocol(spec, root, opts.limit)
+    sources: list[Path] = []
+    if spec.kind == "per_pair" and swapper.needs_source:
+        # A model that takes a source photo (one-shot, or conditioned and tuned on the source person)
+        # is given the source person's photos that the protocol scores nothing against.
+        sources = per_pair_source_photos(spec, root)
+        for job in jobs:
+            job.sources = list(sources)
     occlude_targets(spec, jobs, out / "occluded-targets")  # occluded-target protocols only
     swap_jobs(swapper, jobs, out / "swaps", spec, cache, timer)
     detector = detector_jobs(spec, root, opts)
@@ -76,6 +82,7 @@ def evaluate_model(
         "resolution": swapper.resolution,
         "template": swapper.template,
         "conditions_on": swapper.model.conditions_on,
+        "source_photos": [str(path.relative_to(root)) for path in sources],
         "swap_config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else str(config),
     }
     sets = {side: [root / p for p in files[: opts.limit or None]] for side, files in spec.heldout.items()}

@@ -89,6 +89,23 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
 
 
+def per_pair_source_photos(protocol: Protocol, root: Path, count: int = 24) -> list[Path]:
+    """The photos a model that takes a source photo gets on a per-pair protocol: the source person's
+    first ``count`` photos by file name that the protocol holds nowhere (held out, gallery, FD
+    reference), so that no photo it is scored against is also its input."""
+    person = protocol.identities["src"]
+    used = {*protocol.heldout.get("src", ()), *protocol.reference, *protocol.gallery.get(person, ())}
+    folder = root / Path(protocol.heldout["src"][0]).parent
+    free = [
+        path
+        for path in sorted(folder.iterdir())
+        if is_image_path(path) and path.relative_to(root).as_posix() not in used
+    ]
+    if not free:
+        raise MediaError(folder, f"no photo of {person} outside {protocol.name}'s held-out, gallery and reference sets")
+    return free[:count]
+
+
 def custom_jobs(sources: Sequence[Path], targets: Path, limit: int) -> list[Job]:
     files = image_files(targets) if targets.is_dir() else [targets]
     if not files:
