@@ -43,7 +43,7 @@ from common import data_root, load_average, machine, pass_through_swapper, use_t
 from swaplab.faces.masks import landmark_masks_torch  # noqa: E402
 from swaplab.metrics.reconstruction import masked_psnr, masked_ssim, sharpness_ratio  # noqa: E402
 from swaplab.models.restoration import load_face_restorer, restore_faces  # noqa: E402
-from swaplab.train.recipes.restorer import degraded_set  # noqa: E402
+from swaplab.train.degradation import degraded_set  # noqa: E402
 from swaplab.train.recipes.segmenter import lfw_faceset  # noqa: E402
 
 SOURCE_CLIP = Path("videos/hdtf_sadtalker/WDA_AlexandriaOcasioCortez_000.mp4")

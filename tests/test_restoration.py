@@ -21,7 +21,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_degradation_is_seeded_and_degrades() -> None:
-    from swaplab.train.recipes.restorer import degrade_face
+    from swaplab.train.degradation import degrade_face
 
     rng = np.random.default_rng(0)
     face = np.zeros((64, 64, 3), np.uint8)
@@ -75,7 +75,7 @@ def _held_out_faces(pair_facesets: tuple[Path, Path]) -> np.ndarray:
 @pytest.mark.slow
 def test_restorer_keeps_clean_faces_and_improves_degraded_ones(restorer, pair_facesets) -> None:
     from swaplab.models.restoration import restore_faces
-    from swaplab.train.recipes.restorer import degraded_set
+    from swaplab.train.degradation import degraded_set
 
     _, net = restorer
     clean = _held_out_faces(pair_facesets)

@@ -31,8 +31,8 @@ from swaplab.models.segmentation import OCCLUDER, FaceSegmenter, FaceSegmenterCo
 from swaplab.train.checkpoint import write_tensors
 from swaplab.train.config import TEST_SETTINGS, TrainerConfig, register_trainer
 from swaplab.train.data import scale_points, stream_seed
+from swaplab.train.degradation import DegradationConfig, degrade_face
 from swaplab.train.recipe import RECIPES, Recipe, StepResult
-from swaplab.train.recipes.restorer import DegradationConfig, degrade_face
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
