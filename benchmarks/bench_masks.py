@@ -15,11 +15,11 @@ Then real occlusions (hands, microphones, a medal, sunglasses, another head) out
 LFW peopleDevTest photos (``benchmarks/real_occluders.json``, the user polygon format keyed by
 photo stem, in 128 px ``whole_face`` crops: the face hull, the occluders over it; drawn from
 enlarged views, so edges are good to a few pixels): the same three masks, pooled and per face.
-``benchmarks/real_occluders_train.json`` (twelve) and ``real_occluders_train_more.json`` (seven)
-outline other photos, of peopleDevTrain people, for a segmenter that learns from real outlines as
-well (docs/masks.md):
+``swaplab/train/outlines/occluders_train.json`` (twelve) and ``occluders_train_more.json`` (seven)
+outline other photos, of peopleDevTrain people, which the default segmenter build learns from
+(docs/masks.md); ``--prepare`` extracts the photos of such a file into a faceset and prints it:
 
-    .venv/bin/python benchmarks/bench_masks.py --prepare benchmarks/real_occluders_train.json   # prints FACESET
+    .venv/bin/python benchmarks/bench_masks.py --prepare swaplab/train/outlines/occluders_train.json
 
 With ``--swap-model MODEL`` the outlined photos are then swapped by that model (any exported model;
 its identity does not matter here) under each mask, and the bench reports how much the swap changed
@@ -54,7 +54,12 @@ from swaplab.metrics.segmentation import class_iou  # noqa: E402
 from swaplab.models.installed import as_batch  # noqa: E402
 from swaplab.models.segmentation import FaceSegmenter, load_face_segmenter  # noqa: E402
 from swaplab.system import autocast  # noqa: E402
-from swaplab.train.recipes.segmenter import lfw_faceset, load_labelled_faces, occluded_set  # noqa: E402
+from swaplab.train.recipes.segmenter import (  # noqa: E402
+    lfw_faceset,
+    lfw_outlined_faceset,
+    load_labelled_faces,
+    occluded_set,
+)
 
 SIZE = 128
 CLIP = Path("videos/hdtf_sadtalker/WDA_KatieHill_000.mp4")
@@ -105,7 +110,7 @@ def main() -> None:
     data_root()
     threads = use_threads(args.threads)
     if args.prepare:
-        print(outlined_faceset(Path(args.prepare)))
+        print(lfw_outlined_faceset(Path(args.prepare)))
         return
     if args.smoke:
         from swaplab.train.built_networks import build_network
@@ -158,7 +163,7 @@ def main() -> None:
 
             ms = 1000 * timing(run, args.repeats) / batch
             print(f"  segmenter {label:<13} b{batch:<3}  {ms:8.2f}   ({ms / hull_ms:.0f}x the hull)")
-    real_faceset = outlined_faceset(Path(args.real))
+    real_faceset = lfw_outlined_faceset(Path(args.real))
     real_occluders(net, real_faceset)
     temporal(net, args.frames)
     if args.swap_model:
@@ -195,37 +200,6 @@ def real_occluders(net: FaceSegmenter, faceset: Path) -> None:
             f"  {labelled.ids[i][:40]:<40} {occluded:>9.2f} {class_iou(segmented[k], truth[k], OCCLUDER_LABEL):>17.3f}"
             f" {class_iou(both[k], truth[k], FACE_LABEL):>22.3f} {class_iou(hull[k], truth[k], FACE_LABEL):>14.3f}"
         )
-
-
-def outlined_faceset(labels: Path) -> Path:
-    """The LFW photos that ``labels`` outlines (keys: photo stems such as ``Name_0001``; coordinates in
-    128 px ``whole_face`` crops), extracted once into the user cache at 128 px, with the outlines
-    written as that faceset's ``mask_polygons.json`` under its own face ids."""
-    from swaplab.data.fetch import data_root as lfw_root
-    from swaplab.facesets.extract import ExtractConfig, extract
-    from swaplab.facesets.format import Faceset
-    from swaplab.facesets.mask_polygons import POLYGONS_FILE, read_mask_polygons
-    from swaplab.io.atomic import atomic_write_json
-    from swaplab.system import user_cache_dir
-
-    outlines = read_mask_polygons(labels)
-    photos = [lfw_root() / "lfw" / "lfw-deepfunneled" / stem.rsplit("_", 1)[0] / f"{stem}.jpg" for stem in outlines]
-    out = user_cache_dir() / "nets" / "faces" / f"lfw-{labels.stem.replace('_', '-')}"
-    cfg = ExtractConfig(size=128)
-    cfg.faces.max_faces = 1
-    extract(photos, out, cfg, progress=False)
-    faces = {}
-    for record in Faceset(out).records:
-        stem = record.id.split("-")[0]
-        if stem in outlines:
-            entry = outlines[stem]
-            faces[record.id] = {
-                "face": [p.tolist() for p in entry.face],
-                "occluder": [p.tolist() for p in entry.occluder],
-            }
-    document = {"format": "swaplab-mask-polygons", "version": 1, "faces": faces}
-    atomic_write_json(out / POLYGONS_FILE, document)
-    return out
 
 
 def _crop_to_frame(mask: np.ndarray, matrix: np.ndarray, frame: np.ndarray) -> np.ndarray:

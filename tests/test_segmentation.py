@@ -49,6 +49,30 @@ def test_occluder_kinds_are_split_and_unknown_ones_are_refused() -> None:
         SegmenterDataConfig(outlined_share=1.5)
     with pytest.raises(ConfigError, match=r"realistic_paste must be in \[0, 1\]"):
         SegmenterDataConfig(realistic_paste=-0.1)
+    with pytest.raises(ConfigError, match=r"lfw_outlines must be >= 0"):
+        SegmenterDataConfig(lfw_outlines=-1)
+
+
+@pytest.mark.slow
+def test_the_default_build_learns_from_the_packaged_outlines(lfw: Path) -> None:
+    from swaplab.facesets.format import Faceset
+    from swaplab.train.recipes.segmenter import (
+        PACKAGED_OUTLINES,
+        SegmenterDataConfig,
+        default_facesets,
+        load_labelled_faces,
+    )
+
+    facesets = default_facesets(SegmenterDataConfig(lfw_people=4, lfw_outlines=2))
+    outlined, plain = facesets[:-1], facesets[-1]
+    assert len(PACKAGED_OUTLINES) == 2 and outlined == 2 * outlined[:2] and plain.name == "lfw-train-4"
+    assert sum(len(Faceset(path).records) for path in outlined[:2]) == 19  # twelve and seven photos
+    faces = load_labelled_faces(outlined[:2], 64)
+    assert faces.corrected == 19 and len(faces.outlined_occluders()) == 19  # every one outlines an occluder
+    from swaplab.data.lfw import SPLIT_FILES, read_people_list
+
+    train_people = set(read_people_list(lfw.parent / SPLIT_FILES["train"]))
+    assert {face_id.split("-")[0].rsplit("_", 1)[0] for face_id in faces.ids} <= train_people  # the split holds
 
 
 def test_a_softened_paste_blends_only_near_the_occluder(lfw: Path) -> None:

@@ -52,6 +52,10 @@ class SegmenterDataConfig:
     # peopleDevTrain people, extracted once into the user cache.
     facesets: list[str] = field(default_factory=list)
     lfw_people: int = 600
+    # With those LFW faces (no facesets given), the nineteen peopleDevTrain photos whose real
+    # occluders are outlined in swaplab/train/outlines, each this many times (0 = none): with them
+    # the build finds real occluders at IoU 0.32 against 0.11-0.14 (docs/masks.md).
+    lfw_outlines: int = 4
     # Polygons files (swaplab.facesets.mask_polygons); each faceset's own mask_polygons.json is read too.
     polygons: list[str] = field(default_factory=list)
     val_faces: int = 48  # the last faces, held out for validation
@@ -80,6 +84,8 @@ class SegmenterDataConfig:
         unknown = [k for k in self.occluders if k not in OCCLUDERS]
         if unknown or not self.occluders:
             raise ConfigError(f"data.occluders {list(self.occluders)}: choose from {', '.join(OCCLUDERS.names())}")
+        if self.lfw_outlines < 0:
+            raise ConfigError(f"data.lfw_outlines must be >= 0, got {self.lfw_outlines}")
         if not 0 <= self.occlusion_prob <= 1 or self.max_occluders < 1:
             raise ConfigError("data.occlusion_prob must be in [0, 1] and data.max_occluders >= 1")
         for name in ("outlined_share", "realistic_paste"):
@@ -199,6 +205,49 @@ def lfw_faceset(people: int, split: str = "train", progress: bool = True) -> Pat
     cfg.faces.max_faces = 1
     extract(photos, out, cfg, progress=progress)
     return out
+
+
+def lfw_outlined_faceset(labels: Path, progress: bool = False) -> Path:
+    """The LFW photos that ``labels`` outlines (keys: photo stems such as ``Name_0001``; coordinates in
+    128 px ``whole_face`` crops), extracted once into the user cache at 128 px, with the outlines
+    written as that faceset's ``mask_polygons.json`` under its own face ids."""
+    from swaplab.data.fetch import data_root
+    from swaplab.facesets.extract import ExtractConfig, extract
+    from swaplab.facesets.format import Faceset
+    from swaplab.facesets.mask_polygons import POLYGONS_FILE, read_mask_polygons
+    from swaplab.io.atomic import atomic_write_json
+    from swaplab.system import user_cache_dir
+
+    outlines = read_mask_polygons(labels)
+    photos = [data_root() / "lfw" / "lfw-deepfunneled" / stem.rsplit("_", 1)[0] / f"{stem}.jpg" for stem in outlines]
+    out = user_cache_dir() / "nets" / "faces" / f"lfw-{labels.stem.replace('_', '-')}"
+    cfg = ExtractConfig(size=128)
+    cfg.faces.max_faces = 1
+    extract(photos, out, cfg, progress=progress)
+    faces = {}
+    for record in Faceset(out).records:
+        stem = record.id.split("-")[0]
+        if stem in outlines:
+            entry = outlines[stem]
+            faces[record.id] = {
+                "face": [p.tolist() for p in entry.face],
+                "occluder": [p.tolist() for p in entry.occluder],
+            }
+    document = {"format": "swaplab-mask-polygons", "version": 1, "faces": faces}
+    atomic_write_json(out / POLYGONS_FILE, document)
+    return out
+
+
+#: Real occluders outlined by hand on peopleDevTrain photos (the user polygon format keyed by photo stem).
+PACKAGED_OUTLINES = tuple(sorted((Path(__file__).resolve().parents[1] / "outlines").glob("*.json")))
+
+
+def default_facesets(data: SegmenterDataConfig, progress: bool = False) -> list[Path]:
+    """The faces of a build that names none: the packaged outlined photos, ``data.lfw_outlines``
+    times each, then one photo each of the first ``data.lfw_people`` peopleDevTrain people (last,
+    so the validation faces, taken from the end, are plain LFW faces)."""
+    outlined = [lfw_outlined_faceset(path, progress) for path in PACKAGED_OUTLINES] if data.lfw_outlines else []
+    return [*outlined * data.lfw_outlines, lfw_faceset(data.lfw_people, "train", progress)]
 
 
 def paste_outlined(
@@ -355,7 +404,7 @@ class SegmenterRecipe(Recipe):
         if len(cfg.class_weights) != len(cfg.model.classes):
             raise ConfigError(f"class_weights needs one weight per class ({', '.join(cfg.model.classes)})")
         if faces is None:
-            facesets = list(cfg.data.facesets) or [lfw_faceset(cfg.data.lfw_people, "train", session.trainer.progress)]
+            facesets = list(cfg.data.facesets) or default_facesets(cfg.data, session.trainer.progress)
             faces = load_labelled_faces(facesets, 2 * cfg.model.resolution, cfg.data.polygons)
         val = min(cfg.data.val_faces, len(faces.ids) // 4)
         self.train_faces = faces.take(slice(0, len(faces.ids) - val))
@@ -435,7 +484,13 @@ def segmenter_config(preset: str = "cpu", overrides: list[str] | None = None) ->
 
     presets = {
         "cpu": [],
-        "test": ["model=face-segmenter-test", "trainer=segmenter-test", "data.lfw_people=16", "data.val_faces=4"],
+        "test": [
+            "model=face-segmenter-test",
+            "trainer=segmenter-test",
+            "data.lfw_people=16",
+            "data.lfw_outlines=0",
+            "data.val_faces=4",
+        ],
     }
     if preset not in presets:
         raise KeyError(f"no face-segmenter build preset {preset!r}; known: {', '.join(presets)}")
