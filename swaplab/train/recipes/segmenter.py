@@ -49,12 +49,12 @@ class SegmenterDataConfig:
 
     name: str = "lfw-faces"
     # Aligned facesets to train on; empty: one photo of each of the first ``lfw_people`` of LFW's
-    # peopleDevTrain people, extracted once into the user cache.
+    # peopleDevTrain people, extracted once into the user cache, after the outlined photos below.
     facesets: list[str] = field(default_factory=list)
     lfw_people: int = 600
     # With those LFW faces (no facesets given), the nineteen peopleDevTrain photos whose real
     # occluders are outlined in swaplab/train/outlines, each this many times (0 = none): with them
-    # the build finds real occluders at IoU 0.32 against 0.11-0.14 (docs/masks.md).
+    # the build finds real occluders at IoU 0.29-0.34 against 0.11-0.14 (docs/masks.md).
     lfw_outlines: int = 4
     # Polygons files (swaplab.facesets.mask_polygons); each faceset's own mask_polygons.json is read too.
     polygons: list[str] = field(default_factory=list)
