@@ -355,7 +355,7 @@ def cmd_nets(args: argparse.Namespace) -> int:
     from swaplab.train.built_networks import build_network
 
     BUILT_NETWORKS.get(args.name)  # an unknown name fails here, listing the known ones
-    path = build_network(args.name, args.preset, args.overrides, progress=not args.quiet)
+    path = build_network(args.name, args.preset, args.overrides, progress=not args.quiet, fresh=args.fresh)
     print(f"{args.name} installed: {path}")
     return 0
 
@@ -703,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         help="train a built network (face-segmenter, face-restorer, learned-blender) into the user cache (resumable)",
         description="Train one of the swap stage's networks into the user cache, where mask=segment and the "
-        "other options find it. Re-running resumes a stopped build. See docs/masks.md.",
+        "other options find it. Re-running resumes a stopped build; --fresh starts it again. See docs/masks.md.",
     )
     q.add_argument("name", help="face-segmenter, face-restorer or learned-blender")
     q.add_argument("overrides", nargs="*", help="key=value overrides of the training run")
@@ -712,6 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cpu (minutes; the default, but for face-restorer its plain L1 build), cpu-gan (face-restorer's "
         "default: adversarial, edge and perceptual terms), or test (seconds, for tests)",
+    )
+    q.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard this preset's earlier run and train from scratch (the installed network stays until then)",
     )
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_nets, overrides_field="overrides")

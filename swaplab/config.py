@@ -322,6 +322,37 @@ def group_field(default: Any, group: str) -> Any:
     return dataclasses.field(default_factory=default, metadata={"group": group})
 
 
+def since_field(default: Any, *, before: Any) -> Any:
+    """A setting added after runs were saved, whose default changes what training does: ``before`` is
+    the value that reproduces a run saved without it. ``fill_absent`` gives it to a saved run config
+    that lacks the setting, so resuming such a run under the new default is refused (the configs
+    differ) instead of changing its training halfway, and its exported card says what it was."""
+    return dataclasses.field(default=default, metadata={"before": before})
+
+
+def fill_absent(cls: type, tree: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], list[str], list[str]]:
+    """A saved run config's tree with the settings it lacks (written before they existed) filled with
+    their ``since_field`` values; the dotted keys so filled; and those it lacks that have none (read
+    as their defaults)."""
+    hints = _hints(cls)
+    tree, filled, lacking = dict(tree), [], []
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = f"{prefix}.{field.name}" if prefix else field.name
+        if field.name not in tree:
+            if field.metadata and "before" in field.metadata:
+                tree[field.name] = field.metadata["before"]
+                filled.append(key)
+            else:
+                lacking.append(key)
+            continue
+        section = _section_type(tree, field.name, hints[field.name], _group_of(hints[field.name], field))
+        if section is not None and isinstance(tree[field.name], dict):
+            tree[field.name], more_filled, more_lacking = fill_absent(section, tree[field.name], key)
+            filled += more_filled
+            lacking += more_lacking
+    return tree, filled, lacking
+
+
 def choice_field(default: Any, registry: Registry[Any], *, also: tuple[str, ...] = ()) -> Any:
     """A name field (``str``, or a list or tuple of names) whose values must be registered in
     ``registry``; ``also`` lists extra accepted words (such as ``"none"``). Checked whenever a config

@@ -13,9 +13,12 @@ from swaplab.config import (
     apply_overrides,
     config_group,
     config_hash,
+    fill_absent,
+    from_dict,
     group_field,
     load_config,
     save_config,
+    since_field,
 )
 from swaplab.registry import Registry
 
@@ -33,7 +36,15 @@ class WideNet(Net):
     dropout: float = 0.1
 
 
+@dataclass
+class LaterNet(Net):
+    name: str = "later"
+    # Added after runs were saved; 0.5 changes training, 0.0 is what those runs did.
+    mixing: float = since_field(0.5, before=0.0)
+
+
 config_group("test-net").register("small")(Net)
+config_group("test-net").register("later")(LaterNet)
 config_group("test-net").register("wide")(WideNet)
 
 
@@ -103,3 +114,17 @@ def test_registry_errors_suggest_names() -> None:
     with pytest.raises(ValueError, match="already registered"):
         reg.register("gear")(float)
     assert reg.create("gear", "5") == 5 and "gear" in reg and reg.names() == ["gear"]
+
+
+def test_a_saved_config_lacking_a_later_setting_reads_as_it_was_trained() -> None:
+    # Written before ``mixing`` and ``seed`` existed: ``mixing`` takes its value from before it
+    # existed (the preset's type found through the group), ``seed`` has none and is listed.
+    saved = {"net": {"name": "later", "width": 8}, "opt": {"lr": 0.01}, "steps": 5}
+    tree, filled, lacking = fill_absent(Top, saved)
+    assert filled == ["net.mixing"]
+    assert "seed" in lacking and "opt.schedule" in lacking and "net.mixing" not in lacking
+    cfg = from_dict(Top, tree)
+    assert cfg.net.mixing == 0.0 and cfg.opt.lr == 0.01
+    # A config built today takes the new default; a saved one that has the setting keeps it.
+    assert LaterNet().mixing == 0.5
+    assert from_dict(Top, fill_absent(Top, {"net": {"name": "later", "mixing": 0.3}})[0]).net.mixing == 0.3

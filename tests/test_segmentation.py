@@ -198,6 +198,38 @@ def test_mask_segment_keeps_a_hand_in_front_of_the_face(
         assert kept[0] < 0.6 * hull[0] and kept[1] < 0.25 * hull[1], (mask, kept, hull)
 
 
+def test_a_build_saved_before_a_new_default_is_refused_until_fresh(
+    pair_facesets: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    import yaml
+
+    from swaplab.train.built_networks import build_network, build_run_dir
+    from swaplab.train.entry import build_config
+    from swaplab.train.run import RunConfigMismatch, read_run_config
+
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))
+    words = [f"data.facesets=[{pair_facesets[0]}]", "data.val_faces=2", "trainer.steps=2"]
+    installed = build_network("face-segmenter", "test", words, progress=False)
+    before = installed.read_bytes()
+    run_dir = build_run_dir("face-segmenter", "test")
+    # The run as a swaplab from before softened pastes wrote it: without the setting.
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del config["data"]["realistic_paste"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert read_run_config(run_dir)[1].data.realistic_paste == 0.0  # what that run trained with
+    # Extending it keeps its settings; building under today's default is refused, naming both.
+    assert build_config([f"run_dir={run_dir}"]).data.realistic_paste == 0.0
+    with pytest.raises(RunConfigMismatch, match=r"(?s)data\.realistic_paste: saved 0\.0 \(the value before.*--fresh"):
+        build_network("face-segmenter", "test", words, progress=False)
+    assert installed.read_bytes() == before  # the refusal loses nothing
+    build_network("face-segmenter", "test", words, progress=False, fresh=True)
+    _, rebuilt = read_run_config(run_dir)
+    assert rebuilt.data.realistic_paste == 0.5
+    assert [p.name for p in run_dir.parent.iterdir() if "discarded" in p.name] == []
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert len(manifest["sessions"]) == 1  # trained anew, not resumed
+
+
 def test_bad_mask_names_list_the_valid_ones() -> None:
     from swaplab.swap.pipeline import SwapConfig
 

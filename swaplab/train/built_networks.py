@@ -4,17 +4,21 @@ Each built network (``swaplab.models.installed.BUILT_NETWORKS``) has a recipe an
 presets here, the first its default (``cpu``: the bounded CPU build; ``cpu-gan``: the face
 restorer's sharper adversarial build, its default; ``test``: seconds, for tests). A preset's run
 lives in ``<user cache>/nets/NAME/run`` (``cpu``) or ``run-PRESET`` and resumes when stopped; a
-finished run is only exported again. The last build is the installed one.
+finished run is only exported again; ``--fresh`` discards it and trains anew (a run saved under other
+settings, such as the defaults of an earlier swaplab, is refused without it). The last build is the
+installed one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUILD_PRESETS", "build_config", "build_network", "build_run_dir", "default_preset"]
+__all__ = ["BUILD_PRESETS", "build_config", "build_network", "build_run_dir", "default_preset", "discard_run"]
 
 
 def _segmenter(preset: str, overrides: list[str]) -> Any:
@@ -108,14 +112,31 @@ def build_run_dir(name: str, preset: str) -> Path:
     return installed_weights(name).parent / ("run" if preset == "cpu" else f"run-{preset}")
 
 
+def discard_run(run_dir: Path) -> None:
+    """Remove a build's run folder: renamed aside first (one atomic step), so a build killed while
+    the files go leaves either the whole old run or none of it."""
+    if not run_dir.exists():
+        return
+    doomed = run_dir.with_name(f"{run_dir.name}.discarded-{os.getpid()}")
+    run_dir.rename(doomed)
+    shutil.rmtree(doomed)
+
+
 def build_network(
-    name: str, preset: str | None = None, overrides: list[str] | None = None, *, progress: bool = True
+    name: str,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    *,
+    progress: bool = True,
+    fresh: bool = False,
 ) -> Path:
-    """Train the built network ``name`` (resuming a stopped run) and install it where the swap stage
-    loads it (``swaplab.models.installed.installed_weights``). Returns the installed weights file."""
+    """Train the built network ``name`` (resuming a stopped run, or from scratch when ``fresh``) and
+    install it where the swap stage loads it (``swaplab.models.installed.installed_weights``).
+    Returns the installed weights file; the one installed before stays until the new one replaces it."""
     from swaplab.models.installed import installed_weights
     from swaplab.train.export import export_model
     from swaplab.train.loop import train
+    from swaplab.train.run import RunConfigMismatch
 
     preset = preset or default_preset(name)
     cfg = build_config(name, preset, overrides)
@@ -123,7 +144,15 @@ def build_network(
     run_dir = build_run_dir(name, preset)
     trainer = dataclasses.replace(cfg.trainer, progress=progress and cfg.trainer.progress)
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir), trainer=trainer)
-    result = train(cfg)
+    if fresh:
+        discard_run(run_dir)
+    try:
+        result = train(cfg)
+    except RunConfigMismatch as err:
+        raise RunConfigMismatch(
+            f"{err}\nTo build {name} again from scratch under these settings: swaplab nets build {name} --fresh"
+            f"{'' if preset == default_preset(name) else f' --preset {preset}'} (the installed one stays until then)."
+        ) from None
     if result.stop_reason == "signal":
         raise KeyboardInterrupt(f"{name} training stopped at step {result.step}; run the command again to resume")
     export_model(run_dir, target.parent, overwrite=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from swaplab.config import ConfigError, apply_overrides, config_group, from_dict
+from swaplab.config import ConfigError, apply_overrides, config_group, fill_absent, from_dict
 from swaplab.train.config import UNBOUNDED_STEPS
 from swaplab.train.loop import RunResult, train
 from swaplab.train.recipe import RECIPES, Recipe, recipe_for_model, recipe_for_tree
@@ -100,6 +100,9 @@ def choose_recipe(overrides: list[str]) -> tuple[type[Recipe], dict[str, Any] | 
             recipe = recipe_for_model(preset)
     if tree is not None and recipe is not recipe_for_tree(tree):
         tree = None  # a model of another family: start from its recipe's defaults
+    elif tree is not None and base_path.name == "config.yaml" and (base_path.parent / "checkpoints").is_dir():
+        # A run's saved config: settings added since keep the values that run trained with.
+        tree, _, _ = fill_absent(recipe.config_type, {k: v for k, v in tree.items() if k != "recipe"})
     return recipe or RECIPES.get(DEFAULT_RECIPE), tree, rest
 
 

@@ -16,12 +16,13 @@ Only rank 0 of a distributed run writes here. This module owns files, not traini
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from swaplab.config import ConfigError, config_hash, from_dict, to_dict
+from swaplab.config import ConfigError, config_hash, fill_absent, from_dict, to_dict
 from swaplab.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from swaplab.system import machine_description
 
@@ -52,8 +53,17 @@ def read_run_config(run_dir: str | Path) -> tuple[Any, Any]:
     """(recipe class, run config) of a run folder's ``config.yaml``.
 
     Runs saved before recipes were named on disk have no ``recipe`` key: the one recipe whose
-    config type reads the file is theirs.
+    config type reads the file is theirs. Settings added since the run was saved take the value
+    that reproduces it where their field declares one (``swaplab.config.since_field``), else their
+    default.
     """
+    recipe, body, _, _ = _read_saved(run_dir)
+    return recipe, from_dict(recipe.config_type, body)
+
+
+def _read_saved(run_dir: str | Path) -> tuple[Any, dict[str, Any], list[str], list[str]]:
+    """(recipe class, the saved tree with absent settings filled, the keys so filled, the absent
+    keys that have no value before they existed)."""
     import yaml
 
     from swaplab.train.recipe import recipe_for_tree
@@ -69,8 +79,7 @@ def read_run_config(run_dir: str | Path) -> tuple[Any, Any]:
         recipe = recipe_for_tree(tree)
     except (KeyError, LookupError) as err:
         raise ConfigError(f"{path}: {err.args[0] if err.args else err}") from None
-    body = {k: v for k, v in tree.items() if k != "recipe"}
-    return recipe, from_dict(recipe.config_type, body)
+    return recipe, *fill_absent(recipe.config_type, {k: v for k, v in tree.items() if k != "recipe"})
 
 
 def code_revision() -> dict[str, Any]:
@@ -128,7 +137,8 @@ class RunFolder:
         first checkpoint): its config is simply replaced, so fixing a command and running it again
         works.
         """
-        saved_recipe, saved = read_run_config(self.root)
+        saved_recipe, body, filled, lacking = _read_saved(self.root)
+        saved = from_dict(saved_recipe.config_type, body)
         if saved_recipe is not recipe:
             diffs = {"recipe": (saved_recipe.name, recipe.name)}
         else:
@@ -136,15 +146,22 @@ class RunFolder:
             ignored = (*RESUMABLE_CHANGES, "run_dir")
             diffs = {k: v for k, v in config_differences(saved, cfg).items() if k not in ignored}
         if not diffs:
+            if lacking:
+                logging.getLogger(__name__).warning(
+                    "%s was saved before the settings %s existed: resuming with their defaults",
+                    self.root,
+                    ", ".join(lacking),
+                )
             return
         if not any(self.checkpoints.glob("step-*")):
-            import logging
-
             logging.getLogger(__name__).warning(
                 "%s has no checkpoint yet: its saved config is replaced by this one", self.root
             )
             return
-        lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in diffs.items())
+        lines = "\n".join(
+            f"  {k}: saved {a!r}{' (the value before the setting existed)' if k in filled else ''}, now {b!r}"
+            for k, (a, b) in diffs.items()
+        )
         raise RunConfigMismatch(
             f"{self.root} holds a run with a different config; resuming may change only "
             f"{', '.join(RESUMABLE_CHANGES)}. Differences:\n{lines}\n"

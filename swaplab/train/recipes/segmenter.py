@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swaplab.config import ConfigError, config_group, group_field
+from swaplab.config import ConfigError, config_group, group_field, since_field
 from swaplab.faces.masks import landmark_mask
 from swaplab.faces.occlusion import FACE_LABEL, OCCLUDER_LABEL, OCCLUDERS, TRAIN_KINDS, occlude
 from swaplab.metrics.segmentation import class_iou
@@ -55,7 +55,7 @@ class SegmenterDataConfig:
     # With those LFW faces (no facesets given), the nineteen peopleDevTrain photos whose real
     # occluders are outlined in swaplab/train/outlines, each this many times (0 = none): with them
     # the build finds real occluders at IoU 0.29-0.34 against 0.11-0.14 (docs/masks.md).
-    lfw_outlines: int = 4
+    lfw_outlines: int = since_field(4, before=0)
     # Polygons files (swaplab.facesets.mask_polygons); each faceset's own mask_polygons.json is read too.
     polygons: list[str] = field(default_factory=list)
     val_faces: int = 48  # the last faces, held out for validation
@@ -72,7 +72,7 @@ class SegmenterDataConfig:
     # pasted occluder's hard edge and foreign sharpness stop being what marks it: real hands and
     # microphones have neither. The labels stay the occluders' exact masks. At 0.5 the build finds
     # real occluders (IoU 0.11-0.14 on ten outlined photos, 0 with hard pastes; docs/masks.md).
-    realistic_paste: float = 0.5
+    realistic_paste: float = since_field(0.5, before=0.0)
     max_occluders: int = 2
     rotation_deg: float = 10.0
     scale: float = 0.1
