@@ -12,6 +12,8 @@
    trained nothing here; then the swap's ms per face for each. Then the same frames swapped by a
    perfect model at each ``--ceiling`` size (the aligned target given back unchanged), without and
    with the restorer: the sharpness a model of that output size can reach on these frames at all.
+   Each restored row for each ``--pass-scales`` value: one pass straight at the footprint (0), or
+   passes that upscale by at most that factor each (the swap's ``restore_pass_scale``).
 
     .venv/bin/python benchmarks/bench_restore.py [--faces 200] [--model demo-output/model] [--frames 20] \
         [--weights l1=PATH gan=PATH ...]
@@ -110,22 +112,26 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
         f"\n2. real swaps: {model}, {len(frames)} frames of {TARGET_CLIP.name} (every 10th), source {SOURCE_CLIP.name}"
     )
     print("  identity: lfw-arcface (trained nothing here); sharpness inside the target's face hull at 256 px")
-    print(f"  {'restore':<32} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
+    print("  restore: strength, and one pass at the footprint or passes of at most that factor (restore_pass_scale)")
+    print(f"  {'restore':<44} {'sharpness swap/target':>22} {'identity distance':>18} {'ms per face':>12}")
     video = {"which": "largest", "smoothing": "none"}
     # (label, restorer weights or None, the swapper): the model, then a perfect model at each size.
     settings: list[tuple[str, str | None, Callable[[], FaceSwapper]]] = [
         ("off", None, lambda: FaceSwapper(model, SwapConfig(**video)))
     ]
     for name, path in weights.items():
-        for strength in (1.0, 0.5):
-            make = functools.partial(FaceSwapper, model, SwapConfig(restore="on", restore_strength=strength, **video))
-            settings.append((f"{name}: on (strength {strength:g})", path, make))
+        for passes in args.pass_scales:
+            for strength in (1.0, 0.5):
+                config = SwapConfig(restore="on", restore_strength=strength, restore_pass_scale=passes, **video)
+                make = functools.partial(FaceSwapper, model, config)
+                settings.append((f"{name}: on ({strength:g}, {_passes(passes)})", path, make))
     first = next(iter(weights.values()), None)
     for size in args.ceiling:
-        for restore in (False, True) if first is not None else (False,):
-            label = f"perfect {size} px model, {'on' if restore else 'off'}"
-            make = functools.partial(pass_through_swapper, model, size, restore, **video)
-            settings.append((label, first if restore else None, make))
+        unrestored = functools.partial(pass_through_swapper, model, size, False, **video)
+        settings.append((f"perfect {size} px model, off", None, unrestored))
+        for passes in args.pass_scales if first is not None else ():
+            make = functools.partial(pass_through_swapper, model, size, True, restore_pass_scale=passes, **video)
+            settings.append((f"perfect {size} px model, on ({_passes(passes)})", first, make))
     for label, path, make_swapper in settings:
         if path is not None:
             os.environ["SWAPLAB_FACE_RESTORER"] = path  # the swap stage loads the restorer from here
@@ -149,10 +155,14 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
         mask = landmark_masks_torch(np.stack(masks).astype(np.float32), 256)
         sharp = sharpness_ratio(nchw(np.stack(swaps)), nchw(np.stack(targets)), mask).mean
         ms = 1000 * seconds / max(1, len(swaps))
-        print(f"  {label:<32} {sharp:22.3f} {np.mean(distances):18.3f} {ms:12.1f}")
+        print(f"  {label:<44} {sharp:22.3f} {np.mean(distances):18.3f} {ms:12.1f}")
     target_emb = embed_faces([frames[0]], [analyzer.analyze(frames[0], embed=False)[0].landmarks5_source], network)[0]
     distance = 1 - float(target_emb @ source / np.linalg.norm(target_emb))
     print(f"  (the target itself: identity distance to the source {distance:.3f})")
+
+
+def _passes(scale: float) -> str:
+    return "one pass" if not scale else f"passes of {scale:g}x"
 
 
 def main() -> None:
@@ -168,6 +178,10 @@ def main() -> None:
     parser.add_argument(
         "--ceiling", type=int, nargs="*", default=[64, 128, 256],
         help="output sizes of a perfect model to swap the frames with too (what a model of that size can reach)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pass-scales", type=float, nargs="+", default=[0.0, 1.5],
+        help="restore_pass_scale values to compare (0: one pass straight at the footprint)",
     )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()

@@ -158,6 +158,46 @@ def test_restored_detail_is_smoothed_over_a_track(restorer, pair_facesets, pair_
     assert flicker["one_euro"] <= flicker["none"], flicker
 
 
+def test_a_large_footprint_is_restored_in_passes(restorer, pair_facesets, pair_model: Path, monkeypatch) -> None:
+    import swaplab.models.restoration as restoration
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    weights, _ = restorer
+    monkeypatch.setenv("SWAPLAB_FACE_RESTORER", str(weights))
+    crop = cv2.resize(_held_out_faces(pair_facesets)[0], (64, 64), interpolation=cv2.INTER_AREA)
+    mask = np.ones((64, 64), np.float32)
+    matrix = np.array([[64 / 450, 0.0, 0.0], [0.0, 64 / 450, 0.0]])  # a 450 px footprint, as on the demo's frames
+    sizes: list[int] = []
+    real = restoration.restore_faces
+
+    def recording(faces: np.ndarray, *args, **kwargs) -> np.ndarray:
+        sizes.append(faces.shape[0])
+        return real(faces, *args, **kwargs)
+
+    monkeypatch.setattr(restoration, "restore_faces", recording)
+    out, passes = {}, {}
+    for scale in (3.0, 1.5, 0):
+        sizes.clear()
+        swapper = FaceSwapper(pair_model, SwapConfig(restore="on", restore_pass_scale=scale))
+        out[scale], _, paste = swapper._restore(crop, mask, matrix)
+        assert out[scale].shape == (450, 450, 3)
+        np.testing.assert_allclose(paste[:, :2], np.eye(2), atol=1e-9)  # the frame's own scale
+        passes[scale] = list(sizes)
+    # Equal steps no larger than the limit, the last at the footprint; 0 = one pass.
+    assert SwapConfig().restore_pass_scale == 3.0 and passes[3.0] == [170, 450] and passes[0] == [450]
+    steps = np.diff(np.log([64, *passes[1.5]]))
+    assert len(steps) == 5 and passes[1.5][-1] == 450 and np.all(np.exp(steps) <= 1.5 + 0.01), passes[1.5]
+    # Each pass adds the detail of its scale: the passes leave more than one pass straight to 450 px.
+    detail = {k: float(np.abs(cv2.Laplacian(v.astype(np.float32), cv2.CV_32F)).mean()) for k, v in out.items()}
+    assert detail[1.5] > detail[3.0] > detail[0], detail
+    # A footprint within the limit (2.6x, as on LFW photos) is restored in one pass.
+    sizes.clear()
+    FaceSwapper(pair_model, SwapConfig(restore="on"))._restore(crop, mask, matrix * (450 / 168))
+    assert sizes == [168]
+    with pytest.raises(ConfigError, match="restore_pass_scale"):
+        apply_overrides(SwapConfig(), ["restore_pass_scale=1"])
+
+
 def test_bad_restore_values_are_refused() -> None:
     from swaplab.swap.pipeline import SwapConfig
 
