@@ -4,7 +4,8 @@ One model (``--model``, e.g. the demo's ``demo-output/model``) swaps the protoco
 clips once per swap-stage setting, and the evaluator scores each: landmark jitter and flicker of the
 swapped clip relative to the original, identity drift, and the swap's frames/s. The settings: the
 default (the model's mask within the landmark hull), the face segmenter's mask (raw and smoothed
-over time), the restorer (raw and with its added detail smoothed over time), the learned blender,
+over time), the restorer (in one pass, in its default passes, and with its added detail smoothed
+over time), the learned blender,
 Poisson blending and GL-GAN's smoother across frames. Each setting that needs a network that is
 not built (``swaplab nets build face-segmenter|face-restorer|learned-blender|glgan-smoother``) is
 skipped and said so.
@@ -39,6 +40,7 @@ SETTINGS = (
     ("default (learned mask x landmark hull)", [], ""),
     ("mask=segment", ["mask=segment"], "face-segmenter"),
     ("mask=segment, smoothed", ["mask=segment", "mask_smoothing=one_euro"], "face-segmenter"),
+    ("restore=on, one pass", ["restore=on", "restore_pass_scale=0"], "face-restorer"),
     ("restore=on", ["restore=on"], "face-restorer"),
     ("restore=on, smoothed", ["restore=on", "restore_smoothing=one_euro"], "face-restorer"),
     ("blend=learned", ["blend=learned"], "learned-blender"),
