@@ -114,12 +114,12 @@ def build_run_dir(name: str, preset: str) -> Path:
 
 def discard_run(run_dir: Path) -> None:
     """Remove a build's run folder: renamed aside first (one atomic step), so a build killed while
-    the files go leaves either the whole old run or none of it."""
-    if not run_dir.exists():
-        return
-    doomed = run_dir.with_name(f"{run_dir.name}.discarded-{os.getpid()}")
-    run_dir.rename(doomed)
-    shutil.rmtree(doomed)
+    the files go leaves either the whole old run or none of it (and what a killed removal left aside
+    goes with the next one)."""
+    if run_dir.exists():
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.discarded-{os.getpid()}"))
+    for doomed in run_dir.parent.glob(f"{run_dir.name}.discarded-*"):
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def build_network(
