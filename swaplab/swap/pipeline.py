@@ -86,8 +86,8 @@ class SwapConfig:
     # The largest upscale one restoration pass makes: a face upscaled more (a 64 px face onto a
     # 450 px footprint) is upscaled and restored in equal steps below it (170, then 450 px), so each
     # pass sees blur within the 2-6x the restorer learned, not a 7x blur it never saw. 0 = one pass.
-    # Measured (docs/masks.md): on the demo's 512 px frames two passes lift sharpness 0.26 -> 0.35
-    # and bring the face closer to the source, smaller steps more so (1.5: 0.38); on LFW frames
+    # Measured (docs/masks.md): on the demo's 512 px frames two passes lift sharpness 0.26 -> 0.34
+    # and bring the face closer to the source, smaller steps more so (1.5: 0.39); on LFW frames
     # (2.6x) one pass keeps more identity than passes of 1.5x, so the default restores those in one.
     restore_pass_scale: float = 3.0
     # Video: the detail the restorer adds (restored minus its input) smoothed over time per face
