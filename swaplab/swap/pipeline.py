@@ -87,8 +87,9 @@ class SwapConfig:
     # 450 px footprint) is upscaled and restored in equal steps below it (170, then 450 px), so each
     # pass sees blur within the 2-6x the restorer learned, not a 7x blur it never saw. 0 = one pass.
     # Measured (docs/masks.md): on the demo's 512 px frames two passes lift sharpness 0.26 -> 0.34
-    # and bring the face closer to the source, smaller steps more so (1.5: 0.39); on LFW frames
-    # (2.6x) one pass keeps more identity than passes of 1.5x, so the default restores those in one.
+    # and bring the face closer to the source (smaller steps score higher still, 1.5: 0.39, but draw
+    # a caricature); on LFW frames (2.6x) one pass keeps more identity than passes of 1.5x, so the
+    # default restores those in one.
     restore_pass_scale: float = 3.0
     # Video: the detail the restorer adds (restored minus its input) smoothed over time per face
     # track, in the face's own crop, so restoration does not add flicker; fast changes pass.
