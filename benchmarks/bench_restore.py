@@ -180,7 +180,7 @@ def main() -> None:
         help="output sizes of a perfect model to swap the frames with too (what a model of that size can reach)",
     )  # fmt: skip
     parser.add_argument(
-        "--pass-scales", type=float, nargs="+", default=[0.0, 1.5],
+        "--pass-scales", type=float, nargs="+", default=[0.0, 3.0],
         help="restore_pass_scale values to compare (0: one pass straight at the footprint)",
     )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")

@@ -74,7 +74,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "restored, strength 1",
         "sharpness swap/target",
         "perfect 64 px model, on",
-        "passes of 1.5x",
+        "passes of 3x",
     ),
     "bench_blend_learned.py": ("machine: ", "seam gradient error", "learned", "256 px"),
     "bench_blend_glgan.py": ("machine: ", "seam band (6 px)", "glgan", "load average at end"),
