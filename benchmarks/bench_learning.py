@@ -16,8 +16,11 @@ the whole face, no warp tricks, no GAN, no pretraining), ``liae-cpu`` (DeepFaceL
 ``liae-cpu-sharp`` (eye-aware weights, edge loss, the final 20 % without random warp at a tenth of
 the LR), ``liae-cpu-gan`` (that plus GAN power 0.1), ``liae-cpu-pretrained`` (``liae-cpu-sharp``
 started from ``liae-cpu`` pretrained on LFW training people without the pair, for
-``--pretrain-minutes``, counted separately), ``liae-cpu-128-sharp`` (``liae-cpu-sharp`` at 128 px:
-a 64 px output caps the sharpness ratio, see ``bench_sharpness_ceiling.py``), ``faceswap-gan-64``.
+``--pretrain-minutes``, counted separately; the pretraining run in ``--work`` is reused, and one
+shorter than ``--pretrain-minutes`` is trained on for the difference first),
+``liae-cpu-pretrained-dst-flip`` (that with 40 % of dst faces mirrored), ``liae-cpu-128-sharp``
+(``liae-cpu-sharp`` at 128 px: a 64 px output caps the sharpness ratio, see
+``bench_sharpness_ceiling.py``), ``faceswap-gan-64``.
 The final stretch of a budget is run as a second session: the first stops at 80 % of the budget
 (step S), the second resumes with ``trainer.steps = S / 0.8`` so that the last fifth of the steps
 is the stretch.
@@ -51,6 +54,9 @@ PROTOCOL_HELDOUT = 24  # per_pair_v1 holds out the last 24 photos of each person
 SMOKE_PHOTOS, SMOKE_HOLDOUT = 8, 2  # --smoke: training photos per person, and held-out photos
 SMOKE_MODELS = ["baseline-df64", "liae-cpu-pretrained"]  # --smoke: the reference line, pretraining, a stretch
 FINAL_STRETCH = 0.2
+#: A reused pretraining this close to ``--pretrain-minutes`` counts as done (a budget ends on a
+#: step, and a session's start-up is not in its loop seconds).
+PRETRAIN_SLACK_S = 60.0
 SHARP = ["loss=dfl-sharp", f"trainer.final_stretch={FINAL_STRETCH}"]
 
 #: name -> (train overrides, uses the pretrained run). Each is one command a user can type.
@@ -60,6 +66,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "liae-cpu-sharp": (["model=liae-cpu", *SHARP], False),
     "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1"], False),
     "liae-cpu-pretrained": (["model=liae-cpu", *SHARP], True),
+    "liae-cpu-pretrained-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], True),
     "liae-cpu-128-sharp": (["model=liae-cpu", "model.resolution=128", *SHARP], False),
     "faceswap-gan-64": (["model=faceswap-gan-64", "loss=faceswap-gan", "gan.power=0.1"], False),
 }
@@ -165,13 +172,20 @@ def pretrain(work: Path, args, faces: Path, info: dict) -> tuple[Path, dict]:
     """``liae-cpu`` trained on the pretraining faces for ``--pretrain-minutes``."""
     run = work / "run-pretrain"
     info = {**info, "minutes": args.pretrain_minutes}
-    if last_step(run):  # trained by an earlier call: a further session would train it longer
-        return run, {**info, "steps": last_step(run), "reused": True}
-    overrides = common_overrides(run, args.pretrain_minutes * 60, args.seed)
+    # A pretraining run of an earlier call is reused; one shorter than asked is trained on for
+    # the minutes it lacks (a new session of the same run), so a longer pretraining costs only
+    # its difference and the recipes start from the longer one.
+    before = last_step(run)
+    trained = train_seconds(run) if before else 0.0
+    remaining = args.pretrain_minutes * 60 - trained
+    if before and remaining < PRETRAIN_SLACK_S:
+        return run, {**info, "steps": before, "train_seconds": round(trained, 1), "reused": True}
+    overrides = common_overrides(run, remaining, args.seed)
     overrides += [*PRETRAIN_MODEL, f"data.src={faces}", f"data.dst={faces}", "data.holdout=2"]
     if launch(overrides, work / "train-pretrain.log", args.threads).wait() != 0:
         raise RuntimeError(f"pretraining failed: see {work / 'train-pretrain.log'}")
-    return run, {**info, "steps": last_step(run)}
+    extended = {"extended_from_steps": before} if before else {}
+    return run, {**info, "steps": last_step(run), "train_seconds": round(train_seconds(run), 1), **extended}
 
 
 def train_seconds(run: Path) -> float:

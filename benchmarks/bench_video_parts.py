@@ -5,9 +5,9 @@ clips once per swap-stage setting, and the evaluator scores each: landmark jitte
 swapped clip relative to the original, identity drift, and the swap's frames/s. The settings: the
 default (the model's mask within the landmark hull), the face segmenter's mask (raw and smoothed
 over time), the restorer (in one pass, in its default passes, and with its added detail smoothed
-over time), the learned blender, Poisson blending and GL-GAN's smoother across frames. Each setting that needs a network that is
-not built (``swaplab nets build face-segmenter|face-restorer|learned-blender|glgan-smoother``) is
-skipped and said so.
+over time), the learned blender, Poisson blending and GL-GAN's smoother across frames. Each
+setting that needs a network that is not built is skipped and said so (``swaplab nets build
+face-segmenter|face-restorer|learned-blender|glgan-smoother`` builds them).
 
     .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100]
         [--only NAME ...]

@@ -165,6 +165,28 @@ def test_final_stretch_switches_warp_off_and_lowers_the_lr_at_the_stated_step(pa
         build_config(overrides(pair_facesets, tmp_path / "x", "trainer.final_stretch=1.5"))
 
 
+def test_dst_flip_mirrors_the_dst_faces_and_no_src_face(pair_facesets, tmp_path, monkeypatch):
+    """``data.dst_flip=1`` with every other augmentation off: each dst face is trained on as its
+    mirror image, each src face as it is."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = Augmenter.__call__
+
+    def record(self, batch, *args, **kwargs):
+        out = original(self, batch, *args, **kwargs)
+        seen.append((batch["image"], out["target"]))
+        return out
+
+    monkeypatch.setattr(Augmenter, "__call__", record)
+    run = tmp_path / "run"
+    train(build_config(overrides(pair_facesets, run, "trainer.steps=1", "augment=off", "data.dst_flip=1")))
+    (src_in, src_target), (dst_in, dst_target) = seen  # one step: src, then dst
+    torch.testing.assert_close(src_target, src_in, atol=2e-3, rtol=0)
+    torch.testing.assert_close(dst_target, dst_in.flip(-1), atol=2e-3, rtol=0)
+    assert not torch.allclose(dst_in, dst_in.flip(-1), atol=0.05)  # a real face is not its own mirror
+    with pytest.raises(ConfigError, match="dst_flip"):
+        build_config(overrides(pair_facesets, tmp_path / "x", "data.dst_flip=1.5"))
+
+
 def test_a_time_budget_gets_its_final_stretch_in_one_command(pair_facesets, tmp_path, monkeypatch):
     """``trainer=cpu-30min``: the budget is the stop and its last fifth is the stretch; a fake clock
     that advances one second per step puts the stretch at steps 8 and 9 of a 10 s budget."""

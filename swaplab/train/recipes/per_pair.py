@@ -57,12 +57,17 @@ class DataConfig:
     # other faces). The face mask loses what the occluder covers, so the model's own mask learns to
     # leave occluders out and the swap keeps them (DeepFaceLab trains on occluded, XSeg-masked faces).
     occlude: float = 0.0
+    # Share of dst faces mirrored (DeepFaceLab's random_dst_flip). The dst side is only ever the
+    # pose, expression and light a swap follows, never the face it draws, so mirroring it doubles
+    # those without teaching the source a mirrored face; src faces follow ``augment.flip_prob``.
+    dst_flip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mask not in TRAINING_MASKS:
             raise ConfigError(f"data.mask={self.mask!r}: choose from {', '.join(TRAINING_MASKS)}")
-        if not 0.0 <= self.occlude <= 1.0:
-            raise ConfigError(f"data.occlude={self.occlude} must be a share of faces in [0, 1]")
+        for name in ("occlude", "dst_flip"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.{name}={getattr(self, name)} must be a share of faces in [0, 1]")
 
 
 @dataclass
@@ -110,9 +115,14 @@ class PerPairRecipe(Recipe):
             mask=cfg.data.mask,
         )
         self.objective = ReconstructionObjective(cfg.loss).to(session.device)
-        self.augmenter = Augmenter(cfg.augment)
-        # The final stretch trains on unwarped faces: the same draws, so only the warp changes.
-        self.polish_augmenter = Augmenter(dataclasses.replace(cfg.augment, warp=False))
+        # One augmenter per side and phase; the final stretch trains on unwarped faces with the
+        # same draws, so only the warp changes.
+        dst_augment = dataclasses.replace(cfg.augment, flip_prob=max(cfg.augment.flip_prob, cfg.data.dst_flip))
+        self.augmenters = {
+            (side, polish): Augmenter(dataclasses.replace(augment, warp=augment.warp and not polish))
+            for side, augment in (("src", cfg.augment), ("dst", dst_augment))
+            for polish in (False, True)
+        }
         self.adversarial = LOSSES.create(cfg.gan.criterion) if cfg.gan.power else None
         if cfg.init:
             pretrained_weights(cfg.init)  # refuse a missing or unreadable source before any file is written
@@ -163,11 +173,11 @@ class PerPairRecipe(Recipe):
     def _augment(self, floats: dict[str, Tensor], step: int, micro: int) -> dict[str, dict[str, Tensor]]:
         """Both sides' augmented batches; random draws are seeded by (seed, step, micro, rank, side)."""
         session, out = self.session, {}
-        augmenter = self.polish_augmenter if session.trainer.in_final_stretch(step) else self.augmenter
+        polish = session.trainer.in_final_stretch(step)
         for side, other in (("src", "dst"), ("dst", "src")):
             generator = torch.Generator(device=session.device)
             generator.manual_seed(stream_seed("augment", session.trainer.seed, step, micro, session.dist.rank, side))
-            out[side] = augmenter(
+            out[side] = self.augmenters[side, polish](
                 {"image": floats[side], "mask": floats[f"{side}_mask"], "eyes_mouth": floats[f"{side}_features"]},
                 generator,
                 reference=floats[other],
