@@ -21,9 +21,10 @@ shorter than ``--pretrain-minutes`` is trained on for the difference first),
 ``liae-cpu-pretrained-dst-flip`` (that with 40 % of dst faces mirrored), ``liae-cpu-128-sharp``
 (``liae-cpu-sharp`` at 128 px: a 64 px output caps the sharpness ratio, see
 ``bench_sharpness_ceiling.py``), ``faceswap-gan-64``.
-The final stretch of a budget is run as a second session: the first stops at 80 % of the budget
-(step S), the second resumes with ``trainer.steps = S / 0.8`` so that the last fifth of the steps
-is the stretch.
+A recipe's final stretch is the last fifth of its budget, begun by the trainer in the same session.
+(Until 2026-12-05 the stretch ran as a second session after a first of 80 % of the budget; since
+time budgets count the whole run (2026-12-04), that second session found the budget spent and did
+nothing, so those runs trained 80 % of ``--minutes``, their stretch inside the first session.)
 
 ``swaps-side-by-side.png`` shows every recipe's swap of the same held-out photos in one picture.
 
@@ -129,8 +130,9 @@ def last_step(run: Path) -> int:
 
 
 def train_variant(name: str, faces: dict[str, Path], work: Path, seconds: float, args, pretraining=None) -> None:
-    """One recipe for ``seconds``: one session, or two when it has a final stretch (see the docstring).
-    ``pretraining``: the future of :func:`pretrain` to start from (waited for here)."""
+    """One recipe for ``seconds`` in one session; a recipe with ``trainer.final_stretch`` gets its
+    stretch from the trainer, as the last part of the same budget. ``pretraining``: the future of
+    :func:`pretrain` to start from (waited for here)."""
     overrides, _ = VARIANTS[name]
     pretrained = pretraining.result()[0] if pretraining is not None else None
     run, log = work / f"run-{name}", work / f"train-{name}.log"
@@ -139,15 +141,8 @@ def train_variant(name: str, faces: dict[str, Path], work: Path, seconds: float,
     base = [*overrides, f"data.src={faces['src']}", f"data.dst={faces['dst']}", "data.holdout=2"]
     if pretrained is not None:
         base.append(f"init={pretrained}")
-    stretch = any(o.startswith("trainer.final_stretch=") for o in overrides)
-    first = seconds * (1 - FINAL_STRETCH) if stretch else seconds
-    if launch([*common_overrides(run, first, args.seed), *base], log, args.threads).wait() != 0:
+    if launch([*common_overrides(run, seconds, args.seed), *base], log, args.threads).wait() != 0:
         raise RuntimeError(f"training {name} failed: see {log}")
-    if stretch:
-        steps = max(last_step(run) + 1, round(last_step(run) / (1 - FINAL_STRETCH)))
-        second = [*common_overrides(run, seconds - first, args.seed), *base, f"trainer.steps={steps}"]
-        if launch(second, log, args.threads).wait() != 0:
-            raise RuntimeError(f"training {name} (final stretch) failed: see {log}")
 
 
 def pretraining_faces(work: Path, people: int, per_person: int) -> tuple[Path, dict]:
@@ -172,15 +167,13 @@ def pretrain(work: Path, args, faces: Path, info: dict) -> tuple[Path, dict]:
     """``liae-cpu`` trained on the pretraining faces for ``--pretrain-minutes``."""
     run = work / "run-pretrain"
     info = {**info, "minutes": args.pretrain_minutes}
-    # A pretraining run of an earlier call is reused; one shorter than asked is trained on for
-    # the minutes it lacks (a new session of the same run), so a longer pretraining costs only
-    # its difference and the recipes start from the longer one.
+    # A time budget counts the whole run, so a pretraining of an earlier call is reused as it is
+    # and one shorter than asked is trained on for the minutes it lacks (a new session of the
+    # same run): a longer pretraining costs only its difference.
     before = last_step(run)
-    trained = train_seconds(run) if before else 0.0
-    remaining = args.pretrain_minutes * 60 - trained
-    if before and remaining < PRETRAIN_SLACK_S:
-        return run, {**info, "steps": before, "train_seconds": round(trained, 1), "reused": True}
-    overrides = common_overrides(run, remaining, args.seed)
+    if before and args.pretrain_minutes * 60 - train_seconds(run) < PRETRAIN_SLACK_S:
+        return run, {**info, "steps": before, "train_seconds": round(train_seconds(run), 1), "reused": True}
+    overrides = common_overrides(run, args.pretrain_minutes * 60, args.seed)
     overrides += [*PRETRAIN_MODEL, f"data.src={faces}", f"data.dst={faces}", "data.holdout=2"]
     if launch(overrides, work / "train-pretrain.log", args.threads).wait() != 0:
         raise RuntimeError(f"pretraining failed: see {work / 'train-pretrain.log'}")
