@@ -17,10 +17,10 @@ the whole face, no warp tricks, no GAN, no pretraining), ``liae-cpu`` (DeepFaceL
 the LR), ``liae-cpu-gan`` (that plus GAN power 0.1), ``liae-cpu-pretrained`` (``liae-cpu-sharp``
 started from ``liae-cpu`` pretrained on LFW training people without the pair, for
 ``--pretrain-minutes``, counted separately; the pretraining run in ``--work`` is reused, and one
-shorter than ``--pretrain-minutes`` is trained on for the difference first),
-``liae-cpu-pretrained-dst-flip`` (that with 40 % of dst faces mirrored), ``liae-cpu-128-sharp``
+shorter than ``--pretrain-minutes`` is trained on for the difference first), ``liae-cpu-128-sharp``
 (``liae-cpu-sharp`` at 128 px: a 64 px output caps the sharpness ratio, see
-``bench_sharpness_ceiling.py``), ``faceswap-gan-64``.
+``bench_sharpness_ceiling.py``), ``faceswap-gan-64``; ``liae-cpu-sharp-dst-flip`` and
+``liae-cpu-pretrained-dst-flip`` are their namesakes with 40 % of dst faces mirrored.
 A recipe's final stretch is the last fifth of its budget, begun by the trainer in the same session.
 (Until 2026-12-05 the stretch ran as a second session after a first of 80 % of the budget; since
 time budgets count the whole run (2026-12-04), that second session found the budget spent and did
@@ -65,6 +65,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "baseline-df64": (["model=df-64-plain", "loss=deepfakes"], False),
     "liae-cpu": (["model=liae-cpu", "loss=dfl"], False),
     "liae-cpu-sharp": (["model=liae-cpu", *SHARP], False),
+    "liae-cpu-sharp-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], False),
     "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1"], False),
     "liae-cpu-pretrained": (["model=liae-cpu", *SHARP], True),
     "liae-cpu-pretrained-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], True),
