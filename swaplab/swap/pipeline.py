@@ -438,7 +438,7 @@ class FaceSwapper:
             side = state[0]
         elif cfg.restore_smoothing != "none":
             state = (side, SMOOTHERS.create(cfg.restore_smoothing, strength=cfg.restore_smoothing_strength), 0)
-        restored = self._restore_passes(face_rgb, side)
+        small = face_rgb
         if side != size:
             factor = side / size
             face_rgb = cv2.resize(face_rgb, (side, side), interpolation=cv2.INTER_CUBIC)
@@ -446,31 +446,35 @@ class FaceSwapper:
             # Pixel centres sit at integers: x_big = (x + 0.5) * factor - 0.5.
             upscale = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
             matrix = (upscale @ np.vstack([matrix, [0, 0, 1]]))[:2]
-        if cfg.restore_strength < 1:
+        restored = self._restore_passes(small, face_rgb)
+        # The detail the restorer added over the plain upscale, weighed by the strength and, on a
+        # track, smoothed over time.
+        if cfg.restore_strength < 1 or state is not None:
             base = face_rgb.astype(np.float32)
-            mixed = base + cfg.restore_strength * (restored.astype(np.float32) - base)
-            restored = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
-        if state is not None:
-            _, smoother, seen = state
-            detail = restored.astype(np.float32) - face_rgb.astype(np.float32)
-            detail = smoother.update(detail, seen / 25.0)
-            restored = np.clip(face_rgb.astype(np.float32) + detail + 0.5, 0, 255).astype(np.uint8)
-            self._restore_tracks[track] = (side, smoother, seen + 1)
+            detail = cfg.restore_strength * (restored.astype(np.float32) - base)
+            if state is not None:
+                _, smoother, seen = state
+                detail = smoother.update(detail, seen / 25.0)
+                self._restore_tracks[track] = (side, smoother, seen + 1)
+            restored = np.clip(base + detail + 0.5, 0, 255).astype(np.uint8)
         return restored, mask, matrix
 
-    def _restore_passes(self, face_rgb: np.ndarray, side: int) -> np.ndarray:
-        """``face_rgb`` restored at ``side`` px: in one pass, or, when that is more than
-        ``restore_pass_scale`` times its size, upscaled and restored in equal steps below it."""
+    def _restore_passes(self, face_rgb: np.ndarray, upscaled: np.ndarray) -> np.ndarray:
+        """``face_rgb`` restored at the size of ``upscaled`` (its plain upscale): in one pass, or,
+        when that is more than ``restore_pass_scale`` times its size, upscaled and restored in
+        equal steps below it."""
         from swaplab.models.restoration import restore_faces
 
-        size, limit = face_rgb.shape[0], self.config.restore_pass_scale
+        size, side, limit = face_rgb.shape[0], upscaled.shape[0], self.config.restore_pass_scale
         passes = 1 if not limit or side <= size * limit else math.ceil(math.log(side / size) / math.log(limit))
+        if passes == 1:
+            return restore_faces(upscaled, 1.0, dtype=self.autocast)
         current = face_rgb
         for k in range(1, passes + 1):
             step = side if k == passes else round(size * (side / size) ** (k / passes))
-            if step != current.shape[0]:
-                current = cv2.resize(current, (step, step), interpolation=cv2.INTER_CUBIC)
-            current = restore_faces(current, 1.0, dtype=self.autocast)
+            current = restore_faces(
+                cv2.resize(current, (step, step), interpolation=cv2.INTER_CUBIC), 1.0, dtype=self.autocast
+            )
         return current
 
     def _paste(self, frame: np.ndarray, face_rgb: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
