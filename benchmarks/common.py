@@ -174,6 +174,19 @@ def pass_through_swapper(model: Path, size: int, restore: bool, **options):
     return swapper
 
 
+def reconstructing_swapper(model: Path, side: str = "dst", **options):
+    """A ``FaceSwapper`` that gives each face back through the model's own ``side`` path
+    (``Swapper.reconstruct``) instead of swapping it: the model's reconstruction of the target,
+    masked, recoloured and pasted exactly like its swaps. ``options``: ``SwapConfig`` fields."""
+    from swaplab.swap.pipeline import FaceSwapper, SwapConfig
+
+    swapper = FaceSwapper(model, SwapConfig(precision="fp32", **options))
+    path = swapper.model
+    # The pipeline calls ``model.swap``; an instance attribute routes it to the reconstruction.
+    path.swap = lambda targets, source=None, generator=None: path.reconstruct(targets, side)
+    return swapper
+
+
 def swap_targets(swapper, jobs, folder: Path) -> int:
     """Each job's target photo through ``swapper``, written as ``<pair id>.png``; returns how many had a face."""
     from swaplab.io.images import read_image

@@ -67,7 +67,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "5. real occluders through a swap: 10 photos",
         "share of hull",
     ),
-    "bench_sharpness_ceiling.py": ("machine: ", "sharpness ratio of a perfect model", "64px", "load after"),
+    "bench_sharpness_ceiling.py": (
+        "machine: ",
+        "sharpness ratio of a perfect model",
+        "64px",
+        "model recon.",
+        "load after",
+    ),
     "bench_restore.py": (
         "machine: ",
         "held-out degraded faces",
