@@ -20,7 +20,8 @@ started from ``liae-cpu`` pretrained on LFW training people without the pair, fo
 shorter than ``--pretrain-minutes`` is trained on for the difference first), ``liae-cpu-128-sharp``
 (``liae-cpu-sharp`` at 128 px: a 64 px output caps the sharpness ratio, see
 ``bench_sharpness_ceiling.py``), ``faceswap-gan-64``; ``liae-cpu-sharp-dst-flip`` and
-``liae-cpu-pretrained-dst-flip`` are their namesakes with 40 % of dst faces mirrored.
+``liae-cpu-pretrained-dst-flip`` are their namesakes with 40 % of dst faces mirrored (the default
+since 2026-12-05: the other recipes pin ``data.dst_flip=0``, as they were measured).
 A recipe's final stretch is the last fifth of its budget, begun by the trainer in the same session.
 (Until 2026-12-05 the stretch ran as a second session after a first of 80 % of the budget; since
 time budgets count the whole run (2026-12-04), that second session found the budget spent and did
@@ -60,19 +61,21 @@ FINAL_STRETCH = 0.2
 PRETRAIN_SLACK_S = 60.0
 SHARP = ["loss=dfl-sharp", f"trainer.final_stretch={FINAL_STRETCH}"]
 
+NO_FLIP = "data.dst_flip=0"  # the recipes measured before mirrored dst faces were the default
+
 #: name -> (train overrides, uses the pretrained run). Each is one command a user can type.
 VARIANTS: dict[str, tuple[list[str], bool]] = {
-    "baseline-df64": (["model=df-64-plain", "loss=deepfakes"], False),
-    "liae-cpu": (["model=liae-cpu", "loss=dfl"], False),
-    "liae-cpu-sharp": (["model=liae-cpu", *SHARP], False),
+    "baseline-df64": (["model=df-64-plain", "loss=deepfakes", NO_FLIP], False),
+    "liae-cpu": (["model=liae-cpu", "loss=dfl", NO_FLIP], False),
+    "liae-cpu-sharp": (["model=liae-cpu", *SHARP, NO_FLIP], False),
     "liae-cpu-sharp-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], False),
-    "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1"], False),
-    "liae-cpu-pretrained": (["model=liae-cpu", *SHARP], True),
+    "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1", NO_FLIP], False),
+    "liae-cpu-pretrained": (["model=liae-cpu", *SHARP, NO_FLIP], True),
     "liae-cpu-pretrained-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], True),
-    "liae-cpu-128-sharp": (["model=liae-cpu", "model.resolution=128", *SHARP], False),
-    "faceswap-gan-64": (["model=faceswap-gan-64", "loss=faceswap-gan", "gan.power=0.1"], False),
+    "liae-cpu-128-sharp": (["model=liae-cpu", "model.resolution=128", *SHARP, NO_FLIP], False),
+    "faceswap-gan-64": (["model=faceswap-gan-64", "loss=faceswap-gan", "gan.power=0.1", NO_FLIP], False),
 }
-PRETRAIN_MODEL = ["model=liae-cpu", "loss=dfl-sharp"]
+PRETRAIN_MODEL = ["model=liae-cpu", "loss=dfl-sharp", NO_FLIP]  # as the reused pretraining runs were made
 
 
 def protocol_heldout() -> dict[str, list[Path]]:

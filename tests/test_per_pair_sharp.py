@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from swaplab.config import ConfigError
+from swaplab.config import ConfigError, fill_absent, to_dict
 from swaplab.faces.masks import landmark_mask
 from swaplab.facesets.format import Faceset
 from swaplab.losses import LOSSES, LossConfig, ReconstructionObjective
@@ -185,6 +185,17 @@ def test_dst_flip_mirrors_the_dst_faces_and_no_src_face(pair_facesets, tmp_path,
     assert not torch.allclose(dst_in, dst_in.flip(-1), atol=0.05)  # a real face is not its own mirror
     with pytest.raises(ConfigError, match="dst_flip"):
         build_config(overrides(pair_facesets, tmp_path / "x", "data.dst_flip=1.5"))
+
+
+def test_dst_flip_is_on_by_default_and_off_for_runs_saved_before_it(pair_facesets, tmp_path):
+    """0.4 by default; a run config saved before the setting existed reads it as 0, so such a run
+    is not resumed with mirrored faces halfway."""
+    config = build_config(overrides(pair_facesets, tmp_path / "run"))
+    assert config.data.dst_flip == 0.4
+    saved = to_dict(config)
+    del saved["data"]["dst_flip"]
+    tree, filled, _ = fill_absent(type(config), saved)
+    assert tree["data"]["dst_flip"] == 0.0 and "data.dst_flip" in filled
 
 
 def test_a_time_budget_gets_its_final_stretch_in_one_command(pair_facesets, tmp_path, monkeypatch):

@@ -147,7 +147,8 @@ register_trainer("test", steps=8, batch_size=4, lr=2e-4, checkpoint_every=4, **T
 
 
 config_group("augment").register("default")(AugmentConfig)
-#: No augmentation at all (every range 0): for exact comparisons, e.g. DDP against one process.
+#: No augmentation at all (every range 0): for exact comparisons, e.g. DDP against one process
+#: (a per-pair run mirrors dst faces apart from it: ``data.dst_flip=0`` turns that off too).
 config_group("augment").register("off")(
     functools.partial(
         AugmentConfig,
