@@ -21,7 +21,10 @@ shorter than ``--pretrain-minutes`` is trained on for the difference first), ``l
 (``liae-cpu-sharp`` at 128 px: a 64 px output caps the sharpness ratio, see
 ``bench_sharpness_ceiling.py``), ``faceswap-gan-64``; ``liae-cpu-sharp-dst-flip`` and
 ``liae-cpu-pretrained-dst-flip`` are their namesakes with 40 % of dst faces mirrored (the default
-since 2026-12-05: the other recipes pin ``data.dst_flip=0``, as they were measured).
+since 2026-12-05: the other recipes pin ``data.dst_flip=0``, as they were measured);
+``liae-cpu-pretrained-lr2x``, ``-stretch40`` and ``-dst-prior`` are ``liae-cpu-pretrained-dst-flip``
+with twice the LR, a final stretch of 40 % and a quarter of each dst batch from the pretraining
+faces (``data.dst_prior``); ``-stretch40-dst-prior`` both of the last two.
 A recipe's final stretch is the last fifth of its budget, begun by the trainer in the same session.
 (Until 2026-12-05 the stretch ran as a second session after a first of 80 % of the budget; since
 time budgets count the whole run (2026-12-04), that second session found the budget spent and did
@@ -62,6 +65,8 @@ PRETRAIN_SLACK_S = 60.0
 SHARP = ["loss=dfl-sharp", f"trainer.final_stretch={FINAL_STRETCH}"]
 
 NO_FLIP = "data.dst_flip=0"  # the recipes measured before mirrored dst faces were the default
+PRETRAINED_FLIP = ["model=liae-cpu", *SHARP, "data.dst_flip=0.4"]
+PRETRAIN_FACES = "{work}/faceset-pretrain"  # the pretraining faces, in the benchmark's --work
 
 #: name -> (train overrides, uses the pretrained run). Each is one command a user can type.
 VARIANTS: dict[str, tuple[list[str], bool]] = {
@@ -71,7 +76,14 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "liae-cpu-sharp-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], False),
     "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1", NO_FLIP], False),
     "liae-cpu-pretrained": (["model=liae-cpu", *SHARP, NO_FLIP], True),
-    "liae-cpu-pretrained-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], True),
+    "liae-cpu-pretrained-dst-flip": (PRETRAINED_FLIP, True),
+    "liae-cpu-pretrained-lr2x": ([*PRETRAINED_FLIP, "trainer.lr=0.0002"], True),
+    "liae-cpu-pretrained-stretch40": ([*PRETRAINED_FLIP, "trainer.final_stretch=0.4"], True),
+    "liae-cpu-pretrained-dst-prior": ([*PRETRAINED_FLIP, f"data.dst_prior={PRETRAIN_FACES}"], True),
+    "liae-cpu-pretrained-stretch40-dst-prior": (
+        [*PRETRAINED_FLIP, "trainer.final_stretch=0.4", f"data.dst_prior={PRETRAIN_FACES}"],
+        True,
+    ),
     "liae-cpu-128-sharp": (["model=liae-cpu", "model.resolution=128", *SHARP, NO_FLIP], False),
     "faceswap-gan-64": (["model=faceswap-gan-64", "loss=faceswap-gan", "gan.power=0.1", NO_FLIP], False),
 }
@@ -137,7 +149,7 @@ def train_variant(name: str, faces: dict[str, Path], work: Path, seconds: float,
     """One recipe for ``seconds`` in one session; a recipe with ``trainer.final_stretch`` gets its
     stretch from the trainer, as the last part of the same budget. ``pretraining``: the future of
     :func:`pretrain` to start from (waited for here)."""
-    overrides, _ = VARIANTS[name]
+    overrides = [override.replace("{work}", str(work)) for override in VARIANTS[name][0]]
     pretrained = pretraining.result()[0] if pretraining is not None else None
     run, log = work / f"run-{name}", work / f"train-{name}.log"
     # The recipe's overrides come after the common ones: ``trainer=cpu-quick`` replaces the whole

@@ -198,6 +198,36 @@ def test_dst_flip_is_on_by_default_and_off_for_runs_saved_before_it(pair_faceset
     assert tree["data"]["dst_flip"] == 0.0 and "data.dst_flip" in filled
 
 
+def test_dst_prior_mixes_other_faces_into_dst_batches_only(pair_facesets, tmp_path):
+    """``data.dst_prior``: the last quarter of each dst batch comes from the other faceset, by a
+    stream of its own; the pair's dst faces keep their own order and src is untouched. A run
+    trains with it and its manifest names the faceset."""
+    from swaplab.train.data import PairData
+
+    bush, powell = pair_facesets
+    plain = PairData(bush, powell, 64, holdout=2, seed=0)
+    mixed = PairData(bush, powell, 64, holdout=2, seed=0, dst_prior=bush, dst_prior_share=0.25)
+    assert mixed.dst_prior_count(8) == 2 and mixed.epochs(800)["dst"] == pytest.approx(600 / mixed.num_train("dst"))
+    dst_rows = []
+    for step in range(3):
+        batch, alone = mixed.batch(step, batch_size=8), plain.batch(step, batch_size=8)
+        assert torch.equal(batch["src"], alone["src"])
+        own = plain._gather("dst", plain.streams["dst"].positions(6 * step, 6))
+        assert torch.equal(batch["dst"][:6], own.images)
+        dst_rows.append(batch["dst"][6:])
+    bush_faces = PairData(bush, bush, 64, holdout=0, seed=0).faces["src"].images
+    for rows in dst_rows:  # every mixed-in face is one of the other faceset's
+        assert all(any(torch.equal(row, face) for face in bush_faces) for row in rows)
+    assert len({bytes(row.flatten().numpy()) for rows in dst_rows for row in rows}) == 6  # no repeat within an epoch
+
+    run = tmp_path / "run"
+    train(build_config(overrides(pair_facesets, run, "trainer.steps=2", f"data.dst_prior={bush}")))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["facesets"]["dst_prior"]["path"] == str(bush)
+    with pytest.raises(ConfigError, match="dst_prior_share"):
+        build_config(overrides(pair_facesets, tmp_path / "x", "data.dst_prior_share=1.5"))
+
+
 def test_a_time_budget_gets_its_final_stretch_in_one_command(pair_facesets, tmp_path, monkeypatch):
     """``trainer=cpu-30min``: the budget is the stop and its last fifth is the stretch; a fake clock
     that advances one second per step puts the stretch at steps 8 and 9 of a 10 s budget."""

@@ -213,6 +213,8 @@ class PairData:
         cache: bool = True,
         allow_damaged: bool = False,
         mask: str = "hull",
+        dst_prior: str | Path = "",
+        dst_prior_share: float = 0.0,
     ) -> None:
         if mask not in TRAINING_MASKS:
             raise ValueError(f"data.mask={mask!r}: choose from {', '.join(TRAINING_MASKS)}")
@@ -258,6 +260,15 @@ class PairData:
                     load_faces(self.facesets[side], resolution, held, mask) if held else _empty(resolution)
                 )
             self.streams[side] = EpochStream(len(train), seed, side)
+        # Other people's faces in the dst side's batches (all of them train; none is held out: the
+        # held-out faces are the pair's).
+        self.dst_prior_share = dst_prior_share if dst_prior else 0.0
+        self.dst_prior: FaceTensors | None = None
+        if self.dst_prior_share:
+            self.roots["dst_prior"] = Path(dst_prior)
+            self.facesets["dst_prior"] = Faceset(dst_prior, allow_damaged=allow_damaged)
+            self.dst_prior = load_faces(self.facesets["dst_prior"], resolution, mask=mask)
+            self.streams["dst_prior"] = EpochStream(len(self.dst_prior), seed, "dst_prior")
         log.info(
             "data: %d/%d src and %d/%d dst faces for training/held out at %d px",
             len(self.train_index["src"]),
@@ -268,20 +279,27 @@ class PairData:
         )
 
     def content_hashes(self) -> dict[str, dict[str, object]]:
-        """Per side: the faceset's path, content hash and face counts (for manifests and model cards)."""
+        """Per side (and ``dst_prior`` when set): the faceset's path, content hash and face counts
+        (for manifests and model cards)."""
         return {
             side: {
                 "path": str(self.roots[side]),
                 "content_hash": faceset.content_hash(),
                 "faces": len(faceset),
                 "train": self.num_train(side),
-                "holdout": len(self.holdout_index[side]),
+                "holdout": len(self.holdout_index.get(side, [])),
             }
             for side, faceset in self.facesets.items()
         }
 
     def num_train(self, side: str) -> int:
+        if side == "dst_prior":
+            return len(self.dst_prior) if self.dst_prior is not None else 0
         return len(self.train_index[side])
+
+    def dst_prior_count(self, batch_size: int) -> int:
+        """How many of a dst batch of ``batch_size`` are other people's faces (the same every step)."""
+        return round(self.dst_prior_share * batch_size)
 
     def _gather(self, side: str, rows: Tensor) -> FaceTensors:
         if self.cache:
@@ -306,20 +324,36 @@ class PairData:
         """This rank's micro-batch of a step as uint8 tensors (keys below), on the CPU.
 
         ``src``/``dst``: (B, 3, R, R); ``src_mask``/``dst_mask`` (face hull) and
-        ``src_features``/``dst_features`` (eyes + mouth): (B, 1, R, R); all uint8 0..255.
+        ``src_features``/``dst_features`` (eyes + mouth): (B, 1, R, R); all uint8 0..255. With a
+        ``dst_prior``, the last :meth:`dst_prior_count` dst rows are its faces, drawn from a stream of
+        their own, so the pair's faces keep their epochs.
         """
-        start = self.position(step, micro, accumulate, batch_size, rank, world_size)
+        others = self.dst_prior_count(batch_size)
         out: dict[str, Tensor] = {}
         for side in SIDES:
-            faces = self._gather(side, self.streams[side].positions(start, batch_size))
+            count = batch_size - others if side == "dst" else batch_size
+            start = self.position(step, micro, accumulate, count, rank, world_size)
+            faces = self._gather(side, self.streams[side].positions(start, count))
+            if side == "dst" and others:
+                assert self.dst_prior is not None
+                start = self.position(step, micro, accumulate, others, rank, world_size)
+                prior = self.dst_prior.take(self.streams["dst_prior"].positions(start, others))
+                faces = FaceTensors(
+                    torch.cat([faces.images, prior.images]),
+                    torch.cat([faces.masks, prior.masks]),
+                    torch.cat([faces.feature_masks, prior.feature_masks]),
+                    faces.ids + prior.ids,
+                )
             out[side] = faces.images
             out[f"{side}_mask"] = faces.masks
             out[f"{side}_features"] = faces.feature_masks
         return out
 
     def epochs(self, samples: int) -> dict[str, float]:
-        """How many passes over each side's training faces ``samples`` global samples make."""
-        return {side: samples / self.num_train(side) for side in SIDES}
+        """How many passes over each side's training faces ``samples`` global samples make (the dst
+        side's own faces are ``1 - dst_prior_share`` of its samples)."""
+        own = {"src": 1.0, "dst": 1.0 - self.dst_prior_share}
+        return {side: samples * own[side] / self.num_train(side) for side in SIDES}
 
     def preview_faces(self, count: int) -> dict[str, Tensor]:
         """Fixed faces for previews: held-out ones when there are any, else the first training ones."""

@@ -63,11 +63,19 @@ class DataConfig:
     # ``augment.flip_prob``. 0.4 lifted held-out dst SSIM by 0.02 with either seed at 30 CPU-minutes
     # (docs/per-pair.md); runs saved before it existed trained without it.
     dst_flip: float = since_field(0.4, before=0.0)
+    # Other people's faces mixed into the dst side's batches (a faceset folder, e.g. the pretraining
+    # faces), ``dst_prior_share`` of each. The dst side stops generalising to unseen frames of its
+    # person long before a budget ends: other faces keep the shared encoder and decoder as general
+    # as pretraining left them, while the source's face is learned from src alone. Measured from a
+    # pretraining (docs/per-pair.md): held-out dst SSIM +0.003 to +0.010, but 2-3 of 24 swaps fewer
+    # retrieved as the source, so it is off by default. Empty: the pair's own faces only.
+    dst_prior: str = ""
+    dst_prior_share: float = 0.25
 
     def __post_init__(self) -> None:
         if self.mask not in TRAINING_MASKS:
             raise ConfigError(f"data.mask={self.mask!r}: choose from {', '.join(TRAINING_MASKS)}")
-        for name in ("occlude", "dst_flip"):
+        for name in ("occlude", "dst_flip", "dst_prior_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name}={getattr(self, name)} must be a share of faces in [0, 1]")
 
@@ -115,6 +123,8 @@ class PerPairRecipe(Recipe):
             cache=cfg.data.cache,
             allow_damaged=cfg.data.allow_damaged,
             mask=cfg.data.mask,
+            dst_prior=cfg.data.dst_prior,
+            dst_prior_share=cfg.data.dst_prior_share,
         )
         self.objective = ReconstructionObjective(cfg.loss).to(session.device)
         # One augmenter per side and phase; the final stretch trains on unwarped faces with the
