@@ -24,7 +24,8 @@ shorter than ``--pretrain-minutes`` is trained on for the difference first), ``l
 since 2026-12-05: the other recipes pin ``data.dst_flip=0``, as they were measured);
 ``liae-cpu-pretrained-lr2x``, ``-stretch40`` and ``-dst-prior`` are ``liae-cpu-pretrained-dst-flip``
 with twice the LR, a final stretch of 40 % and a quarter of each dst batch from the pretraining
-faces (``data.dst_prior``); ``-stretch40-dst-prior`` both of the last two.
+faces (``data.dst_prior``); ``-stretch40-dst-prior`` both of the last two; ``liae-cpu-sharp-stretch40``
+is ``liae-cpu-sharp-dst-flip`` with the 40 % stretch, without pretraining.
 A recipe's final stretch is the last fifth of its budget, begun by the trainer in the same session.
 (Until 2026-12-05 the stretch ran as a second session after a first of 80 % of the budget; since
 time budgets count the whole run (2026-12-04), that second session found the budget spent and did
@@ -74,6 +75,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "liae-cpu": (["model=liae-cpu", "loss=dfl", NO_FLIP], False),
     "liae-cpu-sharp": (["model=liae-cpu", *SHARP, NO_FLIP], False),
     "liae-cpu-sharp-dst-flip": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4"], False),
+    "liae-cpu-sharp-stretch40": (["model=liae-cpu", *SHARP, "data.dst_flip=0.4", "trainer.final_stretch=0.4"], False),
     "liae-cpu-gan": (["model=liae-cpu", *SHARP, "gan.power=0.1", NO_FLIP], False),
     "liae-cpu-pretrained": (["model=liae-cpu", *SHARP, NO_FLIP], True),
     "liae-cpu-pretrained-dst-flip": (PRETRAINED_FLIP, True),
