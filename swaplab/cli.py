@@ -355,7 +355,9 @@ def cmd_nets(args: argparse.Namespace) -> int:
     from swaplab.train.built_networks import build_network
 
     BUILT_NETWORKS.get(args.name)  # an unknown name fails here, listing the known ones
-    path = build_network(args.name, args.preset, args.overrides, progress=not args.quiet, fresh=args.fresh)
+    path = build_network(
+        args.name, args.preset, args.overrides, progress=not args.quiet, fresh=args.fresh, out=args.out
+    )
     print(f"{args.name} installed: {path}")
     return 0
 
@@ -711,12 +713,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default=None,
         help="cpu (minutes; the default, but for face-restorer its plain L1 build), cpu-gan (face-restorer's "
-        "default: adversarial, edge and perceptual terms), or test (seconds, for tests)",
+        "default: adversarial, edge and perceptual terms), personal (face-restorer: the installed one fine-tuned "
+        "on one person's faces, data.facesets=[FACESET] --out FOLDER), or test (seconds, for tests)",
     )
     q.add_argument(
         "--fresh",
         action="store_true",
         help="discard this preset's earlier run and train from scratch (the installed network stays until then)",
+    )
+    q.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="install into this folder instead of the user cache (a personal face-restorer: swap ... restorer=FOLDER)",
     )
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_nets, overrides_field="overrides")

@@ -74,6 +74,13 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "model recon.",
         "load after",
     ),
+    "bench_personal_restorer.py": (
+        "machine: ",
+        "building personal-drawn, personal-128-drawn",
+        "restore=on with each restorer",
+        "personal-128-drawn",
+        "restorers-side-by-side.png",
+    ),
     "bench_restore.py": (
         "machine: ",
         "held-out degraded faces",

@@ -252,5 +252,109 @@ def test_the_sharper_build_is_the_restorers_default_and_each_preset_has_its_own_
     assert (plain.gan.power, plain.loss.edge, plain.loss.l1) == (0.0, 0.0, 1.0)
     runs = {build_run_dir("face-restorer", p) for p in ("cpu", "cpu-gan", "test")}
     assert {r.name for r in runs} == {"run", "run-cpu-gan", "run-test"} and len({r.parent for r in runs}) == 1
-    with pytest.raises(KeyError, match="face-restorer \\(cpu-gan, cpu, test\\)"):
+    with pytest.raises(KeyError, match="face-restorer \\(cpu-gan, cpu, personal, test\\)"):
         build_config("face-restorer", "gpu")
+
+
+def _train_restorer(run_dir: Path, faceset: Path, *overrides: str) -> Path:
+    """A test-sized restorer trained for two steps on ``faceset``; its exported weights file."""
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.restorer import RestorerTrainConfig
+
+    cfg = apply_overrides(
+        RestorerTrainConfig(),
+        ["model=face-restorer-test", "trainer=restorer-test", "trainer.steps=2", f"data.facesets=[{faceset}]",
+         "data.size=64", "data.patch=32", "data.val_faces=4", f"run_dir={run_dir}", *overrides],
+    )  # fmt: skip
+    train(cfg)
+    export_model(run_dir, run_dir.with_name(run_dir.name + "-model"))
+    return run_dir.with_name(run_dir.name + "-model") / "model.safetensors"
+
+
+def test_a_personal_restorer_starts_from_the_given_restorer_and_trains_on_one_persons_faces(
+    pair_facesets, tmp_path: Path, monkeypatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from swaplab.train.built_networks import build_config, build_run_dir
+
+    base = _train_restorer(tmp_path / "base", pair_facesets[1])
+    personal = _train_restorer(tmp_path / "personal", pair_facesets[0], f"init={base}", "trainer.lr=1e-4")
+    before, after = load_file(str(base)), load_file(str(personal))
+    assert before.keys() == after.keys()
+    # Fine-tuned from the base: every weight moved a little (two steps at a small LR), none restarted.
+    moved = {key: float((after[key] - before[key]).abs().max()) for key in before if "running_" not in key
+             and before[key].is_floating_point()}  # fmt: skip
+    assert all(0 < change < 0.01 for change in moved.values()), moved
+    with pytest.raises(ConfigError, match="widths \\[8, 16, 32\\].*model.widths"):
+        _train_restorer(tmp_path / "wrong", pair_facesets[0], f"init={base}", "model=face-restorer")
+    with pytest.raises(ConfigError, match="128 px crops, smaller than data.size=192"):
+        _train_restorer(tmp_path / "soft", pair_facesets[0], "data.size=192")
+
+    monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))
+    cfg = build_config("face-restorer", "personal", [f"data.facesets=[{pair_facesets[0]}]"])
+    assert cfg.init == "installed" and cfg.gan.power == 0.1 and list(cfg.data.facesets) == [str(pair_facesets[0])]
+    assert cfg.data.size == 192 and not cfg.data.drawn_by
+    assert build_run_dir("face-restorer", "personal", tmp_path / "out") == tmp_path / "out" / "run-personal"
+    with pytest.raises(ConfigError, match="data.facesets=\\[FACESET\\]"):
+        build_config("face-restorer", "personal")
+
+
+def test_swap_restores_with_the_restorer_it_is_given(pair_facesets, pair_model: Path, lfw: Path, tmp_path, monkeypatch):
+    from swaplab.io.images import read_image
+    from swaplab.swap.pipeline import SwapConfig, swap
+
+    photo = lfw / "George_W_Bush" / "George_W_Bush_0040.jpg"
+    weights = _train_restorer(tmp_path / "base", pair_facesets[1], "model=face-restorer")
+    fast = ("model=face-restorer", "trainer.lr=0.05", "trainer.warmup_steps=0")  # far from the base in two steps
+    other = _train_restorer(tmp_path / "other", pair_facesets[0], *fast)
+    monkeypatch.setenv("SWAPLAB_FACE_RESTORER", str(weights))
+    outputs = {"env": tmp_path / "env.png"}
+    swap(pair_model, photo, outputs["env"], SwapConfig(restore="on", smoothing="none"), progress=False)
+    monkeypatch.delenv("SWAPLAB_FACE_RESTORER")
+    for name, given in (("file", weights), ("folder", weights.parent), ("other", other)):
+        outputs[name] = tmp_path / f"{name}.png"
+        swap(pair_model, photo, outputs[name], SwapConfig(restore="on", restorer=str(given), smoothing="none"),
+             progress=False)  # fmt: skip
+    image = {name: read_image(path)[0].astype(int) for name, path in outputs.items()}
+    np.testing.assert_array_equal(image["file"], image["env"])
+    np.testing.assert_array_equal(image["folder"], image["env"])
+    assert np.abs(image["other"] - image["env"]).max() > 8
+
+
+def test_a_restorer_without_restore_or_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    from swaplab.swap.pipeline import SwapConfig
+
+    with pytest.raises(ConfigError, match="restorer=.*only with restore=on"):
+        apply_overrides(SwapConfig(), [f"restorer={tmp_path}"])
+    with pytest.raises(ConfigError, match="no such weights file or folder"):
+        apply_overrides(SwapConfig(), ["restore=on", f"restorer={tmp_path / 'missing'}"])
+
+
+def test_a_restorer_learns_from_a_per_pair_models_own_drawing_of_its_source(pair_facesets, pair_model: Path, tmp_path):
+    from swaplab.models.swapper import load_swapper
+    from swaplab.train.recipes.restorer import load_faces, model_drawn_faces
+    from swaplab.train.run import RunFolder
+
+    faces = load_faces([pair_facesets[0]], 96)[:5]
+    drawn = model_drawn_faces(pair_model, faces, "whole_face")
+    assert drawn.shape == faces.shape and drawn.dtype == np.uint8
+    # The model's reconstruction through its source side at its 64 px, upscaled back to the crop's 96.
+    small = torch.from_numpy(cv2.resize(faces[2], (64, 64), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)
+    with torch.inference_mode():
+        own = load_swapper(pair_model).reconstruct(small[None].float() / 255, "src").rgb.clamp(0, 1)[0]
+    own = cv2.resize(own.mul(255).round().byte().permute(1, 2, 0).numpy(), (96, 96), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(own.astype(int) - drawn[2].astype(int)).max() <= 1
+    with pytest.raises(ConfigError, match="template 'whole_face', the facesets with 'face'"):
+        model_drawn_faces(pair_model, faces, "face")
+
+    _train_restorer(tmp_path / "run", pair_facesets[0], f"data.drawn_by={pair_model}", "data.drawn_share=1")
+    manifest = RunFolder(tmp_path / "run").read_manifest()
+    assert manifest["facesets"]["drawn_by"]["path"] == str(pair_model) and manifest["facesets"]["drawn_by"]["weights"]
+    from swaplab.train.recipes.restorer import RestorerTrainConfig
+
+    with pytest.raises(ConfigError, match="data.facesets"):
+        apply_overrides(RestorerTrainConfig(), [f"data.drawn_by={pair_model}"])
+    with pytest.raises(ConfigError, match="drawn_share"):
+        apply_overrides(RestorerTrainConfig(), ["data.drawn_share=2"])

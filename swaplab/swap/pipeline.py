@@ -83,6 +83,9 @@ class SwapConfig:
     # frame's footprint first, so the paste reaches the frame's resolution; strength 0..1.
     restore: Literal["off", "on"] = "off"
     restore_strength: float = 1.0
+    # Which restorer: empty for the installed one, or a folder or weights file of another build, such
+    # as one personal to the source (swaplab nets build face-restorer --preset personal --out FOLDER).
+    restorer: str = ""
     # The largest upscale one restoration pass makes: a face upscaled more (a 64 px face onto a
     # 450 px footprint) is upscaled and restored in equal steps below it (170, then 450 px), so each
     # pass sees blur within the 2-6x the restorer learned, not a 7x blur it never saw. 0 = one pass.
@@ -124,6 +127,10 @@ class SwapConfig:
             raise ConfigError("preview and max_frames must be >= 0, preview_every >= 1")
         if not 0.0 <= self.restore_strength <= 1.0:
             raise ConfigError(f"restore_strength must be in [0, 1], got {self.restore_strength}")
+        if self.restorer and self.restore != "on":
+            raise ConfigError(f"restorer={self.restorer} is used only with restore=on")
+        if self.restorer and not Path(self.restorer).expanduser().exists():
+            raise ConfigError(f"restorer={self.restorer}: no such weights file or folder")
         if self.restore_pass_scale != 0 and not 1.1 <= self.restore_pass_scale <= 8:
             raise ConfigError(f"restore_pass_scale must be 0 (one pass) or in [1.1, 8], got {self.restore_pass_scale}")
 
@@ -459,6 +466,16 @@ class FaceSwapper:
             restored = np.clip(base + detail + 0.5, 0, 255).astype(np.uint8)
         return restored, mask, matrix
 
+    def _restorer(self) -> Any:
+        """The face restorer ``restorer`` names (loaded once per file), or the installed one."""
+        from swaplab.models.restoration import load_face_restorer
+
+        given = self.config.restorer
+        if not given:
+            return load_face_restorer()
+        path = Path(given).expanduser()
+        return load_face_restorer(path / "model.safetensors" if path.is_dir() else path)
+
     def _restore_passes(self, face_rgb: np.ndarray, upscaled: np.ndarray) -> np.ndarray:
         """``face_rgb`` restored at the size of ``upscaled`` (its plain upscale): in one pass, or,
         when that is more than ``restore_pass_scale`` times its size, upscaled and restored in
@@ -467,13 +484,14 @@ class FaceSwapper:
 
         size, side, limit = face_rgb.shape[0], upscaled.shape[0], self.config.restore_pass_scale
         passes = 1 if not limit or side <= size * limit else math.ceil(math.log(side / size) / math.log(limit))
+        restorer = self._restorer()
         if passes == 1:
-            return restore_faces(upscaled, 1.0, dtype=self.autocast)
+            return restore_faces(upscaled, 1.0, restorer, dtype=self.autocast)
         current = face_rgb
         for k in range(1, passes + 1):
             step = side if k == passes else round(size * (side / size) ** (k / passes))
             current = restore_faces(
-                cv2.resize(current, (step, step), interpolation=cv2.INTER_CUBIC), 1.0, dtype=self.autocast
+                cv2.resize(current, (step, step), interpolation=cv2.INTER_CUBIC), 1.0, restorer, dtype=self.autocast
             )
         return current
 

@@ -76,7 +76,7 @@ def _install_glgan(name: str) -> Callable[[Any, Path], None]:
 BUILD_PRESETS: dict[str, tuple[tuple[str, ...], Callable[[str, list[str]], Any]]] = {
     "face-segmenter": (("cpu", "test"), _segmenter),
     # The adversarial build by default: sharpness 0.41 -> 0.72 on 30-minute swaps, L1's 0.45 (docs/masks.md).
-    "face-restorer": (("cpu-gan", "cpu", "test"), _restorer),
+    "face-restorer": (("cpu-gan", "cpu", "personal", "test"), _restorer),
     "learned-blender": (("cpu", "test"), _blender),
     "glgan-blender": (("cpu", "test"), _glgan("GLGANBlendTrainConfig", "glgan-blend-tiny")),
     # The smoother learns a small correction from scratch: a larger batch and step size than the GAN's.
@@ -105,11 +105,13 @@ def build_config(name: str, preset: str | None = None, overrides: list[str] | No
     return BUILD_PRESETS[name][1](preset, list(overrides or []))
 
 
-def build_run_dir(name: str, preset: str) -> Path:
-    """Where preset ``preset`` of ``name`` trains: one folder per preset, so they never collide."""
+def build_run_dir(name: str, preset: str, out: str | Path | None = None) -> Path:
+    """Where preset ``preset`` of ``name`` trains: one folder per preset, so they never collide,
+    in the network's folder of the user cache or in ``out``."""
     from swaplab.models.installed import installed_weights
 
-    return installed_weights(name).parent / ("run" if preset == "cpu" else f"run-{preset}")
+    folder = Path(out) if out is not None else installed_weights(name).parent
+    return folder / ("run" if preset == "cpu" else f"run-{preset}")
 
 
 def discard_run(run_dir: Path) -> None:
@@ -129,9 +131,11 @@ def build_network(
     *,
     progress: bool = True,
     fresh: bool = False,
+    out: str | Path | None = None,
 ) -> Path:
     """Train the built network ``name`` (resuming a stopped run, or from scratch when ``fresh``) and
-    install it where the swap stage loads it (``swaplab.models.installed.installed_weights``).
+    install it where the swap stage loads it (``swaplab.models.installed.installed_weights``), or in
+    the folder ``out`` (``model.safetensors`` there, its run beside it), which swap options name.
     Returns the installed weights file; the one installed before stays until the new one replaces it."""
     from swaplab.models.installed import installed_weights
     from swaplab.train.export import export_model
@@ -140,8 +144,8 @@ def build_network(
 
     preset = preset or default_preset(name)
     cfg = build_config(name, preset, overrides)
-    target = installed_weights(name)
-    run_dir = build_run_dir(name, preset)
+    target = Path(out) / "model.safetensors" if out is not None else installed_weights(name)
+    run_dir = build_run_dir(name, preset, out)
     trainer = dataclasses.replace(cfg.trainer, progress=progress and cfg.trainer.progress)
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir), trainer=trainer)
     if fresh:
@@ -151,7 +155,8 @@ def build_network(
     except RunConfigMismatch as err:
         raise RunConfigMismatch(
             f"{err}\nTo build {name} again from scratch under these settings: swaplab nets build {name} --fresh"
-            f"{'' if preset == default_preset(name) else f' --preset {preset}'} (the installed one stays until then)."
+            f"{'' if preset == default_preset(name) else f' --preset {preset}'}{'' if out is None else f' --out {out}'}"
+            " (the installed one stays until then)."
         ) from None
     if result.stop_reason == "signal":
         raise KeyboardInterrupt(f"{name} training stopped at step {result.step}; run the command again to resume")

@@ -54,10 +54,19 @@ class RestorerDataConfig:
     patch: int = 64  # training patches cut from them
     clean_prob: float = 0.15  # inputs left undegraded (the target is then the input)
     val_faces: int = 32
+    # A per-pair swap model whose own drawing of these faces (its reconstruction of its source side,
+    # upscaled from its resolution) is the degraded input for ``drawn_share`` of the rows: the
+    # restorer then learns to undo that model's softness on that person, not only synthetic blur.
+    drawn_by: str = ""
+    drawn_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.patch > self.size or self.patch % 4:
             raise ConfigError(f"data.patch={self.patch} must be a multiple of 4 no larger than data.size={self.size}")
+        if not 0.0 <= self.drawn_share <= 1.0:
+            raise ConfigError(f"data.drawn_share must be in [0, 1], got {self.drawn_share}")
+        if self.drawn_by and not self.facesets:
+            raise ConfigError("data.drawn_by needs the faces its model was trained on: data.facesets=[FACESET]")
 
 
 config_group("data").register("lfw-faces-restore")(RestorerDataConfig)
@@ -105,21 +114,64 @@ class RestorerTrainConfig:
     gan: GanTermConfig = field(default_factory=lambda: GanTermConfig(discriminator="patchgan"))
     trainer: TrainerConfig = group_field("restorer", "trainer")
     run_dir: str = "runs/face-restorer"
+    # A restorer's weights to start from: a file, or "installed" (the one `nets build face-restorer`
+    # installed); its shape replaces ``model``. The personal build fine-tunes one on a person's faces.
+    init: str = ""
 
 
 def load_faces(facesets: list[str | Path], size: int) -> np.ndarray:
-    """Every crop of ``facesets`` resized to ``size``: (N, size, size, 3) uint8."""
+    """Every crop of ``facesets`` resized down to ``size``: (N, size, size, 3) uint8."""
     from swaplab.facesets.format import Faceset
 
     faces = []
     for root in facesets:
         faceset = Faceset(root)
+        if faceset.size < size:  # upscaled crops are soft: the restorer would learn to draw blur
+            raise ConfigError(
+                f"{root} holds {faceset.size} px crops, smaller than data.size={size}: "
+                f"extract the faces at size={size} or more, or lower data.size"
+            )
         faces.extend(
             cv2.resize(faceset.image(i), (size, size), interpolation=cv2.INTER_AREA) for i in range(len(faceset))
         )
     if not faces:
         raise ValueError(f"no faces in {', '.join(map(str, facesets))}")
     return np.stack(faces)
+
+
+def model_drawn_faces(model_path: str | Path, faces: np.ndarray, template: str, batch: int = 32) -> np.ndarray:
+    """``faces`` (N, S, S, 3) uint8, aligned with ``template``, as the per-pair model at ``model_path``
+    draws them through its source side at its resolution, upscaled bicubically back to S: what the
+    swap stage hands the restorer, for faces the model knows."""
+    from swaplab.models.swapper import load_swapper
+
+    swapper = load_swapper(model_path)
+    if "src" not in swapper.reconstruction_sides:
+        raise ConfigError(f"data.drawn_by={model_path}: a per-pair model is needed (it draws its source's faces)")
+    if swapper.template != template:
+        raise ConfigError(
+            f"data.drawn_by={model_path} aligns faces with template {swapper.template!r}, "
+            f"the facesets with {template!r}"
+        )
+    size, resolution = faces.shape[1], swapper.resolution
+    drawn = []
+    with torch.inference_mode():
+        for start in range(0, len(faces), batch):
+            small = np.stack([cv2.resize(f, (resolution, resolution), interpolation=cv2.INTER_AREA)
+                              for f in faces[start : start + batch]])  # fmt: skip
+            out = swapper.reconstruct(_tensor(small, torch.device("cpu")), "src").rgb.float().clamp(0, 1)
+            for face in out.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
+                drawn.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC))
+    return np.stack(drawn)
+
+
+def faceset_template(facesets: list[str | Path]) -> str:
+    from swaplab.facesets.format import Faceset
+
+    templates = {Faceset(root).header.template for root in facesets}
+    if len(templates) != 1:
+        raise ConfigError(f"the facesets are aligned with different templates: {', '.join(sorted(templates))}")
+    return templates.pop()
 
 
 def _tensor(images: np.ndarray, device: torch.device) -> Tensor:
@@ -142,11 +194,22 @@ class RestorerRecipe(Recipe):
             faces = load_faces(facesets, cfg.data.size)
         val = min(cfg.data.val_faces, len(faces) // 4)
         self.train_faces = faces[: len(faces) - val]
+        self.drawn_faces = None
+        if cfg.data.drawn_by:
+            template = faceset_template(list(cfg.data.facesets))
+            self.drawn_faces = model_drawn_faces(cfg.data.drawn_by, self.train_faces, template)
         self.val_faces = faces[len(faces) - val :] if val else None
         self.val_inputs = degraded_set(self.val_faces, 4321, cfg.degrade) if val else None
 
     def build(self) -> nn.Module:
         restorer = FaceRestorer(self.cfg.model)
+        if self.cfg.init:
+            restorer = initial_restorer(self.cfg.init)
+            if tuple(restorer.config.widths) != tuple(self.cfg.model.widths):
+                raise ConfigError(
+                    f"init={self.cfg.init} holds a restorer of widths {list(restorer.config.widths)}, "
+                    f"model.widths is {list(self.cfg.model.widths)}: set model.widths to match"
+                )
         if not self.cfg.gan.power:
             return restorer
         return GanPair(restorer, self.cfg.gan.build_discriminator(self.cfg.data.patch))
@@ -172,12 +235,18 @@ class RestorerRecipe(Recipe):
         }
 
     def data_hashes(self) -> dict[str, Any]:
-        return {
+        hashes: dict[str, Any] = {
             "faces": {
                 "train": len(self.train_faces),
                 "validation": 0 if self.val_faces is None else len(self.val_faces),
             }
         }
+        if self.cfg.data.drawn_by:
+            from swaplab.models.card import read_card
+
+            card, _ = read_card(self.cfg.data.drawn_by)
+            hashes["drawn_by"] = {"path": self.cfg.data.drawn_by, "weights": card.get("weights", {}).get("sha256")}
+        return hashes
 
     def train_step(self, step: int) -> StepResult:
         from swaplab.train.session import apply_gradients
@@ -188,14 +257,15 @@ class RestorerRecipe(Recipe):
         patch, size = cfg.data.patch, cfg.data.size
         inputs, targets = [], []
         for row in rng.integers(0, len(self.train_faces), tcfg.batch_size):
-            clean = self.train_faces[row]
-            if rng.random() < 0.5:
+            clean, flip = self.train_faces[row], rng.random() < 0.5
+            if flip:
                 clean = clean[:, ::-1]
-            degraded = (
-                clean
-                if rng.random() < cfg.data.clean_prob
-                else degrade_face(np.ascontiguousarray(clean), rng, cfg.degrade)
-            )
+            if rng.random() < cfg.data.clean_prob:
+                degraded = clean
+            elif self.drawn_faces is not None and rng.random() < cfg.data.drawn_share:
+                degraded = self.drawn_faces[row][:, ::-1] if flip else self.drawn_faces[row]
+            else:
+                degraded = degrade_face(np.ascontiguousarray(clean), rng, cfg.degrade)
             y, x = rng.integers(0, size - patch + 1, 2)
             inputs.append(degraded[y : y + patch, x : x + patch])
             targets.append(clean[y : y + patch, x : x + patch])
@@ -263,9 +333,19 @@ class RestorerRecipe(Recipe):
             "swapper": None,
             "built_network": "face-restorer",
             "validation": {k: v for k, v in (state.get("metrics") or {}).items() if k.startswith("val/")},
-            "split": {"trained_on": "peopleDevTrain.txt"},
+            "split": {"trained_on": list(cfg.data.facesets) or "peopleDevTrain.txt"},
             "conventions": "faces N x 3 x H x W RGB in [0, 1] -> restored faces of the same shape",
         }
+
+
+def initial_restorer(init: str) -> FaceRestorer:
+    """A trainable copy of the restorer in ``init`` (a weights file, or "installed")."""
+    import copy
+
+    from swaplab.models.restoration import load_face_restorer
+
+    restorer = copy.deepcopy(load_face_restorer(None if init == "installed" else init))
+    return restorer.train().requires_grad_(True)
 
 
 def restorer_config(preset: str = "cpu", overrides: list[str] | None = None) -> RestorerTrainConfig:
@@ -283,8 +363,29 @@ def restorer_config(preset: str = "cpu", overrides: list[str] | None = None) -> 
             "degrade.blur_sigma=[0,3]",
             "trainer.steps=4000",
         ],
+        # A restorer personal to one person (the source of a swap): the default build fine-tuned on
+        # that person's faces (data.facesets=[faces/src], crops of 192 px or more), so the detail it
+        # draws is theirs; with data.drawn_by=MODEL on the model's own drawings of them too. Chosen
+        # on per_pair_v1 (docs/masks.md): 192 px faces (about LFW's face scale) over 128, and twice
+        # the default build's adversarial power, which sharpened without costing identity.
+        "personal": [
+            "init=installed",
+            "data.size=192",
+            "loss.edge=1",
+            "loss.perceptual=0.5",
+            "gan.power=0.1",
+            "degrade.downscale=[2,6]",
+            "degrade.blur_sigma=[0,3]",
+            "trainer.steps=1500",
+            "trainer.lr=0.0005",
+            "trainer.warmup_steps=0",
+            "data.val_faces=16",
+        ],
         "test": ["model=face-restorer-test", "trainer=restorer-test", "data.lfw_people=16", "data.val_faces=4"],
     }
     if preset not in presets:
         raise KeyError(f"no face-restorer build preset {preset!r}; known: {', '.join(presets)}")
-    return apply_overrides(from_dict(RestorerTrainConfig, {}), [*presets[preset], *(overrides or [])])
+    cfg = apply_overrides(from_dict(RestorerTrainConfig, {}), [*presets[preset], *(overrides or [])])
+    if preset == "personal" and not cfg.data.facesets:
+        raise ConfigError("the personal face-restorer build needs the person's faces: data.facesets=[FACESET]")
+    return cfg
