@@ -20,7 +20,7 @@ face) and the Frechet distance. Writes ``personal-restorer.json`` and ``restorer
         --work runs/personal [--restorers off installed personal-drawn ...] [--mask-erode 0 -2]
 
 ``--smoke``: test builds of everything in a temporary folder (a 2-step model, the ``test``
-restorer and identity network, 2 pairs scored); the numbers mean nothing.
+restorer and identity network, ``personal-drawn`` only, 2 pairs scored); the numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def cli(*words: str, threads: int, log: Path) -> None:
 def build(label: str, args: argparse.Namespace) -> Path:
     """The personal restorer ``label`` built into ``--work`` (resumes a stopped build)."""
     out = args.work / f"restorer-{label}"
-    words = [f"data.facesets=[{args.faces}]", f"trainer.steps={args.steps}"]
+    words = [f"data.facesets=[{args.faces}]", f"trainer.steps={args.steps}", f"trainer.seed={args.seed}"]
     words += [w.format(model=args.model) for w in RESTORERS[label] or []] + (SMOKE_BUILD if args.smoke else [])
     cli("nets", "build", "face-restorer", *words, "--preset", "personal", "--out", str(out), "-q",
         threads=args.threads, log=args.work / f"build-{label}.log")  # fmt: skip
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> None:
         "model": str(args.model),
         "faces": str(args.faces),
         "steps": args.steps,
+        "seed": args.seed,
         "results": [{"restorer": label, "mask_erode": erode, **values} for (label, erode), values in metrics.items()],
     }
     (args.work / "personal-restorer.json").write_text(json.dumps(record, indent=1))
@@ -178,6 +179,7 @@ def smoke(args: argparse.Namespace, root: Path) -> None:
     train(apply_overrides(TrainConfig(), [*words, "trainer.steps=2", "data.holdout=0", f"run_dir={root / 'run'}"]))
     export_model(root / "run", root / "model")
     args.model, args.faces, args.work, args.steps, args.mask_erode = root / "model", root / "src", root / "work", 2, [0]
+    args.restorers = ["off", "installed", "personal-drawn"]  # one build, three evaluations: seconds each
 
 
 def main() -> None:
@@ -190,6 +192,7 @@ def main() -> None:
         "--restorers", nargs="+", default=DEFAULT_RESTORERS, choices=list(RESTORERS), help="restorers to compare"
     )
     parser.add_argument("--mask-erode", type=int, nargs="+", default=[0, -2], help="swap mask_erode values to score")
+    parser.add_argument("--seed", type=int, default=0, help="the builds' trainer.seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per build and evaluation")
     parser.add_argument("--parallel", type=int, default=2, help="builds and evaluations at once")
     parser.add_argument("--smoke", action="store_true", help="test sizes in a temporary folder")

@@ -76,9 +76,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "bench_personal_restorer.py": (
         "machine: ",
-        "building personal-drawn, personal-128-drawn",
+        "building personal-drawn (2 steps",
         "restore=on with each restorer",
-        "personal-128-drawn",
+        "installed ",
         "restorers-side-by-side.png",
     ),
     "bench_restore.py": (
