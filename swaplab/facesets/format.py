@@ -336,6 +336,14 @@ class Faceset:
         return digest.hexdigest()[:16]
 
 
+def common_template(facesets: Iterable[Faceset]) -> str:
+    """The alignment template every one of ``facesets`` shares (crops aligned differently cannot be mixed)."""
+    templates = {faceset.header.template for faceset in facesets}
+    if len(templates) != 1:
+        raise ValueError(f"facesets aligned to different templates ({', '.join(sorted(templates))}) cannot be mixed")
+    return templates.pop()
+
+
 def iter_records(roots: Iterable[str | Path]) -> Iterator[tuple[Faceset, int]]:
     for root in roots:
         faceset = Faceset(root)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from swaplab.data.lfw import SPLIT_FILES, Role, check_split, person_of
-from swaplab.facesets.format import Faceset
+from swaplab.facesets.format import Faceset, common_template
 from swaplab.train.data import EpochStream, stream_seed
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,7 @@ class OneShotPairs:
         self.facesets = [fs if isinstance(fs, Faceset) else Faceset(fs) for fs in facesets]
         if not self.facesets:
             raise ValueError("no faceset given")
-        templates = {fs.header.template for fs in self.facesets}
-        if len(templates) != 1:
-            raise ValueError(
-                f"facesets aligned to different templates ({', '.join(sorted(templates))}) cannot be mixed"
-            )
-        self.template = templates.pop()
+        self.template = common_template(self.facesets)
 
         self.faces: list[tuple[int, int]] = [(f, i) for f, fs in enumerate(self.facesets) for i in range(len(fs))]
         if not self.faces:

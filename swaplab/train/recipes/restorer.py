@@ -165,15 +165,6 @@ def model_drawn_faces(model_path: str | Path, faces: np.ndarray, template: str, 
     return np.stack(drawn)
 
 
-def faceset_template(facesets: list[str | Path]) -> str:
-    from swaplab.facesets.format import Faceset
-
-    templates = {Faceset(root).header.template for root in facesets}
-    if len(templates) != 1:
-        raise ConfigError(f"the facesets are aligned with different templates: {', '.join(sorted(templates))}")
-    return templates.pop()
-
-
 def _tensor(images: np.ndarray, device: torch.device) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
 
@@ -196,7 +187,9 @@ class RestorerRecipe(Recipe):
         self.train_faces = faces[: len(faces) - val]
         self.drawn_faces = None
         if cfg.data.drawn_by:
-            template = faceset_template(list(cfg.data.facesets))
+            from swaplab.facesets.format import Faceset, common_template
+
+            template = common_template(Faceset(root) for root in cfg.data.facesets)
             self.drawn_faces = model_drawn_faces(cfg.data.drawn_by, self.train_faces, template)
         self.val_faces = faces[len(faces) - val :] if val else None
         self.val_inputs = degraded_set(self.val_faces, 4321, cfg.degrade) if val else None
