@@ -392,5 +392,6 @@ def test_cli_evaluates_swap_stage_options(tiny_model, tmp_path, shared_data, cap
     assert main([*args, "--data", str(shared_data), "colour=none", "mask=hull"]) == 0
     document = json.loads((out / "metrics.json").read_text())
     assert document["swap_options"]["colour"] == "none" and document["swap_options"]["mask"] == "hull"
+    assert document["target"]["swap_networks"] == {}  # these options swap with no built network
     assert main([*args, "--data", str(shared_data), "colour=rgb"]) == 2
     assert "rct" in capsys.readouterr().err  # a wrong value lists the valid names

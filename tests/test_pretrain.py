@@ -61,7 +61,9 @@ def test_pretrained_weights_load_and_a_run_from_them_resumes_exactly(pair_facese
     whole, halves = tmp_path / "whole", tmp_path / "halves"
     train(build_config(run(src, dst, whole, "trainer.steps=4", f"init={pretrain}")))
     train(build_config(run(src, dst, halves, "trainer.steps=2", f"init={pretrain}")))
+    pretrain.rename(tmp_path / "pretrain-away")  # resuming needs the checkpoint, not the weights it started from
     result = train(build_config([f"run_dir={halves}", "trainer.steps=4"]))
+    (tmp_path / "pretrain-away").rename(pretrain)
     assert result.step == 4
     want, got = weights(whole, 4), weights(halves, 4)
     assert all(torch.equal(got[key], want[key]) for key in want)

@@ -3,6 +3,7 @@ restore=on pastes the face at the frame's resolution."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from swaplab.config import ConfigError, apply_overrides
+from swaplab.io.atomic import sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -268,7 +270,7 @@ def _train_restorer(run_dir: Path, faceset: Path, *overrides: str) -> Path:
          "data.size=64", "data.patch=32", "data.val_faces=4", f"run_dir={run_dir}", *overrides],
     )  # fmt: skip
     train(cfg)
-    export_model(run_dir, run_dir.with_name(run_dir.name + "-model"))
+    export_model(run_dir, run_dir.with_name(run_dir.name + "-model"), overwrite=True)
     return run_dir.with_name(run_dir.name + "-model") / "model.safetensors"
 
 
@@ -291,6 +293,12 @@ def test_a_personal_restorer_starts_from_the_given_restorer_and_trains_on_one_pe
         _train_restorer(tmp_path / "wrong", pair_facesets[0], f"init={base}", "model=face-restorer")
     with pytest.raises(ConfigError, match="128 px crops, smaller than data.size=192"):
         _train_restorer(tmp_path / "soft", pair_facesets[0], "data.size=192")
+    # Resumed (a third step) without the restorer it started from: its checkpoint replaces it.
+    base.unlink()
+    resumed = _train_restorer(
+        tmp_path / "personal", pair_facesets[0], f"init={base}", "trainer.lr=1e-4", "trainer.steps=3"
+    )
+    assert any(not torch.equal(load_file(str(resumed))[key], after[key]) for key in after)
 
     monkeypatch.setenv("SWAPLAB_CACHE", str(tmp_path / "cache"))
     cfg = build_config("face-restorer", "personal", [f"data.facesets=[{pair_facesets[0]}]"])
@@ -321,6 +329,14 @@ def test_swap_restores_with_the_restorer_it_is_given(pair_facesets, pair_model: 
     np.testing.assert_array_equal(image["file"], image["env"])
     np.testing.assert_array_equal(image["folder"], image["env"])
     assert np.abs(image["other"] - image["env"]).max() > 8
+    # Each output's sidecar names the restorer's weights by file and hash, not only by option.
+    used = {
+        name: json.loads(path.with_name(path.name + ".swaplab.json").read_text())["networks"]
+        for name, path in outputs.items()
+    }
+    for name, given in (("env", weights), ("file", weights), ("folder", weights), ("other", other)):
+        assert used[name] == {"face-restorer": {"path": str(given.resolve()), "sha256": sha256_file(given)}}
+    assert used["file"]["face-restorer"]["sha256"] != used["other"]["face-restorer"]["sha256"]
 
 
 def test_a_restorer_without_restore_or_that_does_not_exist_is_refused(tmp_path: Path) -> None:

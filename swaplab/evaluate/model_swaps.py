@@ -84,6 +84,7 @@ def evaluate_model(
         "conditions_on": swapper.model.conditions_on,
         "source_photos": [str(path.relative_to(root)) for path in sources],
         "swap_config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else str(config),
+        "swap_networks": swapper.networks(),  # the built networks those options swap with, by hash
     }
     sets = {side: [root / p for p in files[: opts.limit or None]] for side, files in spec.heldout.items()}
     if not sets:  # one-shot protocols: each target, swapped with its own identity

@@ -10,6 +10,7 @@ their own modules; this one composes them and times each stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -470,11 +471,43 @@ class FaceSwapper:
         """The face restorer ``restorer`` names (loaded once per file), or the installed one."""
         from swaplab.models.restoration import load_face_restorer
 
-        given = self.config.restorer
-        if not given:
-            return load_face_restorer()
-        path = Path(given).expanduser()
-        return load_face_restorer(path / "model.safetensors" if path.is_dir() else path)
+        return load_face_restorer(self._restorer_weights())
+
+    def _restorer_weights(self) -> Path | None:
+        """The weights file ``restorer`` names (a folder holds ``model.safetensors``); None: installed."""
+        if not self.config.restorer:
+            return None
+        path = Path(self.config.restorer).expanduser()
+        return path / "model.safetensors" if path.is_dir() else path
+
+    def networks(self) -> dict[str, dict[str, str]]:
+        """The built networks these options swap with, each ``{"path", "sha256"}`` of its weights
+        file, for the sidecar: a swap made with one person's restorer names that file, not just an
+        option. A network not built (yet) is left out; the stage that needs it says so when it runs.
+        Networks a model loads itself (FSGAN's, the diffusion swapper's segmenter) are the model's."""
+        from swaplab.models.glgan_blend import GLGAN_BLENDER_NAME
+        from swaplab.models.glgan_smooth import GLGAN_SMOOTHER_NAME
+        from swaplab.models.installed import find_weights
+        from swaplab.models.learned_blend import BLENDER_NAME
+        from swaplab.models.restoration import RESTORER_NAME
+        from swaplab.models.segmentation import SEGMENTER_NAME
+
+        cfg = self.config
+        in_use = {
+            SEGMENTER_NAME: cfg.mask.startswith("segment"),
+            BLENDER_NAME: cfg.blend == "learned",
+            GLGAN_BLENDER_NAME: cfg.blend == "glgan",
+            GLGAN_SMOOTHER_NAME: cfg.face_smoothing == "glgan",
+            RESTORER_NAME: cfg.restore == "on",
+        }
+        found = {}
+        for name in (name for name, used in in_use.items() if used):
+            weights = self._restorer_weights() if name == RESTORER_NAME else None
+            weights = weights or find_weights(name)
+            if weights is not None and weights.is_file():
+                resolved = weights.resolve()
+                found[name] = {"path": str(resolved), "sha256": _file_hash(str(resolved), resolved.stat().st_mtime_ns)}
+        return found
 
     def _restore_passes(self, face_rgb: np.ndarray, upscaled: np.ndarray) -> np.ndarray:
         """``face_rgb`` restored at the size of ``upscaled`` (its plain upscale): in one pass, or,
@@ -885,6 +918,12 @@ def _write_photo(swapper: FaceSwapper, path: Path, image: np.ndarray, source: Pa
         write_image(path, image)
 
 
+@functools.lru_cache(maxsize=32)
+def _file_hash(path: str, mtime_ns: int) -> str:
+    """A weights file's SHA-256, once per file version (a folder of photos asks per output)."""
+    return sha256_file(path)
+
+
 def _write_sidecar(swapper: FaceSwapper, source: Path, output: Path, report: SwapReport) -> None:
     """``OUTPUT.swaplab.json``: what made this output, with which options, and whether it is marked."""
     target = Path(report.output)
@@ -896,6 +935,7 @@ def _write_sidecar(swapper: FaceSwapper, source: Path, output: Path, report: Swa
             "model": str(swapper.model_path),
             "model_id": swapper.model_id,
             "config": to_dict(swapper.config),
+            "networks": swapper.networks(),
             "marked": report.marked,
             "report": {k: v for k, v in report.__dict__.items()},
         },

@@ -105,6 +105,7 @@ class TrainingLoop:
             amp_dtype=autocast_dtype(self.tcfg.precision, device),
             memory_format=torch.channels_last if self.tcfg.channels_last else torch.contiguous_format,
             run_dir=self.run_folder.root,
+            resuming=resuming,
         )
         seed_everything(self.tcfg.seed)
         self.recipe = recipe_cls(cfg, session)

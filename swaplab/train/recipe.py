@@ -80,6 +80,9 @@ class Session:
     amp_dtype: torch.dtype | None  # bf16 autocast, or None for fp32
     memory_format: torch.memory_format
     run_dir: Path
+    # The run resumes from a checkpoint: weights a recipe starts from (``init``) are not read, since
+    # the checkpoint replaces them, so a resumed run needs neither them nor the file they came from.
+    resuming: bool = False
 
     def autocast(self):
         """The run's autocast context (bf16 where the hardware has it, else a no-op)."""

@@ -186,7 +186,7 @@ class DDPMRecipe(GenerativeRecipe):
 
     def build(self) -> nn.Module:
         model = DDPM(self.cfg.model)
-        if self.cfg.init_from:
+        if self.cfg.init_from and not self.session.resuming:
             model.load_state_dict(initial_weights(self.cfg.init_from, self.cfg.model))
         if self.cfg.ema:
             # Attached after any init_from weights, so a fine-tuning's average starts from them.

@@ -136,14 +136,14 @@ class PerPairRecipe(Recipe):
             for polish in (False, True)
         }
         self.adversarial = LOSSES.create(cfg.gan.criterion) if cfg.gan.power else None
-        if cfg.init:
+        if cfg.init and not session.resuming:
             pretrained_weights(cfg.init)  # refuse a missing or unreadable source before any file is written
         self.ddp: nn.Module | None = None
         self.forward: nn.Module | None = None
 
     def build(self) -> nn.Module:
         model = create_model(self.cfg.model)
-        if self.cfg.init:
+        if self.cfg.init and not self.session.resuming:
             load_pretrained(model, self.cfg.init)
         if not self.cfg.gan.power:
             return model

@@ -196,7 +196,7 @@ class RestorerRecipe(Recipe):
 
     def build(self) -> nn.Module:
         restorer = FaceRestorer(self.cfg.model)
-        if self.cfg.init:
+        if self.cfg.init and not self.session.resuming:  # a resumed run's checkpoint replaces it
             restorer = initial_restorer(self.cfg.init)
             if tuple(restorer.config.widths) != tuple(self.cfg.model.widths):
                 raise ConfigError(
