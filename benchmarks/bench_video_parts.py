@@ -5,16 +5,18 @@ clips once per swap-stage setting, and the evaluator scores each: landmark jitte
 swapped clip relative to the original, identity drift, and the swap's frames/s. The settings: the
 default (the model's mask within the landmark hull), the face segmenter's mask (raw and smoothed
 over time), the restorer (in one pass, in its default passes, and with its added detail smoothed
-over time), the learned blender, Poisson blending and GL-GAN's smoother across frames. Each
+over time), the learned blender, Poisson blending and GL-GAN's smoother across frames, and with
+``--restorer FOLDER`` another restorer build (one personal to the model's source: ``swaplab nets
+build face-restorer --preset personal ... --out FOLDER``), raw and smoothed. Each
 setting that needs a network that is not built is skipped and said so (``swaplab nets build
 face-segmenter|face-restorer|learned-blender|glgan-smoother`` builds them).
 
     .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100]
-        [--only NAME ...]
+        [--only NAME ...] [--restorer FOLDER]
 
-``--smoke``: the test-sized segmenter built in a temporary user cache (the restorer's and the
-blender's settings are skipped), a 2-step model, one clip of 6 frames (the numbers mean nothing;
-it checks the script end to end).
+``--smoke``: the test-sized segmenter built in a temporary user cache (the installed restorer's and
+the blender's settings are skipped), a test-sized restorer as ``--restorer``, a 2-step model, one
+clip of 6 frames (the numbers mean nothing; it checks the script end to end).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ SETTINGS = (
 )
 
 
-def smoke_setup(work: Path) -> Path:
-    """A test-sized segmenter in a temporary user cache and a 2-step model on a few frames."""
+def smoke_setup(work: Path) -> tuple[Path, Path]:
+    """A test-sized segmenter in a temporary user cache, a test-sized restorer in a folder of its
+    own (as ``--restorer`` names one) and a 2-step model on a few frames: (model, restorer)."""
     from swaplab.facesets.extract import ExtractConfig, extract
     from swaplab.train.built_networks import build_network
     from swaplab.train.export import export_model
@@ -63,10 +66,11 @@ def smoke_setup(work: Path) -> Path:
     faces = work / "faces"
     extract(clip, faces, ExtractConfig(size=128, max_frames=8), progress=False)
     build_network("face-segmenter", "test", [], progress=False)  # the others' settings are skipped, as without them
+    build_network("face-restorer", "test", [f"data.facesets=[{faces}]"], progress=False, out=work / "restorer")
     words = ["model=liae-cpu", f"data.src={faces}", f"data.dst={faces}", "data.holdout=0", "trainer=test"]
     train(apply_overrides(TrainConfig(), [*words, "trainer.steps=2", f"run_dir={work / 'run'}"]))
     export_model(work / "run", work / "model")
-    return work / "model"
+    return work / "model", work / "restorer"
 
 
 def main() -> None:
@@ -76,6 +80,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="+", default=None, help="settings whose name starts with one of these")
+    parser.add_argument("--restorer", type=Path, default=None, help="another restorer build, scored beside")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     use_threads(args.threads)
@@ -83,11 +88,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.smoke:
-            args.model, args.clips, args.frames = smoke_setup(work), 1, 6
+            (args.model, args.restorer), args.clips, args.frames = smoke_setup(work), 1, 6
         if args.model is None:
             parser.error("--model MODEL (an exported model), or --smoke")
+        settings = list(SETTINGS)
+        if args.restorer is not None:
+            given = ["restore=on", f"restorer={args.restorer}"]
+            settings += [
+                ("restorer=FOLDER", given, ""),
+                ("restorer=FOLDER, smoothed", [*given, "restore_smoothing=one_euro"], ""),
+            ]
         rows: list[tuple[str, dict[str, float], float]] = []
-        for index, (name, words, network) in enumerate(SETTINGS):
+        for index, (name, words, network) in enumerate(settings):
             if args.only and not name.startswith(tuple(args.only)):
                 continue
             if network and find_weights(network) is None:
