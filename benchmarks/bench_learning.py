@@ -19,9 +19,10 @@ started from ``liae-cpu`` pretrained on LFW training people without the pair, fo
 ``--pretrain-minutes``, counted separately; the pretraining run in ``--work`` is reused, and one
 shorter than ``--pretrain-minutes`` is trained on for the difference first), ``liae-cpu-128-sharp``
 (``liae-cpu-sharp`` at 128 px: a 64 px output caps the sharpness ratio, see
-``bench_sharpness_ceiling.py``), ``faceswap-gan-64``; ``liae-cpu-sharp-dst-flip`` and
-``liae-cpu-pretrained-dst-flip`` are their namesakes with 40 % of dst faces mirrored (the default
-since 2026-12-05: the other recipes pin ``data.dst_flip=0``, as they were measured);
+``bench_sharpness_ceiling.py``), ``faceswap-gan-64``; ``liae-cpu-sharp-dst-flip``,
+``liae-cpu-128-sharp-dst-flip`` and ``liae-cpu-pretrained-dst-flip`` are their namesakes with 40 %
+of dst faces mirrored (the default since 2026-12-05: the other recipes pin ``data.dst_flip=0``, as
+they were measured);
 ``liae-cpu-pretrained-lr2x``, ``-stretch40`` and ``-dst-prior`` are ``liae-cpu-pretrained-dst-flip``
 with twice the LR, a final stretch of 40 % and a quarter of each dst batch from the pretraining
 faces (``data.dst_prior``); ``-stretch40-dst-prior`` both of the last two; ``liae-cpu-sharp-stretch40``
@@ -87,6 +88,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
         True,
     ),
     "liae-cpu-128-sharp": (["model=liae-cpu", "model.resolution=128", *SHARP, NO_FLIP], False),
+    "liae-cpu-128-sharp-dst-flip": (["model=liae-cpu", "model.resolution=128", *SHARP, "data.dst_flip=0.4"], False),
     "faceswap-gan-64": (["model=faceswap-gan-64", "loss=faceswap-gan", "gan.power=0.1", NO_FLIP], False),
 }
 PRETRAIN_MODEL = ["model=liae-cpu", "loss=dfl-sharp", NO_FLIP]  # as the reused pretraining runs were made
