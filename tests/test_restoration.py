@@ -374,3 +374,39 @@ def test_a_restorer_learns_from_a_per_pair_models_own_drawing_of_its_source(pair
         apply_overrides(RestorerTrainConfig(), [f"data.drawn_by={pair_model}"])
     with pytest.raises(ConfigError, match="drawn_share"):
         apply_overrides(RestorerTrainConfig(), ["data.drawn_share=2"])
+
+
+def test_a_restorer_learns_from_a_one_shot_models_swaps_of_its_source_with_their_own_identity(
+    pair_facesets, split_facesets, tmp_path: Path
+) -> None:
+    from swaplab.models.swapper import load_swapper
+    from swaplab.train.entry import build_config
+    from swaplab.train.export import export_model
+    from swaplab.train.loop import train
+    from swaplab.train.recipes.diffusion import identity_embeddings
+    from swaplab.train.recipes.restorer import load_faces, model_drawn_faces
+
+    # The one-shot tests' facesets (extracted once per session): peopleDevTrain and peopleDevTest people.
+    people = split_facesets(("George_W_Bush", "Colin_Powell", "Tony_Blair"), 3, ("Donald_Rumsfeld", "Al_Pacino"), 2)
+    words = ["model=simswap-tiny", "trainer=oneshot-test", "trainer.steps=1", f"data.train=[{people['train']}]",
+             f"data.eval={people['eval']}", f"data.lists_dir={people['lists']}", "data.eval_pairs=1",
+             f"run_dir={tmp_path / 'oneshot'}"]  # fmt: skip
+    train(build_config(words))
+    model = export_model(tmp_path / "oneshot", tmp_path / "oneshot-model").parent
+    swapper = load_swapper(model)
+    faces = load_faces([pair_facesets[0]], 96)[:3]
+    drawn = model_drawn_faces(model, faces, swapper.template, [pair_facesets[0]])
+    assert drawn.shape == faces.shape and drawn.dtype == np.uint8
+    # Each face swapped with the person's own identity (the mean over the faceset) at the model's
+    # resolution, upscaled back to the crop's 96 px.
+    identity = identity_embeddings([str(pair_facesets[0])], swapper.conditions_on).mean(0)
+    side = swapper.resolution
+    small = torch.from_numpy(cv2.resize(faces[1], (side, side), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)
+    with torch.inference_mode():
+        own = swapper.reconstruct(small[None].float() / 255, "self", identity).rgb.clamp(0, 1)[0]
+    own = cv2.resize(own.mul(255).round().byte().permute(1, 2, 0).numpy(), (96, 96), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(own.astype(int) - drawn[1].astype(int)).max() <= 1
+    # Without the person's faces a one-shot model has no identity to draw them with.
+    with pytest.raises(ConfigError, match="one-shot model that conditions on an identity"):
+        model_drawn_faces(model, faces, swapper.template)
+    _train_restorer(tmp_path / "run", pair_facesets[0], f"data.drawn_by={model}", "data.drawn_share=1")

@@ -18,6 +18,7 @@ the plain L1 build).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,11 @@ class RestorerDataConfig:
     patch: int = 64  # training patches cut from them
     clean_prob: float = 0.15  # inputs left undegraded (the target is then the input)
     val_faces: int = 32
-    # A per-pair swap model whose own drawing of these faces (its reconstruction of its source side,
-    # upscaled from its resolution) is the degraded input for ``drawn_share`` of the rows: the
-    # restorer then learns to undo that model's softness on that person, not only synthetic blur.
+    # A swap model whose own drawing of these faces (upscaled from its resolution) is the degraded
+    # input for ``drawn_share`` of the rows: a per-pair model's reconstruction through its source
+    # side, or a one-shot model's swap of each face with the person's own identity (the mean
+    # embedding of these faces). The restorer then learns to undo that model's softness on that
+    # person, not only synthetic blur.
     drawn_by: str = ""
     drawn_share: float = 0.5
 
@@ -66,7 +69,7 @@ class RestorerDataConfig:
         if not 0.0 <= self.drawn_share <= 1.0:
             raise ConfigError(f"data.drawn_share must be in [0, 1], got {self.drawn_share}")
         if self.drawn_by and not self.facesets:
-            raise ConfigError("data.drawn_by needs the faces its model was trained on: data.facesets=[FACESET]")
+            raise ConfigError("data.drawn_by needs the source person's faces it draws: data.facesets=[FACESET]")
 
 
 config_group("data").register("lfw-faces-restore")(RestorerDataConfig)
@@ -139,15 +142,32 @@ def load_faces(facesets: list[str | Path], size: int) -> np.ndarray:
     return np.stack(faces)
 
 
-def model_drawn_faces(model_path: str | Path, faces: np.ndarray, template: str, batch: int = 32) -> np.ndarray:
-    """``faces`` (N, S, S, 3) uint8, aligned with ``template``, as the per-pair model at ``model_path``
-    draws them through its source side at its resolution, upscaled bicubically back to S: what the
-    swap stage hands the restorer, for faces the model knows."""
+def model_drawn_faces(
+    model_path: str | Path,
+    faces: np.ndarray,
+    template: str,
+    facesets: Sequence[str | Path] = (),
+    batch: int = 32,
+) -> np.ndarray:
+    """``faces`` (N, S, S, 3) uint8, aligned with ``template``, as the swap model at ``model_path``
+    draws them at its resolution, upscaled bicubically back to S: what the swap stage hands the
+    restorer, for faces of the person it swaps in. A per-pair model draws them through its source
+    side; a one-shot model swaps each with the person's identity, the mean embedding (by the network
+    it conditions on) of every face of ``facesets``, as the swap stage's mean over source photos."""
     from swaplab.models.swapper import load_swapper
 
     swapper = load_swapper(model_path)
-    if "src" not in swapper.reconstruction_sides:
-        raise ConfigError(f"data.drawn_by={model_path}: a per-pair model is needed (it draws its source's faces)")
+    if "src" in swapper.reconstruction_sides:
+        side, identity = "src", None
+    elif "self" in swapper.reconstruction_sides and swapper.conditions_on and facesets:
+        from swaplab.train.recipes.diffusion import identity_embeddings
+
+        side, identity = "self", identity_embeddings([str(f) for f in facesets], swapper.conditions_on).mean(0)
+    else:
+        raise ConfigError(
+            f"data.drawn_by={model_path}: a per-pair model (it draws its source) or a one-shot model that "
+            f"conditions on an identity embedding is needed, not a {swapper.card.get('arch')} model"
+        )
     if swapper.template != template:
         raise ConfigError(
             f"data.drawn_by={model_path} aligns faces with template {swapper.template!r}, "
@@ -159,7 +179,7 @@ def model_drawn_faces(model_path: str | Path, faces: np.ndarray, template: str, 
         for start in range(0, len(faces), batch):
             small = np.stack([cv2.resize(f, (resolution, resolution), interpolation=cv2.INTER_AREA)
                               for f in faces[start : start + batch]])  # fmt: skip
-            out = swapper.reconstruct(_tensor(small, torch.device("cpu")), "src").rgb.float().clamp(0, 1)
+            out = swapper.reconstruct(_tensor(small, torch.device("cpu")), side, identity).rgb.float().clamp(0, 1)
             for face in out.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
                 drawn.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC))
     return np.stack(drawn)
@@ -190,7 +210,7 @@ class RestorerRecipe(Recipe):
             from swaplab.facesets.format import Faceset, common_template
 
             template = common_template(Faceset(root) for root in cfg.data.facesets)
-            self.drawn_faces = model_drawn_faces(cfg.data.drawn_by, self.train_faces, template)
+            self.drawn_faces = model_drawn_faces(cfg.data.drawn_by, self.train_faces, template, cfg.data.facesets)
         self.val_faces = faces[len(faces) - val :] if val else None
         self.val_inputs = degraded_set(self.val_faces, 4321, cfg.degrade) if val else None
 
