@@ -14,9 +14,11 @@
    with the restorer: the sharpness a model of that output size can reach on these frames at all.
    Each restored row for each ``--pass-scales`` value: one pass straight at the footprint (0), or
    passes that upscale by at most that factor each (the swap's ``restore_pass_scale``).
+   ``--grid PATH`` draws the first frames' faces of every row side by side (the target first): the
+   numbers alone can mislead, since an identity network also rewards a caricature of the source.
 
     .venv/bin/python benchmarks/bench_restore.py [--faces 200] [--model demo-output/model] [--frames 20] \
-        [--weights l1=PATH gan=PATH ...]
+        [--weights l1=PATH gan=PATH ...] [--grid restore-swaps.png]
 
 Uses the installed ``face-restorer`` (``swaplab nets build face-restorer``) unless ``--weights``:
 one or more weights files (``LABEL=PATH``, or a path labelled by its folder), each scored in the
@@ -48,6 +50,7 @@ from swaplab.models.restoration import load_face_restorer, restore_faces  # noqa
 from swaplab.train.degradation import degraded_set  # noqa: E402
 from swaplab.train.recipes.segmenter import lfw_faceset  # noqa: E402
 
+GRID_ROWS = 4  # frames shown per setting in --grid
 SOURCE_CLIP = Path("videos/hdtf_sadtalker/WDA_AlexandriaOcasioCortez_000.mp4")
 TARGET_CLIP = Path("videos/hdtf_sadtalker/WDA_KatieHill_000.mp4")
 
@@ -90,6 +93,8 @@ def held_out(args: argparse.Namespace, nets: dict[str, object]) -> None:
 
 
 def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -> None:
+    """Section 2: each setting's sharpness, identity distance and time on the frames, a table row
+    each; with ``--grid``, their first frames' faces side by side."""
     import dataclasses
 
     from swaplab.faces.align import warp_face
@@ -132,6 +137,7 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
         for passes in args.pass_scales if first is not None else ():
             make = functools.partial(pass_through_swapper, model, size, True, restore_pass_scale=passes, **video)
             settings.append((f"perfect {size} px model, on ({_passes(passes)})", first, make))
+    shown: dict[str, np.ndarray] = {}  # label -> the first GRID_ROWS aligned faces, for --grid
     for label, path, make_swapper in settings:
         if path is not None:
             os.environ["SWAPLAB_FACE_RESTORER"] = path  # the swap stage loads the restorer from here
@@ -152,6 +158,8 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
             if swapped_faces:
                 emb = embed_faces([out], [swapped_faces[0].landmarks5_source], network)[0]
                 distances.append(1.0 - float(emb @ source / np.linalg.norm(emb)))
+        shown.setdefault("target", np.stack(targets[:GRID_ROWS]))
+        shown[label] = np.stack(swaps[:GRID_ROWS])
         mask = landmark_masks_torch(np.stack(masks).astype(np.float32), 256)
         sharp = sharpness_ratio(nchw(np.stack(swaps)), nchw(np.stack(targets)), mask).mean
         ms = 1000 * seconds / max(1, len(swaps))
@@ -159,6 +167,23 @@ def real_swaps(args: argparse.Namespace, model: Path, weights: dict[str, str]) -
     target_emb = embed_faces([frames[0]], [analyzer.analyze(frames[0], embed=False)[0].landmarks5_source], network)[0]
     distance = 1 - float(target_emb @ source / np.linalg.norm(target_emb))
     print(f"  (the target itself: identity distance to the source {distance:.3f})")
+    if args.grid:
+        write_grid(Path(args.grid), shown, f"{model.name}: {TARGET_CLIP.name}, every 10th frame")
+
+
+def write_grid(path: Path, shown: dict[str, np.ndarray], title: str, size: int = 192) -> None:
+    """One column per setting (faces at ``size`` px), marked as synthetic like every output."""
+    import cv2
+
+    from swaplab.provenance import Provenance, write_marked_image
+    from swaplab.train.preview import compose_grid
+
+    rows = min(len(faces) for faces in shown.values())
+    columns = [np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces[:rows]])
+               for faces in shown.values()]  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_marked_image(path, compose_grid(columns, tuple(shown), title=title), Provenance.create("bench-restore"))
+    print(f"  grid: {path}")
 
 
 def _passes(scale: float) -> str:
@@ -183,6 +208,7 @@ def main() -> None:
         "--pass-scales", type=float, nargs="+", default=[0.0, 3.0],
         help="restore_pass_scale values to compare (0: one pass straight at the footprint)",
     )  # fmt: skip
+    parser.add_argument("--grid", type=Path, default=None, help="write the real swaps' faces side by side here (PNG)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     data_root()
@@ -192,6 +218,7 @@ def main() -> None:
 
         os.environ["SWAPLAB_CACHE"] = tempfile.mkdtemp(prefix="bench-restore-")
         args.faces, args.frames, args.ceiling = 6, 3, [64]
+        args.grid = Path(os.environ["SWAPLAB_CACHE"]) / "restore-swaps.png"
         args.weights = [f"test={build_network('face-restorer', 'test', progress=False)}"]
         args.model = str(_smoke_model(Path(os.environ["SWAPLAB_CACHE"])))
         from swaplab.train.recipes.identity_net import build_identity_network

@@ -88,6 +88,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "sharpness swap/target",
         "perfect 64 px model, on",
         "passes of 3x",
+        "grid: ",
     ),
     "bench_blend_learned.py": ("machine: ", "seam gradient error", "learned", "256 px"),
     "bench_blend_glgan.py": ("machine: ", "seam band (6 px)", "glgan", "load average at end"),
