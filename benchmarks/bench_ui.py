@@ -110,6 +110,7 @@ def swap_through_app(client, model: Path, photo: Path) -> float:
         None,
         "",
         *OPTIONS.values(),
+        "installed",  # the restorer (unused with restore off)
         0,
         api_name="/swap",
     )

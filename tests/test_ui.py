@@ -9,6 +9,7 @@ upload, a second job on one run). Screenshots are kept under the test's temporar
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -306,12 +307,18 @@ def test_training_starts_refuses_a_second_job_shows_a_preview_stops_and_resumes(
 
 
 @pytest.mark.slow
-def test_swap_a_photo_side_by_side_download_and_verify_its_mark(app, page) -> None:
+def test_swap_a_photo_side_by_side_download_and_verify_its_mark(app, page, powell_faceset) -> None:
     if "model" not in app:
         pytest.skip("needs the model exported by the training test")
     from swaplab.provenance import verify
+    from swaplab.train.built_networks import build_network
+    from swaplab.ui.access import AccessError
+    from swaplab.ui.app import swap_media
 
     target = _lfw(app, "George_W_Bush", 1, offset=20)[0]
+    # A built restorer in a folder of its own (as a personal build's --out), offered once the tab opens.
+    restorer = build_network("face-restorer", "test", [f"data.facesets=[{powell_faceset}]"], progress=False,
+                             out=app["work"] / "restorer")  # fmt: skip
     _tab(page, "Swap")
     box = page.locator("#swap-model input").first
     box.fill(str(app["model"]))
@@ -330,6 +337,19 @@ def test_swap_a_photo_side_by_side_download_and_verify_its_mark(app, page) -> No
     downloaded = app["work"] / "downloaded.png"
     info.value.save_as(downloaded)
     assert verify(downloaded).synthetic
+
+    # Restored by the restorer picked from its folder: the sidecar names its weights by hash.
+    _choose(page, "swap-restore", "on")
+    _choose(page, "swap-restorer", str(restorer.parent.resolve()))
+    page.locator("#swap-go").click()
+    report = _wait_value(page, "swap-report", "restore ", timeout_s=120)  # the restore stage's time
+    out = Path(report.split("wrote ")[1].split()[0])
+    used = json.loads(out.with_name(out.name + ".swaplab.json").read_text())["networks"]
+    assert used["face-restorer"]["path"] == str(restorer.resolve())
+    with pytest.raises(AccessError):  # a restorer outside the allowed folders is refused, as every path
+        swap_media(app["state"], str(app["model"]), None, str(target), None, "", "intersection", "rct", "alpha",
+                   "none", "on", "/etc", 0)  # fmt: skip
+    _choose(page, "swap-restore", "off")
 
     # A video: a short strip of target | swap pairs before committing to the whole clip.
     page.locator("#swap-target button[aria-label='Clear']").first.click()
@@ -369,6 +389,9 @@ def test_a_study_report_opens_in_the_page(app, page) -> None:
     frame.locator("h1").first.wait_for(timeout=30_000)
     figure = frame.locator("img").first
     figure.wait_for(timeout=30_000)
+    deadline = time.time() + 60  # shown before its bytes arrive on a loaded machine
+    while not figure.evaluate("img => img.complete && img.naturalWidth > 0") and time.time() < deadline:
+        time.sleep(0.5)
     assert figure.evaluate("img => img.complete && img.naturalWidth > 0"), "the report's figure did not load"
     served = page.request.get(app["url"] + "swaplab-file" + str(report))
     assert served.status == 200 and served.headers["content-security-policy"] == "sandbox"  # shown, never run
@@ -444,9 +467,12 @@ def test_label_an_occluder_polygon_on_a_face(app, page) -> None:
         before = picture.get_attribute("src")
         position = {"x": left + fx * natural_w * scale, "y": top + fy * natural_h * scale}
         picture.click(position=position, timeout=10_000)
-        deadline = time.time() + 20
-        while picture.get_attribute("src") == before and time.time() < deadline:  # redrawn with the point
+        # Redrawn with the point before the next click: a click while the last is still being handled
+        # is dropped by the page, and a loaded machine can take seconds to redraw.
+        deadline = time.time() + 90
+        while picture.get_attribute("src") == before and time.time() < deadline:
             time.sleep(0.2)
+        assert picture.get_attribute("src") != before, "the picture was not redrawn after a click"
     page.get_by_label("occluder").check()
     page.locator("#poly-close").click()
     time.sleep(1)

@@ -9,6 +9,7 @@ machine. Every handler turns the library's errors into one readable line on the 
 from __future__ import annotations
 
 import html
+import json
 import os
 import time
 from collections.abc import Callable
@@ -230,8 +231,25 @@ def export_run(state: UiState, run: str) -> str:
     return f"exported: {card.parent}"
 
 
+INSTALLED_RESTORER = "installed"  # the restorer picker's entry for `swaplab nets build face-restorer`'s
+
+
+def exported_folders(state: UiState, kind: str) -> list[str]:
+    """The pickers' folders: exported swap models (``kind="swapper"``: cards naming a swapper kind) or
+    built face restorers (``kind="face-restorer"``, such as a personal build's ``--out`` folder)."""
+    found = []
+    for folder in state.allow.find("model.json"):
+        try:
+            card = json.loads((Path(folder) / "model.json").read_text())
+        except (OSError, ValueError):
+            continue  # a folder being written, or not a card: not offered
+        if (kind == "swapper" and card.get("swapper")) or card.get("arch") == kind:
+            found.append(folder)
+    return found
+
+
 def swap_media(state: UiState, model: str, target_upload: Any, target_typed: str, source_upload: Any,
-               source_typed: str, mask: str, colour: str, blend: str, smoothing: str, restore: str,
+               source_typed: str, mask: str, colour: str, blend: str, smoothing: str, restore: str, restorer: str,
                preview_frames: float) -> tuple[str | None, str | None, Any, str | None, str]:  # fmt: skip
     from swaplab.config import apply_overrides
     from swaplab.io.images import is_video_path
@@ -240,6 +258,8 @@ def swap_media(state: UiState, model: str, target_upload: Any, target_typed: str
     model_dir = state.allow.check(model)
     target = state.media(target_upload, target_typed, "target photo or video")
     overrides = [f"mask={mask}", f"colour={colour}", f"blend={blend}", f"smoothing={smoothing}", f"restore={restore}"]
+    if restore == "on" and restorer and restorer.strip() not in ("", INSTALLED_RESTORER):
+        overrides.append(f"restorer={state.allow.check(restorer.strip())}")  # a folder the page may read
     video = is_video_path(target)
     if video and preview_frames:
         overrides.append(f"preview={int(preview_frames)}")
@@ -456,7 +476,7 @@ def build_blocks(state: UiState) -> Any:
         with gr.Tab("Swap") as swap_tab:
             with gr.Row():
                 with gr.Column():
-                    sw_model = gr.Dropdown(state.allow.find("model.json"), label="exported model folder",
+                    sw_model = gr.Dropdown(exported_folders(state, "swapper"), label="exported model folder",
                                            allow_custom_value=True, elem_id="swap-model")  # fmt: skip
                     sw_needs = gr.Markdown(elem_id="swap-model-needs")
                     sw_target = gr.File(label=f"target photo or video (up to {limit})", file_types=media_types,
@@ -470,7 +490,12 @@ def build_blocks(state: UiState) -> Any:
                     sw_colour = gr.Dropdown(_names("colour"), value="rct", label="colour", elem_id="swap-colour")
                     sw_blend = gr.Dropdown(_names("blend"), value="alpha", label="blend", elem_id="swap-blend")
                     sw_smooth = gr.Dropdown(_names("smoothing"), value="one_euro", label="smoothing (video)")
-                    sw_restore = gr.Dropdown(["off", "on"], value="off", label="restore (needs the face restorer)")
+                    sw_restore = gr.Dropdown(["off", "on"], value="off", label="restore (needs the face restorer)",
+                                             elem_id="swap-restore")  # fmt: skip
+                    sw_restorer = gr.Dropdown([INSTALLED_RESTORER, *exported_folders(state, "face-restorer")],
+                                              value=INSTALLED_RESTORER, allow_custom_value=True,
+                                              label="restorer, with restore on: the installed one or a build's folder "
+                                              "(e.g. one personal to the source)", elem_id="swap-restorer")  # fmt: skip
                     sw_preview = gr.Number(0, precision=0, minimum=0, label="video: preview strip of N frames (0: all)",
                                            elem_id="swap-preview-frames")  # fmt: skip
                     sw_go = gr.Button("Swap", variant="primary", elem_id="swap-go")
@@ -481,12 +506,17 @@ def build_blocks(state: UiState) -> Any:
             sw_download = gr.File(label="download the marked result", elem_id="swap-download")
             sw_report = gr.Textbox(label="report", lines=4, elem_id="swap-report")
             # Models exported since the page was built appear when the tab is opened again.
-            swap_tab.select(lambda: gr.Dropdown(choices=state.allow.find("model.json")), None, sw_model)
+            swap_tab.select(
+                lambda: (gr.Dropdown(choices=exported_folders(state, "swapper")),
+                         gr.Dropdown(choices=[INSTALLED_RESTORER, *exported_folders(state, "face-restorer")])),
+                None,
+                [sw_model, sw_restorer],
+            )  # fmt: skip
             sw_model.change(errors(lambda m: model_needs(state, m)), sw_model, sw_needs)
             sw_go.click(
                 errors(lambda *a: swap_media(state, *a)),
                 [sw_model, sw_target, sw_target_typed, sw_source, sw_source_typed, sw_mask, sw_colour, sw_blend,
-                 sw_smooth, sw_restore, sw_preview],
+                 sw_smooth, sw_restore, sw_restorer, sw_preview],
                 [sw_before, sw_after, sw_slider, sw_download, sw_report],
                 api_name="swap",
             )  # fmt: skip
