@@ -99,6 +99,28 @@ def test_polygons_of_one_face_are_set_and_the_others_kept(tmp_path: Path) -> Non
     assert sorted(read_mask_polygons(path)) == ["a", "b"]  # a refused polygon leaves the file as it was
 
 
+def test_labelling_keeps_each_faces_labels_on_the_server_and_refuses_what_it_does_not_hold() -> None:
+    from swaplab.ui.access import AccessError
+    from swaplab.ui.app import Labelling
+
+    labelling = Labelling()
+    token = labelling.start({"points": [], "face": [], "occluder": []})
+    for x in range(4):  # each change sees the last one's result, whatever the page sent with it
+        labelling.change(token, lambda labels, x=x: {**labels, "points": [*labels["points"], [x, x]]})
+    assert labelling.get(token)["points"] == [[0, 0], [1, 1], [2, 2], [3, 3]]
+
+    def refuse(labels):
+        raise ValueError("a polygon needs at least 3 points")
+
+    with pytest.raises(ValueError, match="3 points"):
+        labelling.change(token, refuse)
+    assert len(labelling.get(token)["points"]) == 4  # a refused change changes nothing
+    for unknown in (None, "", "not-a-token"):
+        with pytest.raises(AccessError, match="pick a face first"):
+            labelling.change(unknown, lambda labels: labels)
+    assert labelling.get(labelling.start({"points": [[9, 9]]}))["points"] == [[9, 9]]  # faces apart
+
+
 def test_job_manager_refuses_a_run_that_another_process_trains(tmp_path: Path) -> None:
     from swaplab.ui.jobs import JobManager
 
@@ -465,17 +487,15 @@ def test_label_an_occluder_polygon_on_a_face(app, page) -> None:
     corners = [(0.3, 0.6), (0.7, 0.6), (0.7, 0.9), (0.3, 0.9)]  # a microphone in front of the chin
     for fx, fy in corners:
         before = picture.get_attribute("src")
-        position = {"x": left + fx * natural_w * scale, "y": top + fy * natural_h * scale}
-        picture.click(position=position, timeout=10_000)
-        # Redrawn with the point before the next click: a click while the last is still being handled
-        # is dropped by the page, and a loaded machine can take seconds to redraw.
+        picture.click(position={"x": left + fx * natural_w * scale, "y": top + fy * natural_h * scale})
+        # Redrawn with the point before the next click: the page replaces the picture, and a click
+        # while it does can miss it; a loaded machine can take seconds to redraw.
         deadline = time.time() + 90
         while picture.get_attribute("src") == before and time.time() < deadline:
             time.sleep(0.2)
         assert picture.get_attribute("src") != before, "the picture was not redrawn after a click"
     page.get_by_label("occluder").check()
-    page.locator("#poly-close").click()
-    time.sleep(1)
+    page.locator("#poly-close").click()  # queued behind the clicks: the labelling events run in order
     page.locator("#poly-save").click()
     _wait_value(page, "poly-status", "saved 1 face and 1 occluder polygon(s)", timeout_s=30)
     page.screenshot(path=str(app["shots"] / "masks.png"), full_page=True)

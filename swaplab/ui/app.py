@@ -11,7 +11,9 @@ from __future__ import annotations
 import html
 import json
 import os
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -45,6 +47,42 @@ class UiSettings:
     output: str = ""  # where swaps and exports go (default: ALLOWED[0]/swaplab-ui)
 
 
+class Labelling:
+    """The faces being labelled, held by the server under a token the page keeps.
+
+    The page sends one event per click with its state as it was when clicked, so two quick clicks
+    would each add their point to the same old list and one would be lost. Every labelling event
+    instead changes the server's copy under a lock, and the events run one at a time in the order
+    they were made (one concurrency group), so no click, close or undo is lost or reordered.
+    """
+
+    def __init__(self) -> None:
+        self._labels: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, labels: dict[str, Any]) -> str:
+        token = uuid.uuid4().hex
+        with self._lock:
+            self._labels[token] = labels
+        return token
+
+    def get(self, token: str | None) -> dict[str, Any]:
+        with self._lock:
+            labels = self._labels.get(token or "")
+        if labels is None:
+            raise AccessError("load a faceset and pick a face first")
+        return labels
+
+    def change(self, token: str | None, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """``edit(labels)`` -> new labels, stored and returned; it may raise to refuse the change."""
+        with self._lock:
+            labels = self._labels.get(token or "")
+            if labels is None:
+                raise AccessError("load a faceset and pick a face first")
+            self._labels[token] = labels = edit(labels)
+        return labels
+
+
 @dataclass
 class UiState:
     """What the server holds for every page: the allow-list, uploads, outputs and jobs."""
@@ -53,6 +91,7 @@ class UiState:
     uploads: Uploads
     output: Path
     jobs: JobManager
+    labelling: Labelling = field(default_factory=Labelling)
 
     @classmethod
     def create(cls, settings: UiSettings) -> UiState:
@@ -564,44 +603,48 @@ def build_blocks(state: UiState) -> Any:
                 ids = polygon_faces(state, faceset)
                 return gr.Dropdown(choices=ids, value=ids[0])
 
+            # The page keeps only the token of the face being labelled; the labels live in state.labelling.
             def on_face(faceset, face_id):
                 if not face_id:
                     return None, None
                 started = polygon_start(state, faceset, face_id)
-                return started, polygon_picture(started)
+                return state.labelling.start(started), polygon_picture(started)
 
-            def on_click(current, evt: gr.SelectData):
-                if current is None:
-                    raise AccessError("load a faceset and pick a face first")
-                scale = polygon_view_scale(current)  # the picture's pixels -> the crop's
-                point = [(float(evt.index[0]) + 0.5) / scale - 0.5, (float(evt.index[1]) + 0.5) / scale - 0.5]
-                current = {**current, "points": [*current["points"], point]}
-                return current, polygon_picture(current)
+            def on_click(token, evt: gr.SelectData):
+                def add(labels):
+                    scale = polygon_view_scale(labels)  # the picture's pixels -> the crop's
+                    point = [(float(evt.index[0]) + 0.5) / scale - 0.5, (float(evt.index[1]) + 0.5) / scale - 0.5]
+                    return {**labels, "points": [*labels["points"], point]}
 
-            def on_close(current, kind):
-                if current is None or len(current["points"]) < 3:
-                    raise ValueError("a polygon needs at least 3 points: click on the crop to add them")
-                current = {**current, kind: [*current[kind], current["points"]], "points": []}
-                return current, polygon_picture(current)
+                return token, polygon_picture(state.labelling.change(token, add))
 
-            def on_undo(current):
-                if current is None:
-                    return None, None
-                current = {**current, "points": current["points"][:-1]}
-                return current, polygon_picture(current)
+            def on_close(token, kind):
+                def close(labels):
+                    if len(labels["points"]) < 3:
+                        raise ValueError("a polygon needs at least 3 points: click on the crop to add them")
+                    return {**labels, kind: [*labels[kind], labels["points"]], "points": []}
 
-            def on_save(current):
-                if current is None:
-                    raise AccessError("load a faceset and pick a face first")
-                return polygon_save(current)
+                return token, polygon_picture(state.labelling.change(token, close))
+
+            def on_undo(token):
+                undone = state.labelling.change(token, lambda labels: {**labels, "points": labels["points"][:-1]})
+                return token, polygon_picture(undone)
+
+            def on_save(token):
+                return polygon_save(state.labelling.get(token))
 
             pg_load.click(errors(on_load), pg_faceset, pg_face)
-            pg_face.change(errors(on_face), [pg_faceset, pg_face], [labels, pg_picture])
-            pg_reset.click(errors(on_face), [pg_faceset, pg_face], [labels, pg_picture])
-            pg_picture.select(errors(on_click), labels, [labels, pg_picture])
-            pg_close.click(errors(on_close), [labels, pg_kind], [labels, pg_picture])
-            pg_undo.click(errors(on_undo), labels, [labels, pg_picture])
-            pg_save.click(errors(on_save), labels, pg_status, api_name="save_polygons")
+            # Every click queues ("multiple": none is dropped while one is handled) and the labelling
+            # events share one concurrency group of one, so they run in the order they were made; no
+            # progress overlay covers the picture while one runs, which would swallow the next click.
+            one_by_one = {"trigger_mode": "multiple", "concurrency_id": "labelling", "concurrency_limit": 1,
+                          "show_progress": "hidden"}  # fmt: skip
+            pg_face.change(errors(on_face), [pg_faceset, pg_face], [labels, pg_picture], **one_by_one)
+            pg_reset.click(errors(on_face), [pg_faceset, pg_face], [labels, pg_picture], **one_by_one)
+            pg_picture.select(errors(on_click), labels, [labels, pg_picture], **one_by_one)
+            pg_close.click(errors(on_close), [labels, pg_kind], [labels, pg_picture], **one_by_one)
+            pg_undo.click(errors(on_undo), labels, [labels, pg_picture], **one_by_one)
+            pg_save.click(errors(on_save), labels, pg_status, api_name="save_polygons", **one_by_one)
     return blocks
 
 
