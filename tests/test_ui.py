@@ -119,6 +119,11 @@ def test_labelling_keeps_each_faces_labels_on_the_server_and_refuses_what_it_doe
         with pytest.raises(AccessError, match="pick a face first"):
             labelling.change(unknown, lambda labels: labels)
     assert labelling.get(labelling.start({"points": [[9, 9]]}))["points"] == [[9, 9]]  # faces apart
+    few = Labelling(keep=2)
+    tokens = [few.start({"points": [[i, i]]}) for i in range(3)]
+    with pytest.raises(AccessError):  # the oldest face is let go once more are held
+        few.get(tokens[0])
+    assert few.get(tokens[2])["points"] == [[2, 2]]
 
 
 def test_job_manager_refuses_a_run_that_another_process_trains(tmp_path: Path) -> None:

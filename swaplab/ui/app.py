@@ -56,14 +56,17 @@ class Labelling:
     they were made (one concurrency group), so no click, close or undo is lost or reordered.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 64) -> None:
         self._labels: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._keep = keep  # faces held at once: the oldest is let go (its saved polygons stay saved)
 
     def start(self, labels: dict[str, Any]) -> str:
         token = uuid.uuid4().hex
         with self._lock:
             self._labels[token] = labels
+            while len(self._labels) > self._keep:
+                self._labels.pop(next(iter(self._labels)))
         return token
 
     def get(self, token: str | None) -> dict[str, Any]:
@@ -270,7 +273,7 @@ def export_run(state: UiState, run: str) -> str:
     return f"exported: {card.parent}"
 
 
-INSTALLED_RESTORER = "installed"  # the restorer picker's entry for `swaplab nets build face-restorer`'s
+INSTALLED_RESTORER = "installed"  # the restorer picker's entry for the one `swaplab nets build face-restorer` installed
 
 
 def exported_folders(state: UiState, kind: str) -> list[str]:
