@@ -157,13 +157,8 @@ def model_drawn_faces(
     from swaplab.models.swapper import load_swapper
 
     swapper = load_swapper(model_path)
-    if "src" in swapper.reconstruction_sides:
-        side, identity = "src", None
-    elif "self" in swapper.reconstruction_sides and swapper.conditions_on and facesets:
-        from swaplab.train.recipes.diffusion import identity_embeddings
-
-        side, identity = "self", identity_embeddings([str(f) for f in facesets], swapper.conditions_on).mean(0)
-    else:
+    one_shot = "self" in swapper.reconstruction_sides and swapper.conditions_on and facesets
+    if "src" not in swapper.reconstruction_sides and not one_shot:
         raise ConfigError(
             f"data.drawn_by={model_path}: a per-pair model (it draws its source) or a one-shot model that "
             f"conditions on an identity embedding is needed, not a {swapper.card.get('arch')} model"
@@ -173,6 +168,11 @@ def model_drawn_faces(
             f"data.drawn_by={model_path} aligns faces with template {swapper.template!r}, "
             f"the facesets with {template!r}"
         )
+    side, identity = "src", None
+    if "src" not in swapper.reconstruction_sides:  # refused above unless one-shot: embed only once checked
+        from swaplab.train.recipes.diffusion import identity_embeddings
+
+        side, identity = "self", identity_embeddings([str(f) for f in facesets], swapper.conditions_on).mean(0)
     size, resolution = faces.shape[1], swapper.resolution
     drawn = []
     with torch.inference_mode():
