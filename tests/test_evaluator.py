@@ -361,7 +361,7 @@ def test_video_protocol_scores_stability_of_a_swapped_clip(tiny_model, tmp_path,
     result = evaluate(tiny_model, protocol="video_v1", out_dir=tmp_path / "video", data_root=shared_data,
                       options=EvalOptions(limit=1, frames=10))  # fmt: skip
     metrics = result.metrics["metrics"]
-    assert {"landmark_jitter", "flicker", "identity_drift/dlib-resnet"} <= set(metrics)
+    assert {"landmark_jitter", "flicker", "warped_flicker", "identity_drift/dlib-resnet"} <= set(metrics)
     assert result.metrics["samples"]["frames"] == 10
     assert all(math.isfinite(v) and v > 0 for v in result.summary.values())
     assert verify(tmp_path / "video" / "videos" / "WDA_AlexandriaOcasioCortez_000.mp4").synthetic

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import cv2
 import imageio.v3 as iio
 import kornia
 import numpy as np
@@ -43,6 +44,7 @@ from swaplab.metrics import (
     roc_auc,
     sharpness_ratio,
     summarize,
+    warped_flicker,
 )
 
 # LFW faces that are turned (|yaw| > 15 degrees), so mirroring them changes their pose clearly.
@@ -104,6 +106,7 @@ def test_every_metric_is_registered_with_a_direction():
         "landmark_jitter": "lower",
         "identity_drift": "lower",
         "flicker": "lower",
+        "warped_flicker": "lower",
         "roc_auc": "lower",
         "occluder_error": "lower",  # tests/test_families.py
     }
@@ -516,6 +519,46 @@ def test_second_order_jitter_ignores_steady_motion(turned_landmarks):
     sliding = turned_landmarks[0][None] + 3.0 * t  # 3 px per frame along both axes
     assert landmark_jitter(sliding) == pytest.approx(3.0 * np.sqrt(2) / inter_ocular_distance(turned_landmarks[0]))
     assert landmark_jitter(sliding, order=2) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warped_flicker_tells_redrawn_detail_from_a_sharp_face_that_moves(lfw: Path) -> None:
+    """Raw flicker ranks a blurred face whose detail is drawn anew every frame below a sharp face
+    that moves exactly as the target does; once the target's optical flow is taken out, the order
+    is right (real photos, a known slow turn and drift)."""
+
+    def crop(person: str) -> np.ndarray:
+        image = iio.imread(lfw / person / f"{person}_0001.jpg")
+        return image[70:182, 70:182].astype(np.float32) / 255
+
+    def turning(image: np.ndarray) -> np.ndarray:
+        moved = []
+        for t in range(16):
+            matrix = cv2.getRotationMatrix2D((56, 56), 0.5 * t, 1.0)
+            matrix[:, 2] += (1.3 * t, 0.7 * t)
+            moved.append(
+                cv2.warpAffine(image, matrix, (112, 112), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            )
+        return np.stack(moved)[:, 16:96, 16:96]
+
+    rng = np.random.default_rng(0)
+    lit = lambda video: video + rng.normal(0, 0.004, video.shape).astype(np.float32)  # noqa: E731
+    as_tensor = lambda video: torch.from_numpy(np.clip(video, 0, 1)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    target = as_tensor(lit(turning(crop("Colin_Powell"))))
+    other = crop("George_W_Bush")
+    sharp = as_tensor(lit(turning(other)))
+    redrawn = lit(turning(cv2.GaussianBlur(other, (0, 0), 2.0)))
+    redrawn += np.stack(
+        [cv2.GaussianBlur(rng.normal(0, 0.03, (80, 80, 3)).astype(np.float32), (0, 0), 0.7) for _ in redrawn]
+    )
+    redrawn = as_tensor(redrawn)
+    masks = torch.zeros(16, 1, 80, 80)
+    masks[:, :, 10:70, 10:70] = 1
+    assert warped_flicker(target, target, masks) == 1.0
+    assert flicker(redrawn, masks, target) < flicker(sharp, masks, target)  # the raw measure's mistake
+    assert warped_flicker(redrawn, target, masks) > 2 * warped_flicker(sharp, target, masks)
+    assert warped_flicker(sharp, target, masks) < 1.0
+    with pytest.raises(ValueError, match="reference frames alike"):
+        warped_flicker(sharp, target[:8], masks)
 
 
 def test_flicker_counts_only_pixels_inside_both_masks():

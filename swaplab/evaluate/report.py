@@ -35,7 +35,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Attributes kept from the target", ("pose_error", "expression_error")),
     ("Sharpness and realism", ("sharpness_ratio", "frechet_distance", "kernel_distance", "no_face_in_swap")),
     ("Reconstruction of held-out faces", ("masked_ssim", "masked_psnr", "masked_l1")),
-    ("Temporal stability", ("landmark_jitter", "flicker", "identity_drift", "identity_drift_target")),
+    ("Temporal stability", ("landmark_jitter", "flicker", "warped_flicker", "identity_drift", "identity_drift_target")),
 )
 
 CAVEAT = (

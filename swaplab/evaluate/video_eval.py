@@ -39,7 +39,8 @@ def evaluate_video(
     swaps_dir: Path | None = None,
     name: str,
 ) -> EvalResult:
-    """Temporal stability of swapped clips: landmark jitter and flicker against the original, identity drift.
+    """Temporal stability of swapped clips: landmark jitter and flicker (raw and with the target's
+    motion taken out) against the original, identity drift.
 
     With a model, each clip's first frames are swapped by ``swaplab.swap`` (the whole pipeline:
     tracking, smoothing, encoding, marking) into ``out/videos/<clip id>.mp4``; with ``swaps_dir``
@@ -159,12 +160,11 @@ def clip_metrics(clip_id: str, tracks: dict[str, list], encoders: dict[str, nn.M
             "landmark_jitter", landmarks_over_time=np.stack(tracks["swap68"]), reference=np.stack(tracks["target68"])
         )
         batch = lambda crops: torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255.0).contiguous()  # noqa: E731
-        row["flicker"] = compute(
-            "flicker",
-            frames=batch(tracks["swap_crop"]),
-            masks=torch.from_numpy(np.stack(tracks["mask"]))[:, None].contiguous(),
-            reference_frames=batch(tracks["target_crop"]),
-        )
+        swap_crops, target_crops = batch(tracks["swap_crop"]), batch(tracks["target_crop"])
+        masks = torch.from_numpy(np.stack(tracks["mask"]))[:, None].contiguous()
+        row["flicker"] = compute("flicker", frames=swap_crops, masks=masks, reference_frames=target_crops)
+        # Raw frame differences grow with the face's detail; this one takes the target's motion out.
+        row["warped_flicker"] = compute("warped_flicker", frames=swap_crops, reference_frames=target_crops, masks=masks)
     with timer("identity (chips, embeddings, retrieval)"):
         for enc_name, encoder in encoders.items():
             swap_drift = compute(

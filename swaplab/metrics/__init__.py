@@ -31,7 +31,7 @@ from swaplab.metrics.registry import (
     per_item,
     summarize,
 )
-from swaplab.metrics.video import IdentityDrift, flicker, identity_drift, landmark_jitter
+from swaplab.metrics.video import IdentityDrift, flicker, identity_drift, landmark_jitter, warped_flicker
 
 __all__ = [
     "COMPOSED",
@@ -64,4 +64,5 @@ __all__ = [
     "roc_auc",
     "sharpness_ratio",
     "summarize",
+    "warped_flicker",
 ]

@@ -17,7 +17,7 @@ from swaplab.metrics.reconstruction import masked_mean
 from swaplab.metrics.registry import as_float_array, register_metric
 from swaplab.system import full_precision
 
-__all__ = ["IdentityDrift", "flicker", "identity_drift", "landmark_jitter"]
+__all__ = ["IdentityDrift", "flicker", "identity_drift", "landmark_jitter", "warped_flicker"]
 
 Tensor = torch.Tensor
 
@@ -123,3 +123,67 @@ def flicker(
     if reference_frames.shape != frames.shape:
         raise ValueError(f"reference frames {tuple(reference_frames.shape)} do not match {tuple(frames.shape)}")
     return _relative(value, energy_rms(reference_frames))
+
+
+def _flow_and_trust(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel of ``current`` came from in ``previous`` (a backward flow, H x W x 2 px, by
+    DIS optical flow on grey uint8 images) and where that is to be trusted: the forward flow
+    carries it back to where it started (Sundaram et al.'s check; fails at occlusions)."""
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    backward = dis.calc(current, previous, None)
+    forward = dis.calc(previous, current, None)
+    height, width = current.shape
+    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
+    where = grid + backward
+    forward_there = cv2.remap(forward, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    loop = backward + forward_there
+    bound = 0.01 * (np.square(backward).sum(-1) + np.square(forward_there).sum(-1)) + 0.5
+    inside = (where[..., 0] >= 0) & (where[..., 0] <= width - 1) & (where[..., 1] >= 0) & (where[..., 1] <= height - 1)
+    return where, (np.square(loop).sum(-1) < bound) & inside
+
+
+@register_metric("warped_flicker", better="lower")
+def warped_flicker(frames: Tensor, reference_frames: Tensor, masks: Tensor | None = None) -> float:
+    """Flicker once the target's motion is taken out: the swap's change between frames that the
+    target video's optical flow does not explain, over the target's own such change.
+
+    ``flicker`` compares raw frame differences, and a face that moves by a fraction of a pixel
+    changes in proportion to its detail: a sharp face that moves exactly as the target does scores
+    more than a blurred one that flickers. Here each swapped frame t-1 is warped by the target's flow
+    (t-1 -> t, found on the target's frames, trusted where the forward and backward flows agree)
+    before the difference is taken, so what remains is change the face's motion does not explain:
+    detail drawn anew each frame, lighting that jumps. Masks, shapes and the RMS are as ``flicker``'s;
+    the target's own residual (flow error, real lighting change) is the denominator: 1 means no more
+    unexplained change than the target has, above 1 the swap flickers. Lower is better.
+    """
+    import cv2
+
+    if frames.ndim != 4 or frames.shape[0] < 2 or reference_frames.shape != frames.shape:
+        raise ValueError(
+            f"need T x C x H x W frames with T >= 2 and reference frames alike, got {tuple(frames.shape)} "
+            f"and {tuple(reference_frames.shape)}"
+        )
+    if masks is not None and masks.shape != (frames.shape[0], 1, *frames.shape[2:]):
+        raise ValueError(f"masks {tuple(masks.shape)} do not match frames {tuple(frames.shape)}")
+    with full_precision(frames):
+        swap = frames.float().permute(0, 2, 3, 1).contiguous().numpy()
+        target = reference_frames.float().permute(0, 2, 3, 1).contiguous().numpy()
+    grey = [cv2.cvtColor(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in target]
+    weights = None if masks is None else masks.float()[:, 0].numpy()
+    energies = {"swap": [], "target": []}
+    for t in range(1, len(swap)):
+        where, trusted = _flow_and_trust(grey[t - 1], grey[t])
+        weight = trusted.astype(np.float64)
+        if weights is not None:
+            weight = weight * weights[t] * weights[t - 1]
+        if weight.sum() == 0:
+            continue
+        for name, video in (("swap", swap), ("target", target)):
+            moved = cv2.remap(video[t - 1], where[..., 0], where[..., 1], cv2.INTER_LINEAR)
+            squared = np.square(video[t] - moved).mean(-1)
+            energies[name].append(float((squared * weight).sum() / weight.sum()))
+    if not energies["swap"]:
+        raise ValueError("no pixel inside the masks could be followed from one frame to the next")
+    return _relative(float(np.sqrt(np.mean(energies["swap"]))), float(np.sqrt(np.mean(energies["target"]))))
