@@ -2,17 +2,19 @@
 
 One model (``--model``, e.g. the demo's ``demo-output/model``) swaps the protocol's talking-head
 clips once per swap-stage setting, and the evaluator scores each: landmark jitter and flicker of the
-swapped clip relative to the original, identity drift, and the swap's frames/s. The settings: the
+swapped clip relative to the original (raw, and with the original's optical flow taken out, which a
+sharper face does not inflate), identity drift, and the swap's frames/s. The settings: the
 default (the model's mask within the landmark hull), the face segmenter's mask (raw and smoothed
 over time), the restorer (in one pass, in its default passes, and with its added detail smoothed
 over time), the learned blender, Poisson blending and GL-GAN's smoother across frames, and with
-``--restorer FOLDER`` another restorer build (one personal to the model's source: ``swaplab nets
-build face-restorer --preset personal ... --out FOLDER``), raw and smoothed. Each
+``--restorer FOLDER ...`` other restorer builds (ones personal to the model's source: ``swaplab nets
+build face-restorer --preset personal ... --out FOLDER``, e.g. with and without ``loss.stability``),
+each raw and smoothed, named by their folder. Each
 setting that needs a network that is not built is skipped and said so (``swaplab nets build
 face-segmenter|face-restorer|learned-blender|glgan-smoother`` builds them).
 
     .venv/bin/python benchmarks/bench_video_parts.py --model demo-output/model [--clips 2] [--frames 100]
-        [--only NAME ...] [--restorer FOLDER]
+        [--only NAME ...] [--restorer FOLDER ...]
 
 ``--smoke``: the test-sized segmenter built in a temporary user cache (the installed restorer's and
 the blender's settings are skipped), a test-sized restorer as ``--restorer``, a 2-step model, one
@@ -80,7 +82,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="+", default=None, help="settings whose name starts with one of these")
-    parser.add_argument("--restorer", type=Path, default=None, help="another restorer build, scored beside")
+    parser.add_argument("--restorer", type=Path, nargs="+", default=[], help="other restorer builds, scored beside")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     use_threads(args.threads)
@@ -88,15 +90,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.smoke:
-            (args.model, args.restorer), args.clips, args.frames = smoke_setup(work), 1, 6
+            (args.model, restorer), args.clips, args.frames = smoke_setup(work), 1, 6
+            args.restorer = [restorer]
         if args.model is None:
             parser.error("--model MODEL (an exported model), or --smoke")
         settings = list(SETTINGS)
-        if args.restorer is not None:
-            given = ["restore=on", f"restorer={args.restorer}"]
+        for folder in args.restorer:
+            given = ["restore=on", f"restorer={folder}"]
             settings += [
-                ("restorer=FOLDER", given, ""),
-                ("restorer=FOLDER, smoothed", [*given, "restore_smoothing=one_euro"], ""),
+                (f"restorer={folder.name}", given, ""),
+                (f"restorer={folder.name}, smoothed", [*given, "restore_smoothing=one_euro"], ""),
             ]
         rows: list[tuple[str, dict[str, float], float]] = []
         for index, (name, words, network) in enumerate(settings):

@@ -130,7 +130,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "machine: ",
         "mask=segment, smoothed: landmark_jitter",
         "restore=on: skipped, face-restorer is not built",
-        "restorer=FOLDER, smoothed: landmark_jitter",
+        "restorer=restorer, smoothed: landmark_jitter",
         "| setting | landmark_jitter | flicker",
     ),
     "bench_train.py": (

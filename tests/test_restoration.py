@@ -410,3 +410,44 @@ def test_a_restorer_learns_from_a_one_shot_models_swaps_of_its_source_with_their
     with pytest.raises(ConfigError, match="one-shot model that conditions on an identity"):
         model_drawn_faces(model, faces, swapper.template)
     _train_restorer(tmp_path / "run", pair_facesets[0], f"data.drawn_by={model}", "data.drawn_share=1")
+
+
+@pytest.fixture(scope="module")
+def clip_faceset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Every second frame of the first 12 of a talking-head clip, 128 px crops: six neighbours."""
+    from swaplab.facesets.extract import ExtractConfig, extract
+
+    cfg = ExtractConfig(size=128, max_frames=12, every=2)
+    cfg.faces.max_faces = 1
+    out = tmp_path_factory.mktemp("clip") / "faces"
+    extract(shared_data / "videos/hdtf_sadtalker/WDA_KatieHill_000.mp4", out, cfg, progress=False)
+    return out
+
+
+def test_neighbouring_frames_are_found_within_a_track_and_never_among_photos(clip_faceset: Path, pair_facesets):
+    from swaplab.facesets.format import Faceset
+    from swaplab.train.recipes.restorer import frame_neighbours
+
+    frames = [record.frame for record in Faceset(clip_faceset)]
+    photos = len(Faceset(pair_facesets[0]))
+    assert frames == [0, 2, 4, 6, 8, 10]
+    following = frame_neighbours([pair_facesets[0], clip_faceset], 2)
+    assert list(following[:photos]) == [-1] * photos
+    assert list(following[photos:]) == [photos + 1, photos + 2, photos + 3, photos + 4, photos + 5, -1]
+    assert (frame_neighbours([clip_faceset], 1) == -1).all()  # two frames apart is more than one
+
+
+def test_the_temporal_term_trains_on_neighbouring_drawings_and_needs_them(
+    clip_faceset: Path, pair_facesets, pair_model: Path, tmp_path: Path
+) -> None:
+    from swaplab.train.run import RunFolder
+
+    _train_restorer(tmp_path / "run", clip_faceset, f"data.drawn_by={pair_model}", "loss.temporal=1")
+    rows = [row for row in RunFolder(tmp_path / "run").read_metrics() if "loss" in row]
+    assert all(np.isfinite(row["loss/temporal"]) and row["loss/temporal"] > 0 for row in rows)
+    with pytest.raises(ConfigError, match="set data.drawn_by=MODEL"):
+        _train_restorer(tmp_path / "undrawn", clip_faceset, "loss.temporal=1")
+    with pytest.raises(ConfigError, match="neighbouring video frames.*none were found"):
+        _train_restorer(tmp_path / "photos", pair_facesets[0], f"data.drawn_by={pair_model}", "loss.temporal=1")
+    with pytest.raises(ConfigError, match="temporal_gap >= 1"):
+        _train_restorer(tmp_path / "gap", clip_faceset, "loss.temporal=1", "loss.temporal_gap=0")

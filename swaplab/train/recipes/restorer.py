@@ -14,6 +14,13 @@ which scores identity) and ``gan`` an adversarial term from a patch discriminato
 restored patches, which pushes towards one plausible sharp face (GFPGAN's and ESRGAN's idea); the
 ``cpu-gan`` build preset, ``swaplab nets build face-restorer``'s default, turns them on (``cpu`` is
 the plain L1 build).
+
+On video the detail a sharpening restorer invents is drawn anew for every frame, which reads as
+flicker. ``loss.temporal`` asks for the same detail on neighbouring frames: a faceset extracted from
+a clip holds neighbouring frames, and the swap model's drawings of two neighbours differ as its
+swaps of them will; the term asks the change between the two restorations to be the change between
+the two clean faces (the temporal-difference loss of video restoration), so detail invented on one
+frame is invented the same way on the next.
 """
 
 from __future__ import annotations
@@ -100,11 +107,19 @@ class RestorerLossConfig:
     edge: float = 0.0  # L1 of the image gradients
     perceptual: float = 0.0  # L1 of the dlib ResNet port's early features
     perceptual_stages: int = 2
+    # L1 between the change of the restorations of two neighbouring video frames' drawings (by
+    # data.drawn_by) and the change of their clean faces: the same detail on consecutive frames.
+    temporal: float = 0.0
+    temporal_gap: int = 4  # frames of one track at most this far apart are neighbours
 
     def __post_init__(self) -> None:
         weights = {"l1": self.l1, "edge": self.edge, "perceptual": self.perceptual}
         if any(w < 0 for w in weights.values()) or not any(weights.values()):
             raise ConfigError(f"restorer loss weights must be >= 0 and not all 0, got {weights}")
+        if self.temporal < 0 or self.temporal_gap < 1:
+            raise ConfigError(
+                f"loss.temporal must be >= 0 and loss.temporal_gap >= 1, got {self.temporal}, {self.temporal_gap}"
+            )
 
 
 @dataclass
@@ -140,6 +155,22 @@ def load_faces(facesets: list[str | Path], size: int) -> np.ndarray:
     if not faces:
         raise ValueError(f"no faces in {', '.join(map(str, facesets))}")
     return np.stack(faces)
+
+
+def frame_neighbours(facesets: list[str | Path], gap: int) -> np.ndarray:
+    """For each face of ``facesets`` (in ``load_faces``' order), the index of the next face of the
+    same video track at most ``gap`` frames later, or -1 (a still photo, a track's last frame)."""
+    from swaplab.facesets.format import Faceset
+
+    records = [record for root in facesets for record in Faceset(root)]
+    latest: dict[tuple[str, int], tuple[int, int]] = {}  # (source, track) -> (frame, index)
+    following = np.full(len(records), -1, np.int64)
+    for index, record in sorted(enumerate(records), key=lambda item: (item[1].source, item[1].track_id, item[1].frame)):
+        key = (record.source, record.track_id)
+        if key in latest and 0 < record.frame - latest[key][0] <= gap:
+            following[latest[key][1]] = index
+        latest[key] = (record.frame, index)
+    return following
 
 
 def model_drawn_faces(
@@ -211,6 +242,20 @@ class RestorerRecipe(Recipe):
 
             template = common_template(Faceset(root) for root in cfg.data.facesets)
             self.drawn_faces = model_drawn_faces(cfg.data.drawn_by, self.train_faces, template, cfg.data.facesets)
+        self.following = None
+        if cfg.loss.temporal:
+            if self.drawn_faces is None:
+                raise ConfigError(
+                    "loss.temporal compares the model's drawings of neighbouring frames: set data.drawn_by=MODEL"
+                )
+            following = frame_neighbours(cfg.data.facesets, cfg.loss.temporal_gap)[: len(self.train_faces)]
+            following[following >= len(self.train_faces)] = -1  # the validation faces stay unseen
+            if not (following >= 0).any():
+                raise ConfigError(
+                    "loss.temporal needs neighbouring video frames (faces of one track at most "
+                    f"loss.temporal_gap={cfg.loss.temporal_gap} frames apart) in data.facesets; none were found"
+                )
+            self.following = following
         self.val_faces = faces[len(faces) - val :] if val else None
         self.val_inputs = degraded_set(self.val_faces, 4321, cfg.degrade) if val else None
 
@@ -267,6 +312,8 @@ class RestorerRecipe(Recipe):
         cfg, session = self.cfg, self.session
         tcfg = session.trainer
         rng = np.random.default_rng(stream_seed("restorer", tcfg.seed, step))
+        # Its own stream: turning the temporal term on leaves the batches as they were.
+        terms_rng = np.random.default_rng(stream_seed("restorer-temporal", tcfg.seed, step))
         patch, size = cfg.data.patch, cfg.data.size
         inputs, targets = [], []
         for row in rng.integers(0, len(self.train_faces), tcfg.batch_size):
@@ -287,6 +334,8 @@ class RestorerRecipe(Recipe):
         with session.autocast():
             restored = self.restorer(x_in).float()
         terms: dict[str, Tensor] = {}
+        if self.following is not None:
+            terms["temporal"] = cfg.loss.temporal * self._temporal_term(terms_rng, tcfg.batch_size // 2 or 1)
         if cfg.loss.l1:
             terms["l1"] = cfg.loss.l1 * (restored - target).abs().mean()
         if self.edge is not None:
@@ -314,6 +363,26 @@ class RestorerRecipe(Recipe):
             applied = applied and d_applied
             values["d_loss"] = float(d_loss.detach())
         return StepResult(applied, values)
+
+    def _temporal_term(self, rng: np.random.Generator, pairs: int) -> Tensor:
+        """Mean L1 between the change of the restorations of the drawings of ``pairs`` neighbouring
+        frames (one patch each, the same place in both) and the change of their clean faces."""
+        session, patch, size = self.session, self.cfg.data.patch, self.cfg.data.size
+        first = rng.choice(np.flatnonzero(self.following >= 0), pairs)
+        y, x = rng.integers(0, size - patch + 1, (2, pairs))
+
+        def cut(faces: np.ndarray, rows: np.ndarray) -> Tensor:
+            return _tensor(
+                np.stack([faces[r][a : a + patch, b : b + patch] for r, a, b in zip(rows, y, x)]), session.device
+            )
+
+        second = self.following[first]
+        drawn = torch.cat([cut(self.drawn_faces, first), cut(self.drawn_faces, second)])
+        with session.autocast():
+            restored = self.restorer(drawn.contiguous(memory_format=session.memory_format)).float()
+        change = restored[pairs:] - restored[:pairs]
+        clean_change = cut(self.train_faces, second) - cut(self.train_faces, first)
+        return (change - clean_change).abs().mean()
 
     def validate(self, step: int) -> dict[str, float]:
         if self.val_faces is None:
