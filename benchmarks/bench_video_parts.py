@@ -8,7 +8,7 @@ default (the model's mask within the landmark hull), the face segmenter's mask (
 over time), the restorer (in one pass, in its default passes, and with its added detail smoothed
 over time), the learned blender, Poisson blending and GL-GAN's smoother across frames, and with
 ``--restorer FOLDER ...`` other restorer builds (ones personal to the model's source: ``swaplab nets
-build face-restorer --preset personal ... --out FOLDER``, e.g. with and without ``loss.stability``),
+build face-restorer --preset personal ... --out FOLDER``, e.g. with and without ``loss.temporal``),
 each raw and smoothed, named by their folder. Each
 setting that needs a network that is not built is skipped and said so (``swaplab nets build
 face-segmenter|face-restorer|learned-blender|glgan-smoother`` builds them).

@@ -1,4 +1,5 @@
-"""Temporal-stability metrics of one swapped video: landmark jitter, identity drift, flicker.
+"""Temporal-stability metrics of one swapped video: landmark jitter, identity drift, flicker (raw and
+with the target's motion taken out).
 
 Pure functions of per-frame landmarks (T, 68, 2), embeddings (T, D) or frames (T, 3, H, W) in
 [0, 1], each optionally relative to the target video's own value (a swap should move and change
@@ -168,10 +169,10 @@ def warped_flicker(frames: Tensor, reference_frames: Tensor, masks: Tensor | Non
     if masks is not None and masks.shape != (frames.shape[0], 1, *frames.shape[2:]):
         raise ValueError(f"masks {tuple(masks.shape)} do not match frames {tuple(frames.shape)}")
     with full_precision(frames):
-        swap = frames.float().permute(0, 2, 3, 1).contiguous().numpy()
-        target = reference_frames.float().permute(0, 2, 3, 1).contiguous().numpy()
+        swap = frames.detach().float().cpu().permute(0, 2, 3, 1).contiguous().numpy()
+        target = reference_frames.detach().float().cpu().permute(0, 2, 3, 1).contiguous().numpy()
     grey = [cv2.cvtColor(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in target]
-    weights = None if masks is None else masks.float()[:, 0].numpy()
+    weights = None if masks is None else masks.detach().float().cpu()[:, 0].numpy()
     energies = {"swap": [], "target": []}
     for t in range(1, len(swap)):
         where, trusted = _flow_and_trust(grey[t - 1], grey[t])
