@@ -8,7 +8,7 @@ as much as the face it replaces, no more). They read no video and find no landma
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -126,17 +126,18 @@ def flicker(
     return _relative(value, energy_rms(reference_frames))
 
 
-def _flow_and_trust(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _flow_and_trust(
+    previous: np.ndarray, current: np.ndarray, dis: Any, grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Where each pixel of ``current`` came from in ``previous`` (a backward flow, H x W x 2 px, by
-    DIS optical flow on grey uint8 images) and where that is to be trusted: the forward flow
-    carries it back to where it started (Sundaram et al.'s check; fails at occlusions)."""
+    ``dis``, OpenCV's DIS optical flow, on grey uint8 images; ``grid`` holds each pixel's (x, y))
+    and where that is to be trusted: the forward flow carries it back to where it started
+    (Sundaram et al.'s check; fails at occlusions)."""
     import cv2
 
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     backward = dis.calc(current, previous, None)
     forward = dis.calc(previous, current, None)
     height, width = current.shape
-    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
     where = grid + backward
     forward_there = cv2.remap(forward, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     loop = backward + forward_there
@@ -173,9 +174,12 @@ def warped_flicker(frames: Tensor, reference_frames: Tensor, masks: Tensor | Non
         target = reference_frames.detach().float().cpu().permute(0, 2, 3, 1).contiguous().numpy()
     grey = [cv2.cvtColor(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in target]
     weights = None if masks is None else masks.detach().float().cpu()[:, 0].numpy()
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    height, width = grey[0].shape
+    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
     energies = {"swap": [], "target": []}
     for t in range(1, len(swap)):
-        where, trusted = _flow_and_trust(grey[t - 1], grey[t])
+        where, trusted = _flow_and_trust(grey[t - 1], grey[t], dis, grid)
         weight = trusted.astype(np.float64)
         if weights is not None:
             weight = weight * weights[t] * weights[t - 1]

@@ -312,8 +312,6 @@ class RestorerRecipe(Recipe):
         cfg, session = self.cfg, self.session
         tcfg = session.trainer
         rng = np.random.default_rng(stream_seed("restorer", tcfg.seed, step))
-        # Its own stream: turning the temporal term on leaves the batches as they were.
-        terms_rng = np.random.default_rng(stream_seed("restorer-temporal", tcfg.seed, step))
         patch, size = cfg.data.patch, cfg.data.size
         inputs, targets = [], []
         for row in rng.integers(0, len(self.train_faces), tcfg.batch_size):
@@ -335,7 +333,9 @@ class RestorerRecipe(Recipe):
             restored = self.restorer(x_in).float()
         terms: dict[str, Tensor] = {}
         if self.following is not None:
-            terms["temporal"] = cfg.loss.temporal * self._temporal_term(terms_rng, tcfg.batch_size // 2 or 1)
+            # Its own stream: turning the temporal term on leaves the batches as they were.
+            pairs_rng = np.random.default_rng(stream_seed("restorer-temporal", tcfg.seed, step))
+            terms["temporal"] = cfg.loss.temporal * self._temporal_term(pairs_rng, tcfg.batch_size // 2 or 1)
         if cfg.loss.l1:
             terms["l1"] = cfg.loss.l1 * (restored - target).abs().mean()
         if self.edge is not None:
